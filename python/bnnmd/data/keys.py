@@ -1,0 +1,41 @@
+"""The one registry of data keys.
+
+Every dictionary of tensors that travels between bnnmd's data layer, model,
+training loop and exporter uses these names. The shape of each entry is given in
+the comment; ``num_atoms`` and ``num_edges`` count over all frames of a batch.
+
+Sample dimension
+----------------
+Model outputs that depend on the parameters carry a leading sample dimension
+``k`` (posterior samples, parallel chains, ensemble members or dropout masks):
+``TOTAL_ENERGY`` predicted by the model is ``(k, num_frames)``, ``FORCES`` is
+``(k, num_atoms, 3)``. Reference labels from data have no sample dimension.
+"""
+
+from typing import Final
+
+# ---- per atom --------------------------------------------------------------
+POSITIONS: Final[str] = "pos"  # (num_atoms, 3) float, length unit of the dataset
+ATOMIC_NUMBERS: Final[str] = "atomic_numbers"  # (num_atoms,) int64
+ATOM_TYPE: Final[str] = "atom_type"  # (num_atoms,) int64 index into type_names
+BATCH: Final[str] = "batch"  # (num_atoms,) int64 frame index of each atom
+FORCES: Final[str] = "forces"  # (num_atoms, 3) float, energy / length
+
+# ---- per edge (directed, full list: both i->j and j->i) --------------------
+EDGE_INDEX: Final[str] = "edge_index"  # (2, num_edges) int64: [centre i, neighbour j]
+EDGE_CELL_SHIFT: Final[str] = "edge_cell_shift"  # (num_edges, 3) float: integer image of j
+EDGE_SHIFT: Final[str] = "edge_shift"  # (num_edges, 3) float: cartesian, cell_shift @ cell
+# edge vector r_ij = pos[j] - pos[i] + edge_shift
+
+# ---- per frame -------------------------------------------------------------
+TOTAL_ENERGY: Final[str] = "total_energy"  # (num_frames,) float
+CELL: Final[str] = "cell"  # (num_frames, 3, 3) float, rows are lattice vectors
+PBC: Final[str] = "pbc"  # (num_frames, 3) bool
+NUM_ATOMS: Final[str] = "num_atoms"  # (num_frames,) int64
+FRAME_INDEX: Final[str] = "frame_index"  # (num_frames,) int64 index in the source dataset
+
+ALL_KEYS: Final = (
+    POSITIONS, ATOMIC_NUMBERS, ATOM_TYPE, BATCH, FORCES,
+    EDGE_INDEX, EDGE_CELL_SHIFT, EDGE_SHIFT,
+    TOTAL_ENERGY, CELL, PBC, NUM_ATOMS, FRAME_INDEX,
+)

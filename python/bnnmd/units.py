@@ -1,0 +1,70 @@
+"""The one table of units.
+
+bnnmd stores, next to every dataset and exported model, the energy and length
+unit its numbers are in. Conversions go through this table only; the LAMMPS
+plugin has the same numbers in C++ and a test compares the two.
+
+Factors convert a value *in the named unit* to the base units eV and Angstrom.
+
+Examples
+--------
+>>> round(energy_factor("kcal/mol", "eV"), 7)
+0.0433641
+>>> length_factor("nm", "A")
+10.0
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+# The values of ase.units (ASE's default, CODATA 2014), written out so that the
+# C++ side can carry the same digits: tests/test_units.py compares them with ASE.
+ENERGY_UNITS: Dict[str, float] = {
+    "eV": 1.0,
+    "meV": 1e-3,
+    "kcal/mol": 0.04336410390059322,
+    "kJ/mol": 0.010364269574711572,
+    "Hartree": 27.211386024367243,
+}
+
+LENGTH_UNITS: Dict[str, float] = {
+    "A": 1.0,
+    "nm": 10.0,
+    "Bohr": 0.5291772105638411,
+}
+
+#: Units of each LAMMPS ``units`` style that bnnmd supports.
+LAMMPS_UNITS: Dict[str, Dict[str, str]] = {
+    "real": {"energy": "kcal/mol", "length": "A"},
+    "metal": {"energy": "eV", "length": "A"},
+}
+
+
+def _lookup(table: Dict[str, float], unit: str, kind: str) -> float:
+    try:
+        return table[unit]
+    except KeyError:
+        raise ValueError(
+            f"unknown {kind} unit {unit!r}; supported {kind} units: {', '.join(table)}"
+        ) from None
+
+
+def energy_factor(from_unit: str, to_unit: str) -> float:
+    """Multiply an energy in ``from_unit`` by this to get it in ``to_unit``."""
+    return _lookup(ENERGY_UNITS, from_unit, "energy") / _lookup(ENERGY_UNITS, to_unit, "energy")
+
+
+def length_factor(from_unit: str, to_unit: str) -> float:
+    """Multiply a length in ``from_unit`` by this to get it in ``to_unit``."""
+    return _lookup(LENGTH_UNITS, from_unit, "length") / _lookup(LENGTH_UNITS, to_unit, "length")
+
+
+def check_energy_unit(unit: str) -> str:
+    _lookup(ENERGY_UNITS, unit, "energy")
+    return unit
+
+
+def check_length_unit(unit: str) -> str:
+    _lookup(LENGTH_UNITS, unit, "length")
+    return unit

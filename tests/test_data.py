@@ -1,0 +1,272 @@
+"""Data layer: readers, dataset, types, statistics, splits and every bad-input message."""
+
+import json
+
+import ase
+import ase.io
+import numpy as np
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from bnnmd import units
+from bnnmd.data import (
+    AtomicDataset, DataError, Split, TypeMapper, average_num_neighbours, bundled_dataset,
+    bundled_path, compute_statistics, force_rms, neighbour_list, per_species_energy,
+    protocol_split, random_split, read_ase, read_dataset, read_rmd17, read_sgdml, species_counts,
+)
+
+
+@pytest.fixture(scope="module")
+def ethanol():
+    return bundled_dataset("rmd17_ethanol_train")
+
+
+def _write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _rmd17_arrays(n_frames=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(nuclear_charges=np.array([6, 1, 1, 1, 1], dtype=np.uint8),
+                coords=rng.normal(size=(n_frames, 5, 3)), energies=rng.normal(size=n_frames),
+                forces=rng.normal(size=(n_frames, 5, 3)))
+
+
+# ---- readers ---------------------------------------------------------------
+
+def test_bundled_rmd17_ethanol_matches_the_file(ethanol):
+    raw = np.load(bundled_path("rmd17_ethanol_train"))
+    assert len(ethanol) == 1000 and ethanol.num_atoms_total == 9000
+    assert ethanol.energy_unit == "kcal/mol" and ethanol.length_unit == "A"
+    np.testing.assert_array_equal(ethanol.positions, raw["coords"].reshape(-1, 3))
+    np.testing.assert_array_equal(ethanol.forces, raw["forces"].reshape(-1, 3))
+    np.testing.assert_array_equal(ethanol.energy, raw["energies"])
+    np.testing.assert_array_equal(ethanol.frame(7)["atomic_numbers"], [6, 6, 8, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(ethanol.frame(7)["positions"], raw["coords"][7])
+
+
+def test_shared_rmd17_files_all_read(shared_data):
+    for path in sorted((shared_data / "rmd17").glob("*.npz")):
+        ds = read_dataset(path)
+        raw = np.load(path)
+        assert len(ds) == len(raw["energies"]) == 1000
+        np.testing.assert_array_equal(ds.forces, raw["forces"].reshape(-1, 3))
+
+
+def test_sgdml_ccsd_t_ethanol(shared_data):
+    path = shared_data / "ethanol_ccsd_t" / "ethanol_ccsd_t-train.npz"
+    ds = read_dataset(path)
+    raw = np.load(path)
+    assert len(ds) == 1000
+    np.testing.assert_array_equal(ds.energy, raw["E"][:, 0])  # (F, 1) in the file
+    np.testing.assert_array_equal(ds.positions, raw["R"].reshape(-1, 3))
+    assert ds.energy_unit == "kcal/mol" and ds.length_unit == "A"
+
+
+def test_sgdml_units_from_file(tmp_path):
+    a = _rmd17_arrays()
+    p = _write_npz(tmp_path / "s.npz", z=a["nuclear_charges"], R=a["coords"], E=a["energies"][:, None],
+                   F=a["forces"], e_unit="eV", r_unit="Ang")
+    ds = read_sgdml(p)
+    assert (ds.energy_unit, ds.length_unit) == ("eV", "A")
+
+
+def _ase_frames(n=4, seed=1, periodic=False):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        nat = 3 + i  # different sizes per frame
+        atoms = ase.Atoms(numbers=rng.choice([1, 6, 8], size=nat), positions=rng.uniform(0, 4, (nat, 3)),
+                          cell=np.diag([6.0, 7.0, 8.0]) if periodic else None, pbc=periodic)
+        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()), forces=rng.normal(size=(nat, 3)))
+        frames.append(atoms)
+    return frames
+
+
+@pytest.mark.parametrize("suffix", ["extxyz", "db"])
+@pytest.mark.parametrize("periodic", [False, True])
+def test_ase_formats_round_trip(tmp_path, suffix, periodic):
+    frames = _ase_frames(periodic=periodic)
+    path = tmp_path / f"frames.{suffix}"
+    ase.io.write(path, frames)
+    ds = read_dataset(path)
+    atol = 1e-7 if suffix == "extxyz" else 1e-12  # extxyz is text with 8 decimals
+    assert len(ds) == 4 and list(ds.n_atoms) == [3, 4, 5, 6]
+    assert ds.energy_unit == "eV"
+    for i, atoms in enumerate(frames):
+        f = ds.frame(i)
+        np.testing.assert_allclose(f["positions"], atoms.positions, rtol=0, atol=atol)
+        np.testing.assert_allclose(f["forces"], atoms.get_forces(), rtol=0, atol=atol)
+        assert f["energy"] == pytest.approx(atoms.get_potential_energy(), abs=atol)
+        np.testing.assert_array_equal(f["pbc"], [periodic] * 3)
+        if periodic:
+            np.testing.assert_allclose(f["cell"], atoms.cell.array)
+        else:
+            assert f["cell"] is None
+
+
+def test_subset_and_units(ethanol):
+    sub = ethanol.subset([5, 2])
+    np.testing.assert_array_equal(sub.frame_index, [5, 2])
+    np.testing.assert_array_equal(sub.frame(0)["forces"], ethanol.frame(5)["forces"])
+    ev = sub.convert_units("eV", "nm")
+    k = units.energy_factor("kcal/mol", "eV")
+    np.testing.assert_allclose(ev.energy, sub.energy * k)
+    np.testing.assert_allclose(ev.forces, sub.forces * k * 10.0)  # per nm = 10 x per A
+    np.testing.assert_allclose(ev.positions, sub.positions / 10.0)
+    assert ev.to_ase(0).get_chemical_formula() == "C2H6O"
+
+
+# ---- types -----------------------------------------------------------------
+
+def test_type_mapper(ethanol):
+    tm = TypeMapper.from_atomic_numbers(ethanol.atomic_numbers)
+    assert tm.type_names == ["H", "C", "O"]
+    assert tm.types_of(ethanol.frame(0)["atomic_numbers"]).tolist() == [1, 1, 2, 0, 0, 0, 0, 0, 0]
+    custom = TypeMapper(["C", "H", "O"])  # LAMMPS pair_coeff order
+    assert custom.types_of([6, 1, 8]).tolist() == [0, 1, 2]
+
+
+# ---- statistics ------------------------------------------------------------
+
+def test_per_species_energy_recovers_known_values():
+    rng = np.random.default_rng(3)
+    e_true = np.array([-13.6, -1029.0, -2041.0])  # H, C, O
+    zs, pos, n, energies = [], [], [], []
+    for _ in range(30):  # varied compositions -> a well-posed least-squares problem
+        z = rng.choice([1, 6, 8], size=rng.integers(2, 9))
+        zs.append(z)
+        pos.append(rng.normal(size=(len(z), 3)))
+        n.append(len(z))
+        energies.append(sum(e_true[{1: 0, 6: 1, 8: 2}[v]] for v in z))
+    ds = AtomicDataset(np.concatenate(zs), np.concatenate(pos), n, energy=energies)
+    tm = TypeMapper(["H", "C", "O"])
+    np.testing.assert_allclose(per_species_energy(ds, tm), e_true, rtol=1e-10)
+
+
+def test_statistics_of_rmd17_ethanol(ethanol):
+    tm = TypeMapper(["H", "C", "O"])
+    counts = species_counts(ethanol, tm)
+    np.testing.assert_array_equal(counts[0], [6, 2, 1])
+    e = per_species_energy(ethanol, tm)
+    # one composition: the least-squares fit reproduces the mean energy
+    assert counts[0] @ e == pytest.approx(ethanol.energy.mean(), rel=1e-12)
+    assert force_rms(ethanol) == pytest.approx(np.sqrt(np.mean(ethanol.forces ** 2)))
+    sub = ethanol.subset(range(20))
+    # neighbour count against a direct distance count
+    d = [np.linalg.norm(p[:, None] - p[None], axis=-1) for p in sub.positions.reshape(20, 9, 3)]
+    brute = np.mean([((x > 0) & (x <= 2.0)).sum() / 9 for x in d])
+    assert average_num_neighbours(sub, 2.0) == pytest.approx(brute)
+    stats = compute_statistics(sub, tm, cutoff=5.0)
+    assert stats.avg_num_neighbours == pytest.approx(8.0)  # ethanol fits in 5 A
+    json.dumps(stats.to_dict())
+
+
+# ---- splits ----------------------------------------------------------------
+
+def test_rmd17_protocol_split(tmp_path):
+    train, test = bundled_path("rmd17_ethanol_train"), bundled_path("rmd17_ethanol_test")
+    s = protocol_split("rmd17", train, test, seed=3)
+    assert (len(s.train), len(s.val), len(s.test)) == (970, 30, 200)
+    assert not set(s.train.indices) & set(s.val.indices)
+    assert s.train.file == str(train) and s.test.file == str(test)
+    s.save(tmp_path / "split.json")
+    back = Split.load(tmp_path / "split.json")
+    for a, b in zip(s.parts().values(), back.parts().values()):
+        np.testing.assert_array_equal(a.indices, b.indices)
+        assert a.file == b.file
+    assert (back.seed, back.protocol) == (3, "rmd17")
+    tr, va, te = back.datasets()
+    assert (len(tr), len(va), len(te)) == (970, 30, 200)
+    # seeded: same seed same split, other seed other split
+    np.testing.assert_array_equal(protocol_split("rmd17", train, test, seed=3).val.indices, s.val.indices)
+    assert not np.array_equal(protocol_split("rmd17", train, test, seed=4).val.indices, s.val.indices)
+
+
+def test_ccsd_t_protocol_split(shared_data):
+    s = protocol_split("ccsd_t_ethanol", shared_data / "ethanol_ccsd_t" / "ethanol_ccsd_t-train.npz", seed=0)
+    assert (len(s.train), len(s.val), len(s.test)) == (100, 30, 870)
+    allidx = np.concatenate([p.indices for p in s.parts().values()])
+    assert sorted(allidx.tolist()) == list(range(1000))
+
+
+# ---- bad input: one test per case, each message names file, field and fix ---
+
+def test_missing_key(tmp_path):
+    a = _rmd17_arrays()
+    del a["forces"]
+    p = _write_npz(tmp_path / "noforces.npz", **a)
+    with pytest.raises(DataError, match=r"noforces\.npz: field 'forces': is missing key\(s\) forces.*Fix: "):
+        read_rmd17(p)
+
+
+def test_mismatched_shapes(tmp_path):
+    a = _rmd17_arrays()
+    a["forces"] = a["forces"][:, :4]
+    p = _write_npz(tmp_path / "shape.npz", **a)
+    with pytest.raises(DataError, match=r"shape\.npz: field 'forces': has shape \(5, 4, 3\), expected \(5, 5, 3\).*Fix"):
+        read_dataset(p)
+    a = _rmd17_arrays()
+    a["energies"] = a["energies"][:3]
+    p = _write_npz(tmp_path / "energies.npz", **a)
+    with pytest.raises(DataError, match=r"field 'energies': has 3 values for 5 frames"):
+        read_dataset(p)
+
+
+@pytest.mark.parametrize("field,key,value", [("forces", "forces", np.nan), ("energy", "energies", np.inf),
+                                              ("positions", "coords", -np.inf)])
+def test_nan_and_inf(tmp_path, field, key, value):
+    a = _rmd17_arrays()
+    a[key][3] = value
+    p = _write_npz(tmp_path / "bad.npz", **a)
+    with pytest.raises(DataError, match=rf"bad\.npz: field '{field}': contains NaN or inf values in 1 frame\(s\) \(frames 3\).*Fix"):
+        read_dataset(p)
+
+
+def test_unknown_element_symbols(ethanol):
+    with pytest.raises(DataError, match=r"field 'type_names': has unknown element symbol 'Xx'.*Fix: use element symbols"):
+        TypeMapper(["C", "H", "Xx"])
+    with pytest.raises(DataError, match=r"'h' \(did you mean 'H'\?\)"):
+        TypeMapper(["C", "h"])
+    with pytest.raises(DataError, match=r"rmd17_ethanol_train\.npz: field 'atomic_numbers': contains element\(s\) O "
+                                        r"that are not in type_names.*Fix: add O"):
+        compute_statistics(ethanol, TypeMapper(["H", "C"]), 4.0)
+
+
+def test_empty_files(tmp_path):
+    for name in ("empty.npz", "empty.extxyz"):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(DataError, match=rf"{name}: is empty \(0 bytes\).*Fix"):
+            read_dataset(tmp_path / name)
+    a = _rmd17_arrays(n_frames=0)
+    p = _write_npz(tmp_path / "noframes.npz", **a)
+    with pytest.raises(DataError, match=r"noframes\.npz: field 'coords': contains no frames"):
+        read_dataset(p)
+
+
+def test_split_larger_than_dataset(tmp_path):
+    with pytest.raises(DataError, match=r"x\.npz: split asks for 970 train \+ 30 val \+ 0 test = 1000 frames "
+                                        r"but the dataset has only 100.*Fix: reduce"):
+        random_split(100, 970, 30, 0, file="x.npz")
+    p = _write_npz(tmp_path / "small.npz", **_rmd17_arrays(n_frames=50))
+    with pytest.raises(DataError, match=r"small\.npz: split asks for .* only 50"):
+        protocol_split("rmd17", p, p)
+
+
+def test_other_bad_files(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(DataError, match=r"junk\.npz: is not a readable \.npz"):
+        read_dataset(tmp_path / "junk.npz")
+    p = _write_npz(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(DataError, match=r"other\.npz: is an npz with keys x, neither rMD17"):
+        read_dataset(p)
+    with pytest.raises(DataError, match=r"nothere\.npz: does not exist"):
+        read_dataset(tmp_path / "nothere.npz")
+    frames = _ase_frames()
+    frames[2].calc = None
+    ase.io.write(tmp_path / "partial.extxyz", frames)
+    with pytest.raises(DataError, match=r"partial\.extxyz: field 'energy': is present in some frames but missing in frames \[2\]"):
+        read_ase(tmp_path / "partial.extxyz")
+    with pytest.raises(DataError, match=r"unknown split protocol 'md17'.*rmd17, ccsd_t_ethanol"):
+        protocol_split("md17", p)
