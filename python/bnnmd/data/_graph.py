@@ -15,37 +15,38 @@ Conventions
 
 How vesin is used (and what it gets wrong)
 ------------------------------------------
-vesin 0.6.2 is correct for fully periodic boxes, including boxes shorter than
-the cutoff and triclinic boxes (checked against a brute-force reference in
-``tests/test_graph.py``). Its handling of *non-periodic* directions has
-problems, so this module never hands it a non-periodic direction:
+The edges vesin 0.6.2 returns were right in every case checked against the
+brute-force reference in ``tests/test_graph.py`` (cells shorter than the
+cutoff, triclinic and rotated cells, slabs, wires, molecules). Its failures
+are crashes and slowness, which this module steers around:
 
-* a non-periodic direction is given a fake lattice vector orthogonal to the
-  periodic ones and longer than the atoms' extent plus the search radius, and
-  is then declared periodic; no image along it can be within the cutoff, and
-  edges with a non-zero shift along it are dropped anyway;
-* before that, gaps wider than the search radius between atoms along a
-  non-periodic direction are shrunk (this cannot change which pairs are within
-  the cutoff); with vesin's own bounding box one far-away atom made it slow
-  (15 s for 3 atoms 5e4 A apart in a slab) or killed the process (SIGFPE for
-  3 atoms 1e6 A apart);
-* vesin caps its cell list at 1e5 cells by shrinking all directions by the
-  same factor, which truncates a thin direction to 0 cells and kills the
-  process with SIGFPE (e.g. a 2000 x 2000 x 6 A periodic box, cutoff 5 A); the
-  search radius given to vesin is raised until that cannot happen, and the
-  exact cutoff is applied afterwards;
-* vesin is asked for a slightly larger radius than ``cutoff`` and the exact
-  ``|r_ij|**2 < cutoff**2`` test is applied here, so pairs at the boundary do
-  not depend on vesin's rounding;
-* singular cells, zero periodic vectors and non-finite input are rejected here
-  with :class:`DataError` (vesin crashes, raises or silently returns garbage).
+* its cell list is capped at 1e5 cells by scaling every direction by the same
+  factor; a direction that truncates to 0 cells is a division by zero that
+  kills the process (SIGFPE), e.g. a periodic 2000 x 2000 x 6 A box with
+  cutoff 5 A, or a molecule with one atom 1e6 A away. The radius handed to
+  vesin is raised (in 5% steps) until that cannot happen;
+* with a non-periodic direction it bins atoms over their bounding box, which
+  was slow (15 s for 3 atoms spread over 5e4 A in a slab) and crashes as
+  above for wider spreads. So vesin never sees a non-periodic direction: gaps
+  wider than 1.5 x the search radius between atoms along it are shrunk to that
+  width (no pair within the cutoff crosses such a gap, so no edge changes),
+  and the direction gets a fake lattice vector orthogonal to the periodic ones
+  and longer than the atoms' extent plus the gap, then is declared periodic;
+  edges with a non-zero shift along a fake vector are dropped;
+* it is asked for a slightly larger radius than ``cutoff``, and the exact
+  ``|r_ij|**2 < cutoff**2`` test is applied here to the real positions and
+  cell, so edges at the boundary do not depend on its rounding or on the
+  moved positions;
+* zero, linearly dependent or non-finite cell vectors and non-finite
+  positions are rejected here with :class:`DataError` (vesin would raise a
+  bare RuntimeError, crash, or accept a nearly singular cell).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import vesin
@@ -92,7 +93,7 @@ class NeighbourGraph:
     def edge_vectors(self, positions: np.ndarray) -> np.ndarray:
         """``(E, 3)`` edge vectors ``positions[j] - positions[i] + shift_vector``."""
         pos = np.asarray(positions, dtype=np.float64)
-        return pos[self.edge_index[1]] - pos[self.edge_index[0]] + self.shift_vector
+        return np.take(pos, self.edge_index[1], axis=0) - np.take(pos, self.edge_index[0], axis=0) + self.shift_vector
 
 
 def neighbour_list(
@@ -181,21 +182,22 @@ def neighbour_list(
 
     nl = vesin.NeighborList(cutoff=search, full_list=True)
     i, j, shift = nl.compute(vesin_pos, box, True, quantities="ijS")
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64).reshape(-1, 3)
+    # (np.take is much faster than fancy indexing for rows of (E, 3) arrays)
+    i = i.astype(np.int64)
+    j = j.astype(np.int64)
+    shift = np.asarray(shift).reshape(-1, 3)
 
-    # Exact cutoff, with the real cell (fake lattice vectors have zero shift).
-    keep = np.all(shift[:, ~periodic] == 0, axis=1)
-    i, j, shift = i[keep], j[keep], shift[keep]
-    shift_vector = shift.astype(np.float64) @ cell_used
-    vec = pos[j] - pos[i] + shift_vector
+    # The exact cutoff, with the real cell and positions. Self pairs (vesin never
+    # returns them) and shifts along fake lattice vectors are dropped to be sure.
+    vec = np.take(pos, j, axis=0) - np.take(pos, i, axis=0) + shift.astype(np.float64) @ cell_used
     d2 = np.einsum("ij,ij->i", vec, vec)
     keep = d2 < cutoff * cutoff
-    i, j, shift, shift_vector, d2 = i[keep], j[keep], shift[keep], shift_vector[keep], d2[keep]
-    self_pair = (i == j) & np.all(shift == 0, axis=1)
-    if np.any(self_pair):  # vesin never returns these; drop them to be sure
-        i, j, shift, shift_vector, d2 = (a[~self_pair] for a in (i, j, shift, shift_vector, d2))
+    same = np.flatnonzero(i == j)
+    keep[same[~shift[same].any(axis=1)]] = False
+    for d in np.flatnonzero(~periodic):
+        keep &= shift[:, d] == 0
+    if not keep.all():
+        i, j, shift, d2 = i[keep], j[keep], np.take(shift, np.flatnonzero(keep), axis=0), d2[keep]
 
     if np.any(d2 == 0.0):
         k = int(np.flatnonzero(d2 == 0.0)[0])
@@ -206,10 +208,14 @@ def neighbour_list(
         )
 
     order = _edge_order(i, j, shift, n_atoms)
+    edge_index = np.empty((2, len(order)), dtype=np.int64)
+    np.take(i, order, out=edge_index[0])
+    np.take(j, order, out=edge_index[1])
+    shift = np.take(shift, order, axis=0).astype(np.int64)
     return NeighbourGraph(
-        edge_index=np.ascontiguousarray(np.stack([i[order], j[order]])),
-        cell_shift=np.ascontiguousarray(shift[order]),
-        shift_vector=np.ascontiguousarray(shift_vector[order]),
+        edge_index=edge_index,
+        cell_shift=shift,
+        shift_vector=shift.astype(np.float64) @ cell_used,
     )
 
 
@@ -321,11 +327,16 @@ def _empty() -> NeighbourGraph:
                           shift_vector=np.zeros((0, 3), dtype=np.float64))
 
 
+def _cross(a, b) -> np.ndarray:
+    """Cross product of two 3-vectors (np.cross is slow for single vectors)."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
 def _heights(box: np.ndarray) -> np.ndarray:
     """Distance between opposite faces for each lattice vector of a non-singular box."""
-    volume = abs(float(np.linalg.det(box)))
-    return np.array([volume / np.linalg.norm(np.cross(box[(d + 1) % 3], box[(d + 2) % 3]))
-                     for d in range(3)])
+    normals = np.array([_cross(box[(d + 1) % 3], box[(d + 2) % 3]) for d in range(3)])
+    volume = abs(float(np.dot(box[0], normals[0])))
+    return volume / np.sqrt(np.einsum("ij,ij->i", normals, normals))
 
 
 def _nonperiodic_directions(cell: np.ndarray, periodic: np.ndarray) -> np.ndarray:
@@ -335,15 +346,15 @@ def _nonperiodic_directions(cell: np.ndarray, periodic: np.ndarray) -> np.ndarra
     if len(rows) == 0:
         return np.eye(3)
     if len(rows) == 2:
-        n = np.cross(cell[rows[0]], cell[rows[1]])
+        n = _cross(cell[rows[0]], cell[rows[1]])
         out[np.flatnonzero(~periodic)[0]] = n / np.linalg.norm(n)
         return out
     if len(rows) == 1:
         a = cell[rows[0]] / np.linalg.norm(cell[rows[0]])
         t = np.array([0.0, 1.0, 0.0]) if abs(a[1]) < 0.9 else np.array([0.0, 0.0, 1.0])
-        u = np.cross(a, t)
+        u = _cross(a, t)
         u /= np.linalg.norm(u)
-        w = np.cross(a, u)
+        w = _cross(a, u)
         others = np.flatnonzero(~periodic)
         out[others[0]], out[others[1]] = u, w
         return out
@@ -409,11 +420,16 @@ def _edge_order(i: np.ndarray, j: np.ndarray, shift: np.ndarray, n_atoms: int) -
     """Permutation sorting edges by i, then j, then shift (lexicographic)."""
     if len(i) == 0:
         return np.zeros(0, dtype=np.int64)
-    lo = shift.min(axis=0)
-    span = shift.max(axis=0) - lo + 1
-    # one int64 key when it cannot overflow, else a 5-key lexsort
+    columns = np.ascontiguousarray(shift.T).astype(np.int64)
+    lo = columns.min(axis=1)
+    span = columns.max(axis=1) - lo + 1
+    # one int64 key when it cannot overflow (keys are unique, so any sort
+    # algorithm gives the same order), else a 5-key lexsort
     if float(n_atoms) ** 2 * float(np.prod(span.astype(np.float64))) < 2.0 ** 62:
-        s = shift - lo
-        key = (((i * n_atoms + j) * span[0] + s[:, 0]) * span[1] + s[:, 1]) * span[2] + s[:, 2]
-        return np.argsort(key, kind="stable")
-    return np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], j, i))
+        key = i * n_atoms + j
+        for d in range(3):
+            key *= int(span[d])
+            key += columns[d]
+            key -= int(lo[d])
+        return np.argsort(key)
+    return np.lexsort((columns[2], columns[1], columns[0], j, i))
