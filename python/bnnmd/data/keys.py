@@ -39,3 +39,11 @@ ALL_KEYS: Final = (
     EDGE_INDEX, EDGE_CELL_SHIFT, EDGE_SHIFT,
     TOTAL_ENERGY, CELL, PBC, NUM_ATOMS, FRAME_INDEX,
 )
+
+# ---- model outputs (leading sample dimension k) -----------------------------
+ATOMIC_ENERGY: Final[str] = "atomic_energy"  # (k, num_atoms)
+TOTAL_ENERGY_STD: Final[str] = "total_energy_std"  # (k, num_frames) sigma_E
+FORCES_STD: Final[str] = "forces_std"  # (k, num_atoms) sigma_F, one per atom for x, y, z
+VIRIAL: Final[str] = "virial"  # (k, num_frames, 3, 3) -sum_edges r_ij (x) dE/dr_ij
+
+MODEL_OUTPUTS: Final = (TOTAL_ENERGY, ATOMIC_ENERGY, FORCES, TOTAL_ENERGY_STD, FORCES_STD, VIRIAL)

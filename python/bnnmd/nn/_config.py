@@ -1,0 +1,95 @@
+"""Model hyperparameters, validated with messages that name the key and the allowed values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import List, Optional
+
+NONLINEARITIES = ("silu", "ssp", "tanh")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of the stochastic NequIP model.
+
+    Defaults are a CPU-sized model; the paper's NequIP runs used 4-5 layers,
+    l_max = 2-3 and 32-64 features.
+
+    Examples
+    --------
+    >>> ModelConfig(type_names=["H", "C", "O"], num_layers=2, l_max=1).num_samples
+    1
+    >>> ModelConfig(type_names=["H"], l_max=-1)
+    Traceback (most recent call last):
+    ...
+    bnnmd.nn._config.ConfigError: model.l_max = -1: must be an integer >= 0 (0 = invariant messages only)
+    """
+
+    type_names: List[str] = field(default_factory=list)  # element symbols, one per type
+    num_layers: int = 3  # interaction blocks L; receptive field = L * cutoff
+    l_max: int = 2  # largest rotation order of features and spherical harmonics
+    num_features: int = 16  # channels per irrep
+    parity: bool = True  # True: features of both parities (pseudo-tensors too); False: only p = (-1)^l
+    cutoff: float = 5.0  # Angstrom (the dataset's length unit)
+    num_basis: int = 8  # Bessel functions
+    cutoff_p: int = 6  # polynomial cutoff envelope exponent
+    radial_hidden: int = 32  # width of the radial MLP
+    radial_layers: int = 2  # hidden layers of the radial MLP
+    nonlinearity: str = "silu"  # scalar nonlinearity: silu, ssp (shifted softplus) or tanh
+    resnet: bool = True  # residual updates where the irreps allow
+    avg_num_neighbours: Optional[float] = None  # message normalisation; None: from data
+    sigma_hidden: int = 16  # width of the sigma-head MLPs
+    dropout: float = 0.0  # dropout rate in the scalar channels (MC-dropout baseline)
+    num_samples: int = 1  # k: parameter samples evaluated in one pass
+
+    def __post_init__(self):
+        def bad(key, value, allowed):
+            raise ConfigError(f"model.{key} = {value!r}: {allowed}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(self.type_names, (list, tuple)) or not self.type_names:
+            bad("type_names", self.type_names, "must be a non-empty list of element symbols, e.g. [H, C, O]")
+        from bnnmd.data import DataError, TypeMapper
+
+        try:
+            TypeMapper(self.type_names)
+        except DataError as exc:
+            raise ConfigError(f"model.type_names = {self.type_names!r}: {exc.problem}; {exc.fix}") from None
+        self.type_names = list(self.type_names)
+        for key, minimum, what in (("num_layers", 1, ""), ("l_max", 0, " (0 = invariant messages only)"),
+                                   ("num_features", 1, ""), ("num_basis", 1, ""), ("cutoff_p", 2, ""),
+                                   ("radial_hidden", 1, ""), ("radial_layers", 1, ""),
+                                   ("sigma_hidden", 1, ""), ("num_samples", 1, " (k, the sample dimension)")):
+            v = getattr(self, key)
+            if not is_int(v) or v < minimum:
+                bad(key, v, f"must be an integer >= {minimum}{what}")
+        for key in ("cutoff",) + (("avg_num_neighbours",) if self.avg_num_neighbours is not None else ()):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                bad(key, v, "must be a finite number > 0")
+        if self.nonlinearity not in NONLINEARITIES:
+            bad("nonlinearity", self.nonlinearity, f"must be one of {', '.join(NONLINEARITIES)}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            bad("dropout", self.dropout, "must be a number in [0, 1)")
+        for key in ("parity", "resnet"):
+            if not isinstance(getattr(self, key), bool):
+                bad(key, getattr(self, key), "must be true or false")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Build from a mapping; unknown keys are an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown model key(s) {', '.join(unknown)}; allowed keys: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

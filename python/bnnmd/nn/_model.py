@@ -1,0 +1,204 @@
+"""The stochastic NequIP model of Rensmeyer et al. (2024), with a sample dimension."""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from e3nn import o3
+from e3nn.util.jit import compile_mode
+from torch import nn
+
+from bnnmd.data import keys as K
+from bnnmd.nn._config import ConfigError, ModelConfig
+from bnnmd.nn._interaction import InteractionBlock, hidden_irreps
+from bnnmd.nn._radial import BesselBasis, PolynomialCutoff
+from bnnmd.nn._stacked import StackedLinear, StackedMLP
+
+
+@compile_mode("script")
+class StochasticNequIP(nn.Module):
+    """NequIP with sigma heads; every parameter has a leading sample dimension ``k``.
+
+    ``forward(data)`` takes a batch from :class:`bnnmd.data.GraphDataset` (keys of
+    :mod:`bnnmd.data.keys`) and returns, per sample ``s < k``:
+
+    ============================  ======================  =====================================
+    key                           shape                   meaning
+    ============================  ======================  =====================================
+    ``total_energy``              ``[k, num_frames]``     mu_E, sum of atomic energies
+    ``atomic_energy``             ``[k, num_atoms]``      E_i = scale[z_i] * out_i + shift[z_i]
+    ``forces``                    ``[k, num_atoms, 3]``   mu_F = -dE/dr (autograd, conservative)
+    ``total_energy_std``          ``[k, num_frames]``     sigma_E (permutation invariant)
+    ``forces_std``                ``[k, num_atoms]``      sigma_F_i, shared by x, y, z
+    ``virial``                    ``[k, num_frames, 3, 3]`` -sum_edges r_ij (x) dE/dr_ij
+    ============================  ======================  =====================================
+
+    Notes
+    -----
+    The graph and the edge vectors are built once per call. Per-sample forces
+    need one backward pass for all k samples, so the edge vectors are repeated
+    along k before the spherical harmonics and radial basis (cheap next to the
+    tensor products, see ``docs/benchmarks.md``); then ``dE_s/dr_ij`` is sample
+    ``s``'s own, and forces and virial follow from these edge gradients, the
+    form LAMMPS needs for ghost atoms.
+
+    sigma_E^2 = scale^2 * sum_i (softplus(MLP_E(v_i)) + floor) and sigma_F_i =
+    scale * (softplus(MLP_F(v_i)) + floor), with scale = the force RMS of the data
+    and v_i the invariant features of the model base. Both are positive and finite for any input.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c = config
+        if c.avg_num_neighbours is None:
+            raise ConfigError("model.avg_num_neighbours is not set: compute it from the training data "
+                              "(bnnmd.nn.build_model does) or give it in the config")
+        self.config = copy.deepcopy(c)
+        k = c.num_samples
+        self.num_samples = k
+        self.num_types = len(c.type_names)
+        self.cutoff = float(c.cutoff)
+        self.irreps_sh = o3.Irreps.spherical_harmonics(c.l_max)  # 0e + 1o + 2e + ...
+        self.sh = o3.SphericalHarmonics(self.irreps_sh, normalize=True, normalization="component")
+        self.basis = BesselBasis(c.cutoff, c.num_basis, k)
+        self.envelope = PolynomialCutoff(c.cutoff, c.cutoff_p)
+        self.embedding = nn.Parameter(torch.randn(k, self.num_types, c.num_features))
+        target = hidden_irreps(c.num_features, c.l_max, c.parity)
+        irreps = o3.Irreps(f"{c.num_features}x0e")
+        blocks = []
+        for _ in range(c.num_layers):
+            block = InteractionBlock(irreps, self.irreps_sh, target, self.num_types, c.num_basis,
+                                     c.radial_hidden, c.radial_layers, c.avg_num_neighbours,
+                                     c.nonlinearity, c.resnet, c.dropout, k)
+            blocks.append(block)
+            irreps = block.irreps_out
+        self.blocks = nn.ModuleList(blocks)
+        n_inv = max(c.num_features // 2, 1)
+        self.to_invariant = StackedLinear(irreps, o3.Irreps(f"{n_inv}x0e"), k)  # v_i
+        self.to_energy = StackedLinear(o3.Irreps(f"{n_inv}x0e"), o3.Irreps("1x0e"), k)
+        self.sigma_energy_head = StackedMLP([n_inv, c.sigma_hidden, 1], k, act=c.nonlinearity)
+        self.sigma_forces_head = StackedMLP([n_inv, c.sigma_hidden, 1], k, act=c.nonlinearity)
+        # Per-species scale and shift of the atomic energies and the scale of the
+        # sigmas: data statistics, not parameters (the N(0, I) prior is not for them).
+        self.register_buffer("energy_scale", torch.ones(self.num_types))
+        self.register_buffer("energy_shift", torch.zeros(self.num_types))
+        self.register_buffer("sigma_scale", torch.ones(()))
+        self.sigma_floor = 1e-4
+
+    # ---- sample dimension ----------------------------------------------------
+    @torch.jit.unused
+    def select(self, indices: Sequence[int]) -> "StochasticNequIP":
+        """A model holding only samples ``indices`` (a copy)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.num_samples:
+            raise ValueError(f"sample indices {list(indices)} out of range for k = {self.num_samples}")
+        cfg = copy.deepcopy(self.config)
+        cfg.num_samples = int(idx.numel())
+        new = StochasticNequIP(cfg).to(self.embedding.dtype)
+        sd = {n: (p.index_select(0, idx.to(p.device)) if n in dict(self.named_parameters()) else p)
+              for n, p in self.state_dict().items()}
+        new.load_state_dict(sd)
+        return new.to(self.embedding.device)
+
+    @staticmethod
+    @torch.jit.unused
+    def stack(models: Sequence["StochasticNequIP"]) -> "StochasticNequIP":
+        """One model whose samples are those of ``models``, in order (same config, same buffers)."""
+        if not models:
+            raise ValueError("stack() needs at least one model")
+        first = models[0]
+        base = dict(first.config.to_dict(), num_samples=0)
+        for m in models[1:]:
+            if dict(m.config.to_dict(), num_samples=0) != base:
+                raise ValueError("stack(): models have different configs; only the number of samples may differ")
+        cfg = copy.deepcopy(first.config)
+        cfg.num_samples = sum(m.num_samples for m in models)
+        new = StochasticNequIP(cfg).to(first.embedding.dtype)
+        params = dict(first.named_parameters())
+        sd = {}
+        for name, value in first.state_dict().items():
+            if name in params:
+                sd[name] = torch.cat([m.state_dict()[name] for m in models], dim=0)
+            else:
+                for m in models[1:]:
+                    if not torch.equal(m.state_dict()[name], value):
+                        raise ValueError(f"stack(): buffer {name} differs between models")
+                sd[name] = value
+        new.load_state_dict(sd)
+        return new.to(first.embedding.device)
+
+    @torch.jit.unused
+    def set_statistics(self, per_species_energy: Sequence[float], force_rms: float) -> None:
+        """Initialise shift (energy per atom of each type) and scales (force RMS) from data."""
+        e = torch.as_tensor(list(per_species_energy), dtype=self.energy_shift.dtype)
+        if e.shape != self.energy_shift.shape:
+            raise ValueError(f"per_species_energy has {e.numel()} values for {self.num_types} types")
+        self.energy_shift.copy_(e)
+        self.energy_scale.fill_(float(force_rms))
+        self.sigma_scale.fill_(float(force_rms))
+
+    @torch.jit.unused
+    def set_dropout_active(self, active: bool) -> None:
+        """Keep dropout masks on in eval mode (MC dropout inference)."""
+        for b in self.blocks:
+            b.dropout_active = bool(active)
+
+    # ---- forward -------------------------------------------------------------
+    def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        pos = data[K.POSITIONS]
+        atom_type = data[K.ATOM_TYPE]
+        edge_index = data[K.EDGE_INDEX]
+        batch = data[K.BATCH]
+        num_frames = data[K.NUM_ATOMS].shape[0]
+        k = self.num_samples
+        n_atoms = pos.shape[0]
+        centre, neighbour = edge_index[0], edge_index[1]
+        if not torch.is_grad_enabled():
+            raise RuntimeError("StochasticNequIP computes forces by autograd: call it with gradients "
+                               "enabled, not under torch.no_grad() or inference_mode()")
+        vec = pos.index_select(0, neighbour) - pos.index_select(0, centre) + data[K.EDGE_SHIFT]
+        vec_k = vec.detach().unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
+        r = torch.linalg.norm(vec_k, dim=-1)
+        sh = self.sh(vec_k)
+        basis = self.basis(r) * self.envelope(r).unsqueeze(-1)
+        x = self.embedding.index_select(1, atom_type)
+        for block in self.blocks:
+            x = block(x, atom_type, edge_index, sh, basis)
+        v = self.to_invariant(x)
+        out = self.to_energy(v).squeeze(-1)
+        atomic_energy = out * self.energy_scale.index_select(0, atom_type) \
+            + self.energy_shift.index_select(0, atom_type)
+        energy = atomic_energy.new_zeros(k, num_frames).index_add(1, batch, atomic_energy)
+        grads = torch.autograd.grad([energy.sum()], [vec_k], create_graph=self.training, allow_unused=True)
+        g = grads[0]
+        if g is None:  # no edges at all
+            g = torch.zeros_like(vec_k)
+        # F_i = -dE/dr_i with r_ij = r_j - r_i: F_i += dE/dr_ij, F_j -= dE/dr_ij
+        forces = g.new_zeros(k, n_atoms, 3).index_add(1, centre, g).index_add(1, neighbour, -g)
+        edge_frame = batch.index_select(0, centre)
+        virial_edges = -(vec.detach().unsqueeze(0).unsqueeze(-1) * g.unsqueeze(-2))  # [k, E, 3, 3]
+        virial = g.new_zeros(k, num_frames, 3, 3).index_add(1, edge_frame, virial_edges)
+        # per-atom variance contributions (positive, with a floor) add up over the frame
+        var_e_atoms = torch.nn.functional.softplus(self.sigma_energy_head(v).squeeze(-1)) + self.sigma_floor
+        var_e = var_e_atoms.new_zeros(k, num_frames).index_add(1, batch, var_e_atoms)
+        energy_std = self.sigma_scale * torch.sqrt(var_e)
+        forces_std = self.sigma_scale * (torch.nn.functional.softplus(self.sigma_forces_head(v).squeeze(-1))
+                                         + self.sigma_floor)
+        return {
+            K.TOTAL_ENERGY: energy,
+            K.ATOMIC_ENERGY: atomic_energy,
+            K.FORCES: forces,
+            K.TOTAL_ENERGY_STD: energy_std,
+            K.FORCES_STD: forces_std,
+            K.VIRIAL: virial,
+        }
+
+    @torch.jit.unused
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters()) // self.num_samples
+        c = self.config
+        return (f"StochasticNequIP(k={self.num_samples}, layers={c.num_layers}, l_max={c.l_max}, "
+                f"features={c.num_features}, cutoff={c.cutoff}, types={c.type_names}, "
+                f"{n} parameters per sample)")

@@ -1,0 +1,258 @@
+"""The stochastic NequIP model: symmetry, forces, the sample dimension, scripting, configs."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from bnnmd.data import AtomicDataset, GraphDataset, TypeMapper, bundled_dataset, keys as K
+from bnnmd.nn import ConfigError, ModelConfig, StochasticNequIP, build_model, predict, predictive, script
+from bnnmd.nn import testing as T
+
+TYPES = ["H", "C", "O"]
+CONFIGS = {
+    "l2-parity": dict(num_layers=2, l_max=2, num_features=4, parity=True),
+    "l1-so3-ssp": dict(num_layers=2, l_max=1, num_features=4, parity=False, nonlinearity="ssp"),
+}
+
+
+def periodic_dataset(n_frames=2, n_atoms=10, seed=0):
+    """Random H/C/O atoms in a small triclinic cell (shorter than 2 x cutoff: images interact)."""
+    rng = np.random.default_rng(seed)
+    cell = np.array([[4.2, 0.0, 0.0], [0.8, 4.0, 0.0], [0.3, -0.5, 4.5]])
+    zs, pos = [], []
+    for _ in range(n_frames):
+        pts = []
+        while len(pts) < n_atoms:  # keep atoms >= 1 A apart (minimum image)
+            p = rng.uniform(0, 1, 3) @ cell
+            d = [np.linalg.norm((q - p) - np.round((q - p) @ np.linalg.inv(cell)) @ cell) for q in pts]
+            if not d or min(d) > 1.0:
+                pts.append(p)
+        pos.append(np.array(pts))
+        zs.append(rng.choice([1, 6, 8], n_atoms))
+    return AtomicDataset(np.concatenate(zs), np.concatenate(pos), [n_atoms] * n_frames,
+                         energy=rng.normal(size=n_frames) * 10 - 100, forces=rng.normal(size=(n_frames * n_atoms, 3)),
+                         cell=[cell] * n_frames, pbc=[[True] * 3] * n_frames)
+
+
+@pytest.fixture(scope="module")
+def molecules():
+    return bundled_dataset("rmd17_ethanol_train").subset([0, 500, 999])
+
+
+def make(dataset, dtype=torch.float64, k=2, seed=0, cutoff=4.0, shift=False, **cfg):
+    """Model and batch. Without ``shift`` the per-species energy shift (~ -1e4 kcal/mol per
+    atom, a constant that no symmetry can break) is zeroed, so that tolerances measure the
+    model's own output rather than the rounding of a large constant."""
+    config = ModelConfig(type_names=TYPES, cutoff=cutoff, num_samples=k, **{**CONFIGS["l2-parity"], **cfg})
+    model = build_model(config, dataset, dtype=dtype, seed=seed)
+    if not shift:
+        model.energy_shift.zero_()
+    batch = GraphDataset(dataset, TypeMapper(TYPES), cutoff).batch(range(len(dataset)), dtype=dtype)
+    return model, batch
+
+
+@pytest.mark.parametrize("system", ["molecules", "periodic"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equivariance(molecules, system, name, dtype):
+    ds = molecules if system == "molecules" else periodic_dataset()
+    model, batch = make(ds, dtype, **CONFIGS[name])
+    T.assert_equivariant(model, batch)  # both are E(3): parity=False only drops pseudo-tensors
+    T.assert_permutation_equivariant(model, batch)
+
+
+def test_equivariance_check_can_fail(molecules):
+    """A model with a term that depends on absolute orientation is caught."""
+    model, batch = make(molecules)
+
+    def broken(b):
+        out = dict(model(b))
+        out[K.TOTAL_ENERGY] = out[K.TOTAL_ENERGY] + 1e-3 * b[K.POSITIONS][0, 0]
+        return out
+
+    with pytest.raises(AssertionError, match="rotation: total_energy"):
+        T.assert_equivariant(broken, batch)
+
+
+@pytest.mark.parametrize("system", ["molecules", "periodic"])
+def test_forces_and_virial_are_derivatives(molecules, system):
+    ds = molecules if system == "molecules" else periodic_dataset()
+    model, batch = make(ds)
+    T.assert_forces_are_gradients(model, batch, cutoff=4.0, atoms=(0, 4, 11))
+    if system == "periodic":
+        T.assert_virial_is_strain_derivative(model, batch, cutoff=4.0)
+
+
+def test_forces_float32_close_to_float64(molecules):
+    m64, b64 = make(molecules, torch.float64)
+    m32, b32 = make(molecules, torch.float32)
+    m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+    o64, o32 = m64(b64), m32(b32)
+    torch.testing.assert_close(o32[K.FORCES].double(), o64[K.FORCES], atol=1e-3, rtol=1e-4)
+
+
+def test_stacked_equals_separately_built_models(molecules):
+    singles = [make(molecules, k=1, seed=s)[0] for s in (0, 1, 2)]
+    _, batch = make(molecules, k=1)
+    stacked = StochasticNequIP.stack(singles)
+    assert stacked.num_samples == 3
+    out = stacked(batch)
+    for s, single in enumerate(singles):
+        ref = single(batch)
+        for key in K.MODEL_OUTPUTS:
+            torch.testing.assert_close(out[key][s], ref[key][0], atol=1e-12, rtol=1e-12)
+    # samples really differ, and select() takes them back out
+    assert (out[K.FORCES][0] - out[K.FORCES][1]).abs().max() > 1e-3
+    torch.testing.assert_close(stacked.select([2])(batch)[K.FORCES][0], out[K.FORCES][2], atol=1e-12, rtol=1e-12)
+
+
+def test_batch_equals_frames_one_by_one(molecules):
+    ds = bundled_dataset("rmd17_ethanol_train").subset([3, 4])
+    per = periodic_dataset(1)
+    both = AtomicDataset(np.concatenate([ds.atomic_numbers, per.atomic_numbers]),
+                         np.concatenate([ds.positions, per.positions]), [9, 9, 10],
+                         cell=[np.zeros((3, 3))] * 2 + [per.cell[0]], pbc=[[False] * 3] * 2 + [[True] * 3],
+                         energy=[0.0, 0.0, 0.0], forces=np.zeros((28, 3)))
+    model, batch = make(both)
+    gd = GraphDataset(both, TypeMapper(TYPES), 4.0)
+    out = model(batch)
+    start = 0
+    for f in range(3):
+        one = model(gd.batch([f]))
+        n = int(both.n_atoms[f])
+        torch.testing.assert_close(out[K.TOTAL_ENERGY][:, f], one[K.TOTAL_ENERGY][:, 0], atol=1e-10, rtol=0)
+        torch.testing.assert_close(out[K.TOTAL_ENERGY_STD][:, f], one[K.TOTAL_ENERGY_STD][:, 0])
+        torch.testing.assert_close(out[K.VIRIAL][:, f], one[K.VIRIAL][:, 0])
+        torch.testing.assert_close(out[K.FORCES][:, start:start + n], one[K.FORCES])
+        torch.testing.assert_close(out[K.FORCES_STD][:, start:start + n], one[K.FORCES_STD])
+        start += n
+
+
+def test_no_gradient_between_frames(molecules):
+    model, batch = make(molecules)
+    model.train()  # training graph (create_graph) too
+    ref = model(batch)
+    moved = dict(batch)
+    pos = batch[K.POSITIONS].clone()
+    pos[9:18] += 0.05 * torch.randn(9, 3, dtype=pos.dtype)  # frame 1 only
+    moved[K.POSITIONS] = pos
+    out = model(T.rebuild_edges(moved, 4.0))
+    for f, atoms in ((0, slice(0, 9)), (2, slice(18, 27))):
+        assert torch.equal(out[K.TOTAL_ENERGY][:, f], ref[K.TOTAL_ENERGY][:, f])
+        assert torch.equal(out[K.FORCES][:, atoms], ref[K.FORCES][:, atoms])
+    assert not torch.equal(out[K.TOTAL_ENERGY][:, 1], ref[K.TOTAL_ENERGY][:, 1])
+    # gradient of frame 0's force loss reaches no input of frame 1
+    loss = ref[K.FORCES][:, 0:9].pow(2).sum()
+    grads = torch.autograd.grad(loss, [p for p in model.parameters()], allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_far_apart_fragments_add_up(molecules):
+    a = molecules.frame(0)
+    b = molecules.frame(1)
+    together = AtomicDataset(np.concatenate([a["atomic_numbers"], b["atomic_numbers"]]),
+                             np.concatenate([a["positions"], b["positions"] + 50.0]), [18])
+    apart = molecules.subset([0, 1])
+    model, batch_apart = make(apart, num_layers=3)
+    batch_together = GraphDataset(together, TypeMapper(TYPES), 4.0).batch([0])
+    o_sep, o_tog = model(batch_apart), model(batch_together)
+    torch.testing.assert_close(o_tog[K.TOTAL_ENERGY][:, 0], o_sep[K.TOTAL_ENERGY].sum(dim=1), atol=1e-9, rtol=0)
+    torch.testing.assert_close(o_tog[K.FORCES], o_sep[K.FORCES])
+    torch.testing.assert_close(o_tog[K.FORCES_STD], o_sep[K.FORCES_STD])
+    # independent atomic variances add
+    torch.testing.assert_close(o_tog[K.TOTAL_ENERGY_STD][:, 0] ** 2,
+                               (o_sep[K.TOTAL_ENERGY_STD] ** 2).sum(dim=1), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("system", ["molecules", "periodic"])
+def test_scripted_equals_eager(molecules, system, tmp_path):
+    ds = molecules if system == "molecules" else periodic_dataset()
+    model, batch = make(ds, dropout=0.1)
+    model.eval()
+    scripted = script(model)
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    buf.seek(0)
+    loaded = torch.jit.load(buf)
+    ref = model(batch)
+    for m in (scripted, loaded):
+        out = m(batch)
+        for key in K.MODEL_OUTPUTS:
+            torch.testing.assert_close(out[key], ref[key], atol=1e-12, rtol=1e-12)
+
+
+def test_sigmas_positive_and_finite(molecules):
+    model, batch = make(molecules, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(20.0)  # extreme parameters
+    out = model(batch)
+    for key in (K.TOTAL_ENERGY_STD, K.FORCES_STD):
+        assert torch.isfinite(out[key]).all() and (out[key] > 0).all()
+
+
+def test_dropout_masks_per_sample(molecules):
+    model, batch = make(molecules, dropout=0.3, k=1)
+    model = StochasticNequIP.stack([model, model, model])  # identical parameters
+    model.eval()
+    e = model(batch)[K.TOTAL_ENERGY]
+    assert torch.equal(e[0], e[1])  # no dropout at evaluation
+    model.set_dropout_active(True)  # MC dropout: k masks
+    e = model(batch)[K.TOTAL_ENERGY]
+    assert not torch.equal(e[0], e[1])
+
+
+def test_training_mode_forces_carry_parameter_gradients(molecules):
+    model, batch = make(molecules)
+    model.train()
+    out = model(batch)
+    loss = (out[K.FORCES] - batch[K.FORCES]).pow(2).mean()
+    loss.backward()
+    assert model.blocks[0].radial.weights[0].grad.abs().sum() > 0
+    model.eval()
+    assert not model(batch)[K.FORCES].requires_grad  # no graph kept for inference
+
+
+def test_no_grad_gives_a_clear_error(molecules):
+    model, batch = make(molecules)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="gradients enabled"):
+        model(batch)
+
+
+def test_predictive_mixture_moments():
+    rng = np.random.default_rng(0)
+    mu, sd = rng.normal(size=(4, 5, 3)), rng.uniform(0.1, 1.0, size=(4, 5))
+    p = predictive(torch.tensor(mu), torch.tensor(sd).unsqueeze(-1))
+    np.testing.assert_allclose(p.mean.numpy(), mu.mean(0))
+    np.testing.assert_allclose(p.epistemic.numpy(), mu.var(0))
+    np.testing.assert_allclose(p.aleatoric.numpy(), np.broadcast_to((sd ** 2).mean(0)[:, None], (5, 3)))
+    # the mixture's variance, from its definition E[y^2] - E[y]^2
+    second = (mu ** 2 + sd[..., None] ** 2).mean(0)
+    np.testing.assert_allclose(p.variance.numpy(), second - mu.mean(0) ** 2, atol=1e-12)
+    out = predict({K.TOTAL_ENERGY: torch.tensor(mu[:, :, 0]), K.TOTAL_ENERGY_STD: torch.tensor(sd),
+                   K.FORCES: torch.tensor(mu), K.FORCES_STD: torch.tensor(sd)})
+    torch.testing.assert_close(out[K.FORCES].variance, p.variance)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(l_max=-1), r"model\.l_max = -1: must be an integer >= 0"),
+    (dict(cutoff=0.0), r"model\.cutoff = 0\.0: must be a finite number > 0"),
+    (dict(cutoff=-2), r"model\.cutoff = -2"),
+    (dict(nonlinearity="relu"), r"model\.nonlinearity = 'relu': must be one of silu, ssp, tanh"),
+    (dict(num_samples=0), r"model\.num_samples = 0: must be an integer >= 1 \(k, the sample dimension\)"),
+    (dict(num_layers=0), r"model\.num_layers = 0"),
+    (dict(dropout=1.0), r"model\.dropout = 1\.0: must be a number in \[0, 1\)"),
+    (dict(type_names=["H", "Qq"]), r"model\.type_names.*unknown element symbol 'Qq'"),
+])
+def test_bad_configs(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        ModelConfig(**{"type_names": TYPES, **bad})
+
+
+def test_unknown_config_key_and_missing_neighbours():
+    with pytest.raises(ConfigError, match=r"unknown model key\(s\) lmax; allowed keys: .*l_max"):
+        ModelConfig.from_dict({"type_names": TYPES, "lmax": 2})
+    with pytest.raises(ConfigError, match="avg_num_neighbours is not set"):
+        StochasticNequIP(ModelConfig(type_names=TYPES))
