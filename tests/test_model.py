@@ -215,6 +215,20 @@ def test_training_mode_forces_carry_parameter_gradients(molecules):
     assert not model(batch)[K.FORCES].requires_grad  # no graph kept for inference
 
 
+@pytest.mark.parametrize("layers,parity", [(1, True), (2, True), (2, False)])
+def test_every_parameter_gets_a_gradient(molecules, layers, parity):
+    """No dead parameters: one would feel only the prior and a sampler's mass would collapse to eps."""
+    model, batch = make(molecules, num_layers=layers, parity=parity)
+    model.train()
+    out = model(batch)
+    loss = out[K.FORCES].pow(2).sum() + out[K.TOTAL_ENERGY].sum() + out[K.FORCES_STD].sum() \
+        + out[K.TOTAL_ENERGY_STD].sum()
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.numel():
+            assert p.grad is not None and (p.grad != 0).float().mean() > 0.5, name
+
+
 def test_no_grad_gives_a_clear_error(molecules):
     model, batch = make(molecules)
     with torch.no_grad(), pytest.raises(RuntimeError, match="gradients enabled"):

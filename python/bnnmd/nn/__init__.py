@@ -24,6 +24,7 @@ import torch
 from bnnmd.nn._config import NONLINEARITIES, ConfigError, ModelConfig
 from bnnmd.nn._model import StochasticNequIP
 from bnnmd.nn._predictive import Predictive, predict, predictive
+from bnnmd.nn._samples import SampleError, load_samples, read_sample, save_sample
 from bnnmd.nn._stacked import StackedLinear, StackedMLP
 
 
@@ -59,5 +60,6 @@ def script(model: StochasticNequIP) -> torch.jit.ScriptModule:
     return compile(model)
 
 
-__all__ = ["ConfigError", "ModelConfig", "NONLINEARITIES", "Predictive", "StackedLinear", "StackedMLP",
-           "StochasticNequIP", "build_model", "predict", "predictive", "script"]
+__all__ = ["ConfigError", "ModelConfig", "NONLINEARITIES", "Predictive", "SampleError", "StackedLinear",
+           "StackedMLP", "StochasticNequIP", "build_model", "load_samples", "predict", "predictive",
+           "read_sample", "save_sample", "script"]

@@ -68,8 +68,12 @@ class StochasticNequIP(nn.Module):
         target = hidden_irreps(c.num_features, c.l_max, c.parity)
         irreps = o3.Irreps(f"{c.num_features}x0e")
         blocks = []
-        for _ in range(c.num_layers):
-            block = InteractionBlock(irreps, self.irreps_sh, target, self.num_types, c.num_basis,
+        for layer in range(c.num_layers):
+            # the last block only feeds the invariant readout: it produces even scalars only,
+            # so that no parameter is left without a gradient (it would sample only its prior)
+            last = layer == c.num_layers - 1
+            block = InteractionBlock(irreps, self.irreps_sh, o3.Irreps(f"{c.num_features}x0e") if last else target,
+                                     self.num_types, c.num_basis,
                                      c.radial_hidden, c.radial_layers, c.avg_num_neighbours,
                                      c.nonlinearity, c.resnet, c.dropout, k)
             blocks.append(block)

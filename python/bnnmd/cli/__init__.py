@@ -1,0 +1,1 @@
+"""Command-line entry points (``[project.scripts]`` in pyproject.toml)."""

@@ -1,0 +1,35 @@
+"""``bnn-train CONFIG.yaml --out RUN_DIR [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bnn-train",
+        description="Train a stochastic NequIP model (sghmc, map, mc_dropout or ensemble) and write "
+                    "posterior samples to RUN_DIR/samples/.")
+    parser.add_argument("config", help="YAML config (see examples/ and docs/training.md)")
+    parser.add_argument("--out", required=True, help="run directory (created; must not hold a run unless --resume)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+
+    from bnnmd.data import DataError
+    from bnnmd.nn import ConfigError
+    from bnnmd.train import RunError, train
+
+    try:
+        result = train(args.config, args.out, resume=args.resume, progress=not args.quiet)
+    except (ConfigError, DataError, RunError) as exc:
+        print(f"bnn-train: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bnn-train: {result.status} at step {result.step}; {len(result.samples)} sample(s) in "
+          f"{result.run_dir / 'samples'}")
+    return 130 if result.status == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The training configuration: YAML, validated, unknown keys refused."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import yaml
+
+from bnnmd.nn import ConfigError, ModelConfig
+
+METHODS = ("sghmc", "map", "mc_dropout", "ensemble")
+DTYPES = ("float64", "float32")
+PROTOCOLS = ("rmd17", "ccsd_t_ethanol", "random")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _bad(section: str, key: str, value, allowed: str):
+    raise ConfigError(f"{section}.{key} = {value!r}: {allowed}")
+
+
+def _int(section, obj, key, minimum):
+    v = getattr(obj, key)
+    if not _is_int(v) or v < minimum:
+        _bad(section, key, v, f"must be an integer >= {minimum}")
+
+
+def _num(section, obj, key, lo=None, hi=None, lo_open=False, hi_open=False):
+    v = getattr(obj, key)
+    ok = _is_num(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+        _bad(section, key, v, f"must be a number in {rng}")
+
+
+@dataclass
+class DataSection:
+    train: str = "bundled:rmd17_ethanol_train"  # a file, or bundled:NAME
+    test: Optional[str] = "bundled:rmd17_ethanol_test"  # rmd17 protocol: the test file
+    protocol: str = "rmd17"  # rmd17 (970/30 + test file), ccsd_t_ethanol (100/30/870), random
+    n_train: Optional[int] = None  # override the protocol's sizes (random: required)
+    n_val: Optional[int] = None
+    split: Optional[str] = None  # reuse a saved split.json instead of making one
+    type_names: Optional[list] = None  # default: the elements of the training data, by Z
+
+    def validate(self):
+        if self.protocol not in PROTOCOLS:
+            _bad("data", "protocol", self.protocol, f"must be one of {', '.join(PROTOCOLS)}")
+        for key in ("n_train", "n_val"):
+            if getattr(self, key) is not None:
+                _int("data", self, key, 1)
+        if self.protocol == "random" and (self.n_train is None or self.n_val is None):
+            _bad("data", "n_train", self.n_train, "protocol random needs data.n_train and data.n_val")
+
+
+@dataclass
+class TrainingSection:
+    batch_size: int = 5  # frames per minibatch
+    max_steps: int = 2000  # parameter updates at most
+    validate_every: int = 100  # steps between validations (and log lines)
+    checkpoint_every: int = 200  # steps between checkpoints (also written on Ctrl-C and at the end)
+    time_limit: Optional[float] = None  # seconds of training after which the run stops cleanly
+    prior_std: float = 1.0  # s of the N(centre, s^2 I) prior
+    prior_centre: Optional[str] = None  # a sample_XXX.pt to centre the prior on (fine-tuning)
+
+    def validate(self):
+        for key, mn in (("batch_size", 1), ("max_steps", 1), ("validate_every", 1), ("checkpoint_every", 1)):
+            _int("training", self, key, mn)
+        if self.time_limit is not None:
+            _num("training", self, "time_limit", 0, None, lo_open=True)
+        _num("training", self, "prior_std", 0, None, lo_open=True)
+
+
+@dataclass
+class SGHMCSection:
+    lr: float = 1e-3  # gamma, the step size
+    friction: float = 0.1  # alpha (the authors' public code uses 0.1 = 1 - Adam's beta1)
+    beta: float = 0.999  # running average of squared gradients for the mass
+    eps: float = 1e-8
+    mass_freeze_step: int = 500  # the mass adapts until this step, then is constant
+    burn_in: int = 1000  # steps before the first sample (>= mass_freeze_step)
+    num_samples: int = 8  # k, pooled over chains
+    sample_interval: int = 100  # steps between samples of a chain
+    chains: int = 1  # chains run in parallel through the sample dimension
+    noise: float = 1.0  # 1 = the posterior; 0 = no noise (an Adam-like optimiser)
+    noise_start: float = 1.0  # reduced-noise start (paper's suggestion), off at 1.0
+    noise_ramp_steps: int = 0  # steps over which noise_start ramps to noise
+
+    def validate(self):
+        _num("sghmc", self, "lr", 0, None, lo_open=True)
+        _num("sghmc", self, "friction", 0, 1, lo_open=True)
+        _num("sghmc", self, "beta", 0, 1, hi_open=True)
+        _num("sghmc", self, "eps", 0, None, lo_open=True)
+        _num("sghmc", self, "noise", 0, None)
+        _num("sghmc", self, "noise_start", 0, 1)
+        for key, mn in (("mass_freeze_step", 1), ("burn_in", 1), ("num_samples", 1), ("sample_interval", 1),
+                        ("chains", 1), ("noise_ramp_steps", 0)):
+            _int("sghmc", self, key, mn)
+        if self.burn_in < self.mass_freeze_step:
+            _bad("sghmc", "burn_in", self.burn_in,
+                 f"must be >= sghmc.mass_freeze_step ({self.mass_freeze_step}): samples are taken once the mass is frozen")
+        if self.num_samples % self.chains:
+            _bad("sghmc", "num_samples", self.num_samples,
+                 f"must be a multiple of sghmc.chains ({self.chains}): every chain gives the same number of samples")
+
+
+@dataclass
+class AdamSection:
+    lr: float = 3e-3
+    lr_factor: float = 0.5  # learning-rate decay on a validation plateau
+    lr_patience: int = 5  # validations without improvement before decaying
+    min_lr: float = 1e-5
+    early_stopping_patience: int = 10  # validations without improvement before a member stops
+    members: int = 8  # ensemble only: k members with different initialisations
+    dropout: float = 0.1  # mc_dropout only: dropout rate in the scalar channels
+    mc_samples: int = 8  # mc_dropout only: dropout masks at inference
+
+    def validate(self):
+        _num("adam", self, "lr", 0, None, lo_open=True)
+        _num("adam", self, "lr_factor", 0, 1, lo_open=True, hi_open=True)
+        _num("adam", self, "min_lr", 0, None)
+        _num("adam", self, "dropout", 0, 1, hi_open=True)
+        for key in ("lr_patience", "early_stopping_patience", "members", "mc_samples"):
+            _int("adam", self, key, 1)
+
+
+SECTIONS = {"data": DataSection, "training": TrainingSection, "sghmc": SGHMCSection, "adam": AdamSection}
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``bnn-train`` needs; see ``examples/*.yaml`` and ``docs/training.md``."""
+
+    method: str = "sghmc"
+    seed: int = 0
+    dtype: str = "float64"
+    data: DataSection = field(default_factory=DataSection)
+    model: Dict[str, Any] = field(default_factory=dict)  # ModelConfig keys but type_names/num_samples
+    training: TrainingSection = field(default_factory=TrainingSection)
+    sghmc: SGHMCSection = field(default_factory=SGHMCSection)
+    adam: AdamSection = field(default_factory=AdamSection)
+
+    def validate(self) -> "TrainConfig":
+        if self.method not in METHODS:
+            _bad("config", "method", self.method, f"must be one of {', '.join(METHODS)}")
+        if not _is_int(self.seed):
+            _bad("config", "seed", self.seed, "must be an integer")
+        if self.dtype not in DTYPES:
+            _bad("config", "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+        for name in SECTIONS:
+            getattr(self, name).validate()
+        for key in ("type_names", "num_samples", "dropout"):
+            if key in self.model:
+                raise ConfigError(f"model.{key} is set by the trainer ({'data.type_names' if key == 'type_names' else 'the method'}); "
+                                  "remove it from the model section")
+        ModelConfig.from_dict({**self.model, "type_names": ["H"]})  # validates keys and values
+        if self.method == "sghmc":
+            s = self.sghmc
+            need = s.burn_in + (s.num_samples // s.chains - 1) * s.sample_interval
+            if need > self.training.max_steps:
+                _bad("training", "max_steps", self.training.max_steps,
+                     f"must be >= {need} = sghmc.burn_in + (num_samples/chains - 1) * sample_interval "
+                     "to collect all samples")
+        return self
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"the config must be a mapping of sections, got {type(d).__name__}")
+        top = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - top)
+        if unknown:
+            raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(top))}")
+        kwargs = {}
+        for key, value in d.items():
+            if key in SECTIONS:
+                section = SECTIONS[key]
+                if value is None:
+                    value = {}
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key} must be a mapping, got {value!r}")
+                known = {f.name for f in fields(section)}
+                bad = sorted(set(value) - known)
+                if bad:
+                    raise ConfigError(f"unknown key(s) {', '.join(f'{key}.{b}' for b in bad)}; "
+                                      f"allowed in {key}: {', '.join(sorted(known))}")
+                kwargs[key] = section(**value)
+            elif key == "model":
+                if value is not None and not isinstance(value, dict):
+                    raise ConfigError(f"model must be a mapping, got {value!r}")
+                kwargs[key] = dict(value or {})
+            else:
+                kwargs[key] = value
+        return cls(**kwargs).validate()
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "TrainConfig":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file does not exist") from None
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        try:
+            return cls.from_dict(d or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return copy.deepcopy(asdict(self))
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -1,0 +1,454 @@
+"""The training loop shared by all methods: data, model, steps, validation, checkpoints, samples."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from bnnmd._files import write_atomic
+from bnnmd.bayes import AdaptiveSGHMC, gaussian_prior_potential, negative_log_likelihood
+from bnnmd.data import (DataError, GraphDataset, Split, SplitPart, TypeMapper, bundled_path, keys as K,
+                        protocol_split, random_split, read_dataset)
+from bnnmd.nn import ConfigError, ModelConfig, build_model
+from bnnmd.nn._samples import read_sample, sample_path, save_sample
+from bnnmd.train._config import TrainConfig
+
+CHECKPOINT_FORMAT = 1
+LOG_COLUMNS = ("step", "epoch", "loss", "val_force_mae", "val_energy_mae", "val_nll", "lr", "elapsed_s",
+               "samples", "active_members")
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked (exists, differs, missing checkpoint)."""
+
+
+def resolve_data_path(spec: str) -> Path:
+    """``bundled:NAME`` -> the bundled file; anything else is a path."""
+    if spec.startswith("bundled:"):
+        return bundled_path(spec.split(":", 1)[1])
+    return Path(spec)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> List[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return {"float64": torch.float64, "float32": torch.float32}[name]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # "finished", "interrupted", "time_limit", "early_stopped"
+    step: int
+    samples: List[Path]
+    best_val_force_mae: Optional[float]
+
+
+class Trainer:
+    """Trains one method of ``config`` into ``run_dir`` (see :func:`bnnmd.train.train`)."""
+
+    def __init__(self, config: TrainConfig, run_dir: Union[str, Path], resume: bool = False,
+                 progress: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.progress = progress
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.samples_dir = self.run_dir / "samples"
+        self._prepare_run_dir()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+
+    # ---- setup ---------------------------------------------------------------
+    def _prepare_run_dir(self):
+        cfg_path = self.run_dir / "config.yaml"
+        if self.resume:
+            if not self.checkpoint_path.exists():
+                raise RunError(f"{self.run_dir}: nothing to resume (no checkpoint.pt); start without --resume")
+            saved = TrainConfig.load(cfg_path)
+            diff = _differences(saved.to_dict(), self.config.to_dict())
+            if diff:
+                raise RunError(f"{self.run_dir}: the config differs from the run's config.yaml in "
+                               f"{', '.join(diff)}; resume with the same config or use a new --out")
+        else:
+            if self.checkpoint_path.exists() or self.samples_dir.exists():
+                raise RunError(f"{self.run_dir} already holds a run; pass --resume to continue it "
+                               "or choose another --out directory")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(cfg_path, self.config.dump())
+
+    def _setup_data(self):
+        d = self.config.data
+        split_path = self.run_dir / "split.json"
+        if self.resume or d.split:
+            split = Split.load(split_path if self.resume else d.split)
+        else:
+            train_file = resolve_data_path(d.train)
+            test_file = resolve_data_path(d.test) if d.test else None
+            if d.protocol == "random" or d.n_train or d.n_val:
+                n = len(read_dataset(train_file))
+                from bnnmd.data import PROTOCOLS
+                p = PROTOCOLS.get(d.protocol, {})
+                n_train = d.n_train or p.get("n_train")
+                n_val = d.n_val or p.get("n_val")
+                n_test = None if d.protocol != "rmd17" else 0
+                split = random_split(n, n_train, n_val, n_test, seed=self.config.seed, file=str(train_file),
+                                     protocol=d.protocol)
+                if d.protocol == "rmd17":
+                    if test_file is None:
+                        raise ConfigError("data.test is required for protocol rmd17 (the test file)")
+                    split = Split(split.train, split.val, SplitPart(str(test_file), np.arange(len(read_dataset(test_file)))),
+                                  seed=split.seed, protocol=split.protocol)
+            else:
+                split = protocol_split(d.protocol, train_file, test_file if d.protocol == "rmd17" else None,
+                                       seed=self.config.seed)
+        self.split = split
+        if not self.resume:
+            split.save(split_path)
+        self.train_set = split.train.load()
+        self.val_set = split.val.load()
+        if len(self.val_set) == 0:
+            raise ConfigError("the validation set is empty; set data.n_val >= 1")
+        names = d.type_names or TypeMapper.from_atomic_numbers(self.train_set.atomic_numbers).type_names
+        self.type_mapper = TypeMapper(names)
+        self.dtype = _torch_dtype(self.config.dtype)
+
+    def _setup_model(self):
+        c = self.config
+        k = {"sghmc": c.sghmc.chains, "map": 1, "mc_dropout": 1, "ensemble": c.adam.members}[c.method]
+        model_cfg = ModelConfig(**c.model, type_names=self.type_mapper.type_names, num_samples=k,
+                                dropout=c.adam.dropout if c.method == "mc_dropout" else 0.0)
+        self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed)
+        self.k = k
+        cutoff = self.model.config.cutoff
+        self.train_graphs = GraphDataset(self.train_set, self.type_mapper, cutoff)
+        self.val_graphs = GraphDataset(self.val_set, self.type_mapper, cutoff)
+        self.val_batches = [self.val_graphs.batch(range(s, min(s + 32, len(self.val_set))), dtype=self.dtype)
+                            for s in range(0, len(self.val_set), 32)]
+        self.prior_centre = None
+        if c.training.prior_centre:
+            sample = read_sample(c.training.prior_centre)
+            if sample["config"]["type_names"] != self.type_mapper.type_names:
+                raise ConfigError(f"training.prior_centre = {c.training.prior_centre}: its type names "
+                                  f"{sample['config']['type_names']} differ from {self.type_mapper.type_names}")
+            sd = sample["state_dict"]
+            self.prior_centre = []
+            for name, p in self.model.named_parameters():
+                if name not in sd or sd[name].shape[1:] != p.shape[1:]:
+                    raise ConfigError(f"training.prior_centre = {c.training.prior_centre}: parameter {name} "
+                                      "does not match this model's architecture (use the same model section)")
+                self.prior_centre.append(sd[name].to(self.dtype).expand_as(p).clone())
+            # start the chain at the centre: fine-tuning from the earlier run
+            with torch.no_grad():
+                for p, c0 in zip(self.model.parameters(), self.prior_centre):
+                    p.copy_(c0)
+
+    def _setup_optimizer(self):
+        c = self.config
+        params = list(self.model.parameters())
+        if c.method == "sghmc":
+            s = c.sghmc
+            self.optimizer = AdaptiveSGHMC(params, dataset_size=len(self.train_set), lr=s.lr, friction=s.friction,
+                                           beta=s.beta, eps=s.eps, mass_freeze_step=s.mass_freeze_step,
+                                           noise=s.noise, noise_start=s.noise_start,
+                                           noise_ramp_steps=s.noise_ramp_steps, seed=c.seed)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=c.adam.lr)
+        self.step = 0
+        self.samples_written = 0
+        self.elapsed = 0.0
+        self.best_metric = torch.full((self.k,), math.inf, dtype=torch.float64)
+        self.bad_validations = torch.zeros(self.k, dtype=torch.int64)
+        self.stopped = torch.zeros(self.k, dtype=torch.bool)
+        self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self.plateau_best = math.inf
+        self.plateau_bad = 0
+        torch.manual_seed(c.seed)
+        if self.resume:
+            self._load_checkpoint()
+
+    # ---- potential -------------------------------------------------------------
+    def prior_potential(self) -> torch.Tensor:
+        """-ln p(theta) (up to a constant), summed over the k samples."""
+        return gaussian_prior_potential(list(self.model.parameters()), std=self.config.training.prior_std,
+                                        centre=self.prior_centre)
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        """Frames of minibatch ``step`` (1-based): a fresh permutation per epoch, from the seed."""
+        n, bs = len(self.train_set), self.config.training.batch_size
+        per_epoch = math.ceil(n / bs)
+        epoch, b = divmod(step - 1, per_epoch)
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(n)
+        return order[b * bs:(b + 1) * bs]
+
+    def epoch_of(self, step: int) -> int:
+        return (step - 1) // math.ceil(len(self.train_set) / self.config.training.batch_size)
+
+    # ---- one step ----------------------------------------------------------------
+    def train_step(self) -> float:
+        self.step += 1
+        self.model.train()
+        idx = self.batch_indices(self.step)
+        batch = self.train_graphs.batch(idx, dtype=self.dtype)
+        out = self.model(batch)
+        nll = negative_log_likelihood(out, batch)["total"]  # [k]
+        n_data = len(self.train_set)
+        u = self.prior_potential() + (n_data / len(idx)) * nll.sum()  # sum over samples of u(theta_s)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.method == "sghmc":
+            u.backward()
+        else:
+            (u / n_data).backward()  # Adam minimises u / |D| (MAP)
+        self.optimizer.step()
+        if self.stopped.any():  # early-stopped members stay at their best parameters
+            with torch.no_grad():
+                for name, p in self.model.named_parameters():
+                    p[self.stopped] = self.best_state[name][self.stopped]
+        return float(u.detach()) / (n_data * self.k)
+
+    # ---- validation ----------------------------------------------------------------
+    def validate(self) -> Dict[str, torch.Tensor]:
+        """Per-sample and predictive-mean errors on the validation set."""
+        self.model.eval()
+        f_err, e_err, f_mean_err, e_mean_err, nll = [], [], [], [], torch.zeros(self.k, dtype=torch.float64)
+        for b in self.val_batches:
+            out = self.model(b)
+            f, e = out[K.FORCES].detach(), out[K.TOTAL_ENERGY].detach()
+            f_err.append((f - b[K.FORCES]).abs().reshape(self.k, -1))
+            e_err.append((e - b[K.TOTAL_ENERGY]).abs())
+            f_mean_err.append((f.mean(0) - b[K.FORCES]).abs().reshape(-1))
+            e_mean_err.append((e.mean(0) - b[K.TOTAL_ENERGY]).abs())
+            nll += negative_log_likelihood({k: v.detach() for k, v in out.items()}, b)["total"].double()
+        return {
+            "force_mae_per_sample": torch.cat(f_err, dim=1).mean(1).double(),
+            "energy_mae_per_sample": torch.cat(e_err, dim=1).mean(1).double(),
+            "force_mae": torch.cat(f_mean_err).mean().double(),
+            "energy_mae": torch.cat(e_mean_err).mean().double(),
+            "nll_per_frame": nll / len(self.val_set),
+        }
+
+    def _early_stopping(self, val) -> None:
+        a = self.config.adam
+        metric = val["force_mae_per_sample"]
+        improved = (metric < self.best_metric) & ~self.stopped
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                self.best_state[name][improved] = p.detach()[improved]
+        self.best_metric = torch.where(improved, metric, self.best_metric)
+        self.bad_validations = torch.where(improved, torch.zeros_like(self.bad_validations), self.bad_validations + 1)
+        self.stopped |= self.bad_validations >= a.early_stopping_patience
+        # learning rate: decay on a plateau of the mean over members still training
+        active = ~self.stopped
+        current = float(metric[active].mean()) if active.any() else math.inf
+        if current < self.plateau_best:
+            self.plateau_best, self.plateau_bad = current, 0
+        else:
+            self.plateau_bad += 1
+            if self.plateau_bad >= a.lr_patience:
+                for g in self.optimizer.param_groups:
+                    g["lr"] = max(g["lr"] * a.lr_factor, a.min_lr)
+                self.plateau_bad = 0
+
+    # ---- samples ----------------------------------------------------------------------
+    def _take_samples(self) -> None:
+        """SGHMC: after burn-in, every sample_interval steps, one sample per chain."""
+        s = self.config.sghmc
+        if self.step < s.burn_in or (self.step - s.burn_in) % s.sample_interval:
+            return
+        for chain in range(self.k):
+            if self.samples_written >= s.num_samples:
+                return
+            save_sample(sample_path(self.samples_dir, self.samples_written), self.model, chain, "sghmc",
+                        meta={"step": self.step, "chain": chain, "seed": self.config.seed})
+            self.samples_written += 1
+
+    def _write_final_samples(self) -> None:
+        c = self.config
+        if c.method == "sghmc":
+            return
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if torch.isfinite(self.best_metric).all():
+                    p.copy_(self.best_state[name])
+        for member in range(self.k):
+            meta = {"step": self.step, "member": member, "seed": c.seed,
+                    "val_force_mae": float(self.best_metric[member])}
+            if c.method == "mc_dropout":
+                meta["mc_samples"] = c.adam.mc_samples
+            save_sample(sample_path(self.samples_dir, member), self.model, member, c.method, meta=meta)
+        self.samples_written = self.k
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "elapsed": self.elapsed,
+            "samples_written": self.samples_written,
+            "best_metric": self.best_metric,
+            "bad_validations": self.bad_validations,
+            "stopped": self.stopped,
+            "best_state": self.best_state,
+            "plateau_best": self.plateau_best,
+            "plateau_bad": self.plateau_bad,
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_atomic(self.checkpoint_path, buf.getvalue())
+
+    def _load_checkpoint(self) -> None:
+        try:
+            state = torch.load(self.checkpoint_path, weights_only=True, map_location="cpu")
+        except Exception as exc:
+            raise RunError(f"{self.checkpoint_path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{self.checkpoint_path}: checkpoint format {state.get('format')!r} is not "
+                           f"{CHECKPOINT_FORMAT}; resume with the bnnmd version that wrote it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.samples_written = int(state["samples_written"])
+        self.best_metric = state["best_metric"]
+        self.bad_validations = state["bad_validations"]
+        self.stopped = state["stopped"]
+        self.best_state = state["best_state"]
+        self.plateau_best = float(state["plateau_best"])
+        self.plateau_bad = int(state["plateau_bad"])
+
+    # ---- log --------------------------------------------------------------------------
+    def _open_log(self):
+        path = self.run_dir / "log.csv"
+        rows = []
+        if self.resume and path.exists():  # drop rows written after the checkpoint: they are redone
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= self.step]
+        fh = open(path, "w", newline="")
+        writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        fh.flush()
+        return fh, writer
+
+    def _report(self, writer, fh, loss, val, rate):
+        c = self.config
+        row = {
+            "step": self.step, "epoch": self.epoch_of(self.step), "loss": f"{loss:.6g}",
+            "val_force_mae": f"{float(val['force_mae']):.6g}", "val_energy_mae": f"{float(val['energy_mae']):.6g}",
+            "val_nll": f"{float(val['nll_per_frame'].mean()):.6g}",
+            "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}", "elapsed_s": f"{self.elapsed:.2f}",
+            "samples": self.samples_written, "active_members": int((~self.stopped).sum()),
+        }
+        writer.writerow(row)
+        fh.flush()
+        if self.progress:
+            extra = (f"samples {self.samples_written}/{c.sghmc.num_samples}" if c.method == "sghmc"
+                     else f"members training {row['active_members']}/{self.k}")
+            msg = (f"[{c.method}] step {self.step}/{c.training.max_steps} | loss {loss:.4g} | "
+                   f"val force MAE {float(val['force_mae']):.4g} energy MAE {float(val['energy_mae']):.4g} | "
+                   f"{rate:.1f} steps/s | {extra}")
+            print(msg, file=sys.stderr if not sys.stdout.isatty() else sys.stdout, flush=True)
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self, stop_after: Optional[int] = None) -> RunResult:
+        """Train until done; ``stop_after`` simulates an interruption after that step (tests)."""
+        c = self.config
+        t = c.training
+        interrupted = {"flag": False}
+
+        def on_sigint(signum, frame):  # finish the current step, checkpoint, stop
+            interrupted["flag"] = True
+
+        old_handler = None
+        try:
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not in the main thread
+            pass
+        fh, writer = self._open_log()
+        status = "finished"
+        start = time.perf_counter() - self.elapsed
+        loss = math.nan
+        last_validated = {"step": self.step, "rate_t": time.perf_counter(), "rate_s": self.step}
+
+        def validate_and_report():
+            val = self.validate()
+            if c.method != "sghmc":
+                self._early_stopping(val)
+            now = time.perf_counter()
+            rate = (self.step - last_validated["rate_s"]) / max(now - last_validated["rate_t"], 1e-9)
+            last_validated.update(step=self.step, rate_t=now, rate_s=self.step)
+            self._report(writer, fh, loss, val, rate)
+
+        try:
+            while self.step < t.max_steps:
+                if c.method == "sghmc" and self.samples_written >= c.sghmc.num_samples:
+                    break
+                if c.method != "sghmc" and self.stopped.all():
+                    status = "early_stopped"
+                    break
+                loss = self.train_step()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} at step {self.step}; lower the step size "
+                        f"({'sghmc.lr' if c.method == 'sghmc' else 'adam.lr'}) or the batch size noise")
+                self.elapsed = time.perf_counter() - start
+                if c.method == "sghmc":
+                    self._take_samples()
+                if self.step % t.validate_every == 0:
+                    validate_and_report()
+                if self.step % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if interrupted["flag"] or (stop_after is not None and self.step >= stop_after):
+                    status = "interrupted"
+                    break
+                if t.time_limit is not None and self.elapsed >= t.time_limit:
+                    status = "time_limit"
+                    break
+            if status != "interrupted":
+                if last_validated["step"] != self.step:  # the final state is always validated and logged
+                    validate_and_report()
+                self._write_final_samples()
+            self.save_checkpoint()
+        finally:
+            fh.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        if status == "interrupted" and self.progress:
+            print(f"interrupted at step {self.step}; checkpoint written. Continue with: "
+                  f"bnn-train CONFIG --out {self.run_dir} --resume", file=sys.stderr, flush=True)
+        samples = sorted(self.samples_dir.glob("sample_*.pt")) if self.samples_dir.exists() else []
+        best = float(self.best_metric.min()) if torch.isfinite(self.best_metric).any() else None
+        return RunResult(self.run_dir, status, self.step, samples, best)
+
+
+def train(config: Union[TrainConfig, str, Path], run_dir: Union[str, Path], resume: bool = False,
+          progress: bool = True, stop_after: Optional[int] = None) -> RunResult:
+    """Train ``config`` (a :class:`TrainConfig` or a YAML path) into ``run_dir``."""
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.load(config)
+    return Trainer(config, run_dir, resume=resume, progress=progress).run(stop_after=stop_after)
