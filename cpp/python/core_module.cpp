@@ -1,13 +1,17 @@
 // bnnmd._core: the compiled half of bnnmd, exposed to Python with pybind11.
 //
-// Day one it reports what a user needs to diagnose the classic crash of C++/torch
-// extensions: the bnnmd version and the torch version it was compiled against.
-// bnnmd/__init__.py compares the latter with the running torch on import.
+// Build information (the torch version it was compiled against, checked on import by
+// bnnmd/__init__.py), the units table, and the evaluator core shared with the LAMMPS plugin.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <torch/headeronly/version.h>
 
 #include <string>
+
+#include "pair_bnn/bnn_evaluator.h"
+#include "pair_bnn/bnn_units.h"
 
 #ifndef BNNMD_VERSION
 #define BNNMD_VERSION "0+unknown"
@@ -17,12 +21,75 @@
 #endif
 
 namespace py = pybind11;
+using namespace pybind11::literals;
 
 namespace {
 
 std::string header_torch_version() {
-  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
-         "." + std::to_string(TORCH_VERSION_PATCH);
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+}
+
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape) {
+  py::array_t<T> a(shape);
+  std::copy(v.begin(), v.end(), a.mutable_data());
+  return a;
+}
+
+py::dict metadata_dict(const bnnmd::Metadata& m) {
+  return py::dict("format_version"_a = m.format_version, "type_names"_a = m.type_names, "cutoff"_a = m.cutoff,
+                  "num_layers"_a = m.num_layers, "num_samples"_a = m.num_samples,
+                  "energy_unit"_a = m.energy_unit, "length_unit"_a = m.length_unit, "dtype"_a = m.dtype,
+                  "calibration_forces"_a = m.calibration_forces,
+                  "calibration_energy"_a = m.calibration_energy, "method"_a = m.method,
+                  "samples_sha256"_a = m.samples_sha256, "bnnmd_version"_a = m.bnnmd_version,
+                  "torch_version"_a = m.torch_version);
+}
+
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+py::dict compute(const bnnmd::Evaluator& ev, F64 pos, I64 types, I64 edge_index, F64 edge_shift, int nlocal) {
+  const int n = static_cast<int>(types.size());
+  if (pos.ndim() != 2 || pos.shape(0) != n || pos.shape(1) != 3)
+    throw py::value_error("positions must have shape (n, 3) with n = len(types)");
+  if (edge_index.ndim() != 2 || edge_index.shape(0) != 2)
+    throw py::value_error("edge_index must have shape (2, n_edges)");
+  const int64_t ne = edge_index.shape(1);
+  if (edge_shift.ndim() != 2 || edge_shift.shape(0) != ne || edge_shift.shape(1) != 3)
+    throw py::value_error("edge_shift must have shape (n_edges, 3)");
+  if (nlocal < 0 || nlocal > n) throw py::value_error("nlocal must be in 0..n");
+  const int64_t* e = edge_index.data();
+  for (int64_t i = 0; i < 2 * ne; ++i)
+    if (e[i] < 0 || e[i] >= n) throw py::value_error("edge_index refers to an atom >= n");
+  bnnmd::SampleOutput s;
+  {
+    py::gil_scoped_release release;
+    s = ev.evaluate(pos.data(), types.data(), n, nlocal, e, edge_shift.data(), ne);
+  }
+  const int k = s.k;
+  bnnmd::EnergyStats es = ev.energy_stats(s.energy.data(), s.energy_std.data(), k);
+  py::array_t<double> mean({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(3)});
+  py::array_t<double> tot(n), epi(n), alea(n);
+  ev.force_stats(s.forces.data(), s.forces_std.data(), k, n, mean.mutable_data(), tot.mutable_data(),
+                 epi.mutable_data(), alea.mutable_data());
+  py::array_t<double> virial({3, 3});
+  for (int c = 0; c < 9; ++c) {
+    double v = 0;
+    for (int q = 0; q < k; ++q) v += s.virial[q * 9 + c];
+    virial.mutable_data()[c] = v / k;
+  }
+  return py::dict(
+      "energy"_a = es.mean, "energy_std"_a = es.std, "energy_std_epistemic"_a = es.std_epistemic,
+      "energy_std_aleatoric"_a = es.std_aleatoric, "forces"_a = mean, "forces_std"_a = tot,
+      "forces_std_epistemic"_a = epi, "forces_std_aleatoric"_a = alea, "virial"_a = virial,
+      "samples"_a = py::dict("total_energy"_a = to_array(s.energy, {k}),
+                             "total_energy_std"_a = to_array(s.energy_std, {k}),
+                             "atomic_energy"_a = to_array(s.atomic_energy, {k, n}),
+                             "forces"_a = to_array(s.forces, {k, n, 3}),
+                             "forces_std"_a = to_array(s.forces_std, {k, n}),
+                             "virial"_a = to_array(s.virial, {k, 3, 3})));
 }
 
 }  // namespace
@@ -39,4 +106,47 @@ PYBIND11_MODULE(_core, m) {
 #else
   m.attr("cxx11_abi") = py::none();
 #endif
+  m.attr("format_version") = bnnmd::kFormatVersion;
+
+  m.def("units_table", [] {
+    return py::dict("energy"_a = bnnmd::energy_units(), "length"_a = bnnmd::length_units());
+  }, "The C++ units table (factors to eV and Angstrom), the twin of bnnmd.units.");
+
+  py::class_<bnnmd::Evaluator>(m, "Evaluator", R"doc(
+An exported bnnmd model, evaluated by the C++ core (the one the LAMMPS plugin uses).
+
+Evaluator(path, device="cpu", energy_unit="", length_unit="")
+  units "" = the model's own; device cpu, cuda, cuda:N or auto.
+compute(positions, types, edge_index, edge_shift, nlocal) -> dict
+  means, calibrated stds, and the per-sample outputs under "samples".
+)doc")
+      .def(py::init<const std::string&, const std::string&, const std::string&, const std::string&>(),
+           "path"_a, "device"_a = "cpu", "energy_unit"_a = "", "length_unit"_a = "")
+      .def_property_readonly("metadata", [](const bnnmd::Evaluator& e) { return metadata_dict(e.metadata()); })
+      .def_property_readonly("device", &bnnmd::Evaluator::device)
+      .def_property_readonly("cutoff", &bnnmd::Evaluator::cutoff)
+      .def_property_readonly("energy_unit", &bnnmd::Evaluator::energy_unit)
+      .def_property_readonly("length_unit", &bnnmd::Evaluator::length_unit)
+      .def("compute", &compute, "positions"_a, "types"_a, "edge_index"_a, "edge_shift"_a, "nlocal"_a)
+      .def("energy_stats",
+           [](const bnnmd::Evaluator& ev, F64 energy, F64 energy_std) {
+             if (energy.size() != energy_std.size() || energy.size() < 1)
+               throw py::value_error("energy and energy_std must have the same length k >= 1");
+             auto r = ev.energy_stats(energy.data(), energy_std.data(), static_cast<int>(energy.size()));
+             return py::dict("energy"_a = r.mean, "energy_std"_a = r.std,
+                             "energy_std_epistemic"_a = r.std_epistemic, "energy_std_aleatoric"_a = r.std_aleatoric);
+           }, "energy"_a, "energy_std"_a, "The C++ aggregation of k energies (calibrated).")
+      .def("force_stats",
+           [](const bnnmd::Evaluator& ev, F64 forces, F64 forces_std) {
+             if (forces.ndim() != 3 || forces.shape(2) != 3 || forces_std.ndim() != 2 ||
+                 forces_std.shape(0) != forces.shape(0) || forces_std.shape(1) != forces.shape(1))
+               throw py::value_error("forces must be (k, n, 3) and forces_std (k, n)");
+             const int k = static_cast<int>(forces.shape(0)), n = static_cast<int>(forces.shape(1));
+             py::array_t<double> mean({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(3)});
+             py::array_t<double> tot(n), epi(n), alea(n);
+             ev.force_stats(forces.data(), forces_std.data(), k, n, mean.mutable_data(), tot.mutable_data(),
+                            epi.mutable_data(), alea.mutable_data());
+             return py::dict("forces"_a = mean, "forces_std"_a = tot, "forces_std_epistemic"_a = epi,
+                             "forces_std_aleatoric"_a = alea);
+           }, "forces"_a, "forces_std"_a, "The C++ aggregation of k per-sample forces (calibrated).");
 }

@@ -20,6 +20,8 @@ ATOMIC_NUMBERS: Final[str] = "atomic_numbers"  # (num_atoms,) int64
 ATOM_TYPE: Final[str] = "atom_type"  # (num_atoms,) int64 index into type_names
 BATCH: Final[str] = "batch"  # (num_atoms,) int64 frame index of each atom
 FORCES: Final[str] = "forces"  # (num_atoms, 3) float, energy / length
+ENERGY_MASK: Final[str] = "energy_mask"  # (num_atoms,) float, optional: 1 = the atom's energy counts,
+# 0 = it does not (LAMMPS ghost atoms); forces are computed on all atoms either way
 
 # ---- per edge (directed, full list: both i->j and j->i) --------------------
 EDGE_INDEX: Final[str] = "edge_index"  # (2, num_edges) int64: [centre i, neighbour j]
@@ -35,7 +37,7 @@ NUM_ATOMS: Final[str] = "num_atoms"  # (num_frames,) int64
 FRAME_INDEX: Final[str] = "frame_index"  # (num_frames,) int64 index in the source dataset
 
 ALL_KEYS: Final = (
-    POSITIONS, ATOMIC_NUMBERS, ATOM_TYPE, BATCH, FORCES,
+    POSITIONS, ATOMIC_NUMBERS, ATOM_TYPE, BATCH, FORCES, ENERGY_MASK,
     EDGE_INDEX, EDGE_CELL_SHIFT, EDGE_SHIFT,
     TOTAL_ENERGY, CELL, PBC, NUM_ATOMS, FRAME_INDEX,
 )

@@ -174,7 +174,10 @@ class StochasticNequIP(nn.Module):
         out = self.to_energy(v).squeeze(-1)
         atomic_energy = out * self.energy_scale.index_select(0, atom_type) \
             + self.energy_shift.index_select(0, atom_type)
-        energy = atomic_energy.new_zeros(k, num_frames).index_add(1, batch, atomic_energy)
+        # only atoms with energy_mask 1 count (LAMMPS: local atoms, not ghosts); forces still reach all
+        mask: Optional[torch.Tensor] = data.get(K.ENERGY_MASK)
+        counted = atomic_energy if mask is None else atomic_energy * mask
+        energy = atomic_energy.new_zeros(k, num_frames).index_add(1, batch, counted)
         grads = torch.autograd.grad([energy.sum()], [vec_k], create_graph=self.training, allow_unused=True)
         g = grads[0]
         if g is None:  # no edges at all
@@ -186,6 +189,8 @@ class StochasticNequIP(nn.Module):
         virial = g.new_zeros(k, num_frames, 3, 3).index_add(1, edge_frame, virial_edges)
         # per-atom variance contributions (positive, with a floor) add up over the frame
         var_e_atoms = torch.nn.functional.softplus(self.sigma_energy_head(v).squeeze(-1)) + self.sigma_floor
+        if mask is not None:
+            var_e_atoms = var_e_atoms * mask
         var_e = var_e_atoms.new_zeros(k, num_frames).index_add(1, batch, var_e_atoms)
         energy_std = self.sigma_scale * torch.sqrt(var_e)
         forces_std = self.sigma_scale * (torch.nn.functional.softplus(self.sigma_forces_head(v).squeeze(-1))

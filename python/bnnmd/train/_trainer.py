@@ -133,6 +133,7 @@ class Trainer:
         names = d.type_names or TypeMapper.from_atomic_numbers(self.train_set.atomic_numbers).type_names
         self.type_mapper = TypeMapper(names)
         self.dtype = _torch_dtype(self.config.dtype)
+        self.units = {"energy_unit": self.train_set.energy_unit, "length_unit": self.train_set.length_unit}
 
     def _setup_model(self):
         c = self.config
@@ -280,7 +281,7 @@ class Trainer:
             if self.samples_written >= s.num_samples:
                 return
             save_sample(sample_path(self.samples_dir, self.samples_written), self.model, chain, "sghmc",
-                        meta={"step": self.step, "chain": chain, "seed": self.config.seed})
+                        meta={"step": self.step, "chain": chain, "seed": self.config.seed, **self.units})
             self.samples_written += 1
 
     def _write_final_samples(self) -> None:
@@ -292,7 +293,7 @@ class Trainer:
                 if torch.isfinite(self.best_metric).all():
                     p.copy_(self.best_state[name])
         for member in range(self.k):
-            meta = {"step": self.step, "member": member, "seed": c.seed,
+            meta = {"step": self.step, "member": member, "seed": c.seed, **self.units,
                     "val_force_mae": float(self.best_metric[member])}
             if c.method == "mc_dropout":
                 meta["mc_samples"] = c.adam.mc_samples

@@ -1,0 +1,229 @@
+#include "bnn_evaluator.h"
+
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "bnn_units.h"
+
+namespace bnnmd {
+
+namespace {
+
+const char* kExtraFile = "bnnmd.txt";
+
+[[noreturn]] void fail(const std::string& msg) { throw std::runtime_error(msg); }
+
+torch::Device choose_device(const std::string& device) {
+  if (device == "cpu") return torch::kCPU;
+  if (device == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::kCPU;
+  if (device.rfind("cuda", 0) == 0) {
+    if (!torch::cuda::is_available())
+      fail("device '" + device + "' requested but torch sees no CUDA GPU "
+           "(a CPU-only torch, or no visible device); use device cpu or auto");
+    torch::Device d(device);
+    if (d.has_index() && d.index() >= static_cast<int>(torch::cuda::device_count()))
+      fail("device '" + device + "' requested but only " + std::to_string(torch::cuda::device_count()) +
+           " CUDA device(s) are visible");
+    return d;
+  }
+  fail("unknown device '" + device + "'; use cpu, cuda, cuda:N or auto");
+}
+
+}  // namespace
+
+Metadata parse_metadata(const std::string& text, const std::string& path) {
+  std::unordered_map<std::string, std::string> kv;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto sp = line.find(' ');
+    if (sp == std::string::npos) continue;
+    kv[line.substr(0, sp)] = line.substr(sp + 1);
+  }
+  auto get = [&](const char* key) -> const std::string& {
+    auto it = kv.find(key);
+    if (it == kv.end())
+      fail(path + ": bnnmd metadata lacks '" + key + "'; re-export the model with bnn-export");
+    return it->second;
+  };
+  auto num = [&](const char* key) -> double {
+    const std::string& v = get(key);
+    try {
+      size_t used = 0;
+      double x = std::stod(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+      return x;
+    } catch (const std::exception&) {
+      fail(path + ": bnnmd metadata '" + key + "' = '" + v + "' is not a number");
+    }
+  };
+  Metadata m;
+  m.format_version = static_cast<int>(num("format_version"));
+  if (m.format_version != kFormatVersion)
+    fail(path + ": bnnmd model format version " + std::to_string(m.format_version) +
+         " is unknown to this bnnmd (it reads version " + std::to_string(kFormatVersion) +
+         "); re-export the samples with this bnnmd's bnn-export, or install the bnnmd that wrote it");
+  std::istringstream names(get("type_names"));
+  for (std::string t; names >> t;) m.type_names.push_back(t);
+  m.cutoff = num("cutoff");
+  m.num_layers = static_cast<int>(num("num_layers"));
+  m.num_samples = static_cast<int>(num("num_samples"));
+  m.energy_unit = get("energy_unit");
+  m.length_unit = get("length_unit");
+  m.dtype = get("dtype");
+  m.calibration_forces = num("calibration_forces");
+  m.calibration_energy = num("calibration_energy");
+  m.method = get("method");
+  m.samples_sha256 = get("samples_sha256");
+  m.bnnmd_version = get("bnnmd_version");
+  m.torch_version = get("torch_version");
+  if (m.type_names.empty() || m.cutoff <= 0 || m.num_layers < 1 || m.num_samples < 1)
+    fail(path + ": bnnmd metadata is inconsistent (type names, cutoff, layers or samples); re-export");
+  if (m.dtype != "float64" && m.dtype != "float32") fail(path + ": unknown dtype '" + m.dtype + "'");
+  return m;
+}
+
+struct Evaluator::Impl {
+  torch::jit::Module module;
+  Metadata meta;
+  torch::Device device = torch::kCPU;
+  torch::Dtype dtype = torch::kFloat64;
+  std::string energy_unit, length_unit;
+  double to_model_length = 1;  // x evaluator length -> model length
+  double energy_out = 1;       // x model energy -> evaluator energy
+  double length_out = 1;       // x model length -> evaluator length
+};
+
+Evaluator::Evaluator(const std::string& path, const std::string& device, const std::string& energy_unit,
+                     const std::string& length_unit)
+    : impl_(new Impl) {
+  {
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe) fail("model file '" + path + "' cannot be opened (missing or unreadable)");
+  }
+  impl_->device = choose_device(device);
+  std::unordered_map<std::string, std::string> extra{{kExtraFile, ""}};
+  try {
+    impl_->module = torch::jit::load(path, impl_->device, extra);
+  } catch (const std::exception& e) {
+    fail("'" + path + "' is not a TorchScript archive that this torch can load; export a model with "
+         "bnn-export SAMPLES_DIR OUT.pth (" + std::string(e.what()).substr(0, 200) + ")");
+  }
+  if (extra[kExtraFile].empty())
+    fail("'" + path + "' is a TorchScript file but not a bnnmd model (no bnnmd.txt metadata); "
+         "export one with bnn-export SAMPLES_DIR OUT.pth");
+  impl_->meta = parse_metadata(extra[kExtraFile], path);
+  impl_->module.eval();
+  impl_->dtype = impl_->meta.dtype == "float32" ? torch::kFloat32 : torch::kFloat64;
+  impl_->energy_unit = energy_unit.empty() ? impl_->meta.energy_unit : energy_unit;
+  impl_->length_unit = length_unit.empty() ? impl_->meta.length_unit : length_unit;
+  impl_->energy_out = energy_factor(impl_->meta.energy_unit, impl_->energy_unit);
+  impl_->length_out = length_factor(impl_->meta.length_unit, impl_->length_unit);
+  impl_->to_model_length = 1.0 / impl_->length_out;
+}
+
+Evaluator::~Evaluator() = default;
+
+const Metadata& Evaluator::metadata() const { return impl_->meta; }
+std::string Evaluator::device() const { return impl_->device.str(); }
+double Evaluator::cutoff() const { return impl_->meta.cutoff * impl_->length_out; }
+const std::string& Evaluator::energy_unit() const { return impl_->energy_unit; }
+const std::string& Evaluator::length_unit() const { return impl_->length_unit; }
+
+SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n, int nlocal,
+                                 const int64_t* edges, const double* shifts, int64_t n_edges) const {
+  const Impl& I = *impl_;
+  const int64_t ntypes = static_cast<int64_t>(I.meta.type_names.size());
+  for (int i = 0; i < n; ++i)
+    if (types[i] < 0 || types[i] >= ntypes)
+      fail("atom " + std::to_string(i) + " has type index " + std::to_string(types[i]) + ", the model has " +
+           std::to_string(ntypes) + " types");
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  // copies of the caller's arrays (from_blob does not own), in model units and dtype
+  torch::Tensor t_pos = torch::from_blob(const_cast<double*>(pos), {n, 3}, f64).clone() * I.to_model_length;
+  torch::Tensor t_types = torch::from_blob(const_cast<int64_t*>(types), {n}, i64).clone();
+  torch::Tensor t_edges = torch::from_blob(const_cast<int64_t*>(edges), {2, n_edges}, i64).clone();
+  torch::Tensor t_shift =
+      torch::from_blob(const_cast<double*>(shifts), {n_edges, 3}, f64).clone() * I.to_model_length;
+  std::vector<torch::jit::IValue> inputs{t_pos.to(I.device, I.dtype), t_types.to(I.device),
+                                         t_edges.to(I.device), t_shift.to(I.device, I.dtype),
+                                         static_cast<int64_t>(nlocal)};
+  c10::impl::GenericDict out = [&] {
+    torch::AutoGradMode grad(true);  // forces are gradients: never run under no_grad
+    return const_cast<torch::jit::Module&>(I.module).forward(inputs).toGenericDict();
+  }();
+  auto take = [&](const char* key, double scale) {
+    torch::Tensor t = out.at(key).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+    std::vector<double> v(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+    for (double& x : v) x *= scale;
+    return v;
+  };
+  SampleOutput s;
+  s.k = I.meta.num_samples;
+  s.n = n;
+  const double e = I.energy_out, fl = I.energy_out / I.length_out;
+  s.energy = take("total_energy", e);
+  s.energy_std = take("total_energy_std", e);
+  s.atomic_energy = take("atomic_energy", e);
+  s.forces = take("forces", fl);
+  s.forces_std = take("forces_std", fl);
+  s.virial = take("virial", e);
+  return s;
+}
+
+EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_std, int k) const {
+  EnergyStats r;
+  double mean = 0, alea = 0, epi = 0;
+  for (int s = 0; s < k; ++s) mean += energy[s];
+  mean /= k;
+  for (int s = 0; s < k; ++s) {
+    epi += (energy[s] - mean) * (energy[s] - mean);
+    alea += energy_std[s] * energy_std[s];
+  }
+  const double c2 = impl_->meta.calibration_energy * impl_->meta.calibration_energy;
+  epi = epi / k * c2;
+  alea = alea / k * c2;
+  r.mean = mean;
+  r.std_epistemic = std::sqrt(epi);
+  r.std_aleatoric = std::sqrt(alea);
+  r.std = std::sqrt(epi + alea);
+  return r;
+}
+
+void Evaluator::force_stats(const double* forces, const double* forces_std, int k, int n, double* mean,
+                            double* std_total, double* std_epistemic, double* std_aleatoric) const {
+  const double c2 = impl_->meta.calibration_forces * impl_->meta.calibration_forces;
+  for (int i = 0; i < n; ++i) {
+    double epi = 0, alea = 0;
+    for (int c = 0; c < 3; ++c) {
+      double m = 0;
+      for (int s = 0; s < k; ++s) m += forces[(static_cast<int64_t>(s) * n + i) * 3 + c];
+      m /= k;
+      mean[i * 3 + c] = m;
+      for (int s = 0; s < k; ++s) {
+        double d = forces[(static_cast<int64_t>(s) * n + i) * 3 + c] - m;
+        epi += d * d;
+      }
+    }
+    epi = epi / (3.0 * k) * c2;
+    if (forces_std)
+      for (int s = 0; s < k; ++s) {
+        double sd = forces_std[static_cast<int64_t>(s) * n + i];
+        alea += sd * sd;
+      }
+    alea = alea / k * c2;
+    std_epistemic[i] = std::sqrt(epi);
+    std_aleatoric[i] = std::sqrt(alea);
+    std_total[i] = std::sqrt(epi + alea);
+  }
+}
+
+}  // namespace bnnmd

@@ -1,0 +1,81 @@
+// bnnmd evaluator core: loads an exported bnnmd model (TorchScript + metadata), runs it on
+// one configuration and aggregates the k samples into means and uncertainties.
+// No LAMMPS dependency: used by the LAMMPS pair style and by the pybind11 module bnnmd._core.
+// Torch headers stay out of this header (private implementation).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bnnmd {
+
+constexpr int kFormatVersion = 1;
+
+struct Metadata {
+  int format_version = 0;
+  std::vector<std::string> type_names;
+  double cutoff = 0.0;  // model length unit
+  int num_layers = 0;
+  int num_samples = 0;
+  std::string energy_unit, length_unit, dtype, method, samples_sha256, bnnmd_version, torch_version;
+  double calibration_forces = 1.0, calibration_energy = 1.0;  // std scale factors
+};
+
+// Per-sample outputs, converted to the evaluator's units, on the CPU in double precision.
+struct SampleOutput {
+  int k = 0, n = 0;
+  std::vector<double> energy;         // [k]
+  std::vector<double> energy_std;     // [k]   sigma_E (not calibrated)
+  std::vector<double> atomic_energy;  // [k*n]
+  std::vector<double> forces;         // [k*n*3] on every atom passed in (ghosts too)
+  std::vector<double> forces_std;     // [k*n] sigma_F (not calibrated)
+  std::vector<double> virial;         // [k*9] -sum_edges r (x) dE/dr
+};
+
+// Mixture moments of energies / forces, calibrated.
+struct EnergyStats {
+  double mean = 0, std = 0, std_epistemic = 0, std_aleatoric = 0;
+};
+
+class Evaluator {
+ public:
+  // energy_unit/length_unit: the units of inputs and outputs ("" = the model's own).
+  // device: "cpu", "cuda", "cuda:N" or "auto" (cuda when torch sees a GPU).
+  Evaluator(const std::string& path, const std::string& device = "cpu",
+            const std::string& energy_unit = "", const std::string& length_unit = "");
+  ~Evaluator();
+  Evaluator(const Evaluator&) = delete;
+  Evaluator& operator=(const Evaluator&) = delete;
+
+  const Metadata& metadata() const;
+  std::string device() const;
+  double cutoff() const;  // in the evaluator's length unit
+  const std::string& energy_unit() const;
+  const std::string& length_unit() const;
+
+  // pos [n*3], types [n] (indices into type_names), edges [2*n_edges] (centres, then
+  // neighbours), shifts [n_edges*3]; atoms >= nlocal are ghosts (forces, no energy).
+  SampleOutput evaluate(const double* pos, const int64_t* types, int n, int nlocal,
+                        const int64_t* edges, const double* shifts, int64_t n_edges) const;
+
+  // Mixture moments of the k energies, with the energy calibration applied.
+  EnergyStats energy_stats(const double* energy, const double* energy_std, int k) const;
+
+  // Per-atom force mean [n*3] and stds [n] (total, epistemic, aleatoric), calibrated:
+  // epistemic^2 = mean over x,y,z of the variance of the k forces; aleatoric^2 = mean of
+  // sigma_F^2; total^2 = their sum. forces [k*n*3] (summed over ranks for ghosts first),
+  // forces_std [k*n] (nullptr: aleatoric = 0).
+  void force_stats(const double* forces, const double* forces_std, int k, int n, double* mean,
+                   double* std_total, double* std_epistemic, double* std_aleatoric) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Parse the "key value" lines of bnnmd.txt (throws on missing keys / bad numbers).
+Metadata parse_metadata(const std::string& text, const std::string& path);
+
+}  // namespace bnnmd

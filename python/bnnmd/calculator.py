@@ -1,0 +1,120 @@
+"""ASE calculator for exported bnnmd models (and, optionally, in-memory samples)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from bnnmd import units
+from bnnmd.data import TypeMapper, neighbour_list
+from bnnmd.deploy import DeployedModel, energy_stats, force_stats
+
+PathLike = Union[str, os.PathLike]
+
+
+class BNNCalculator(Calculator):
+    """Energy, forces, stress and their uncertainties from k posterior samples.
+
+    Parameters
+    ----------
+    model : path of an exported file (``bnn-export``), or, with ``backend="python"``,
+        a samples directory or a :class:`bnnmd.nn.StochasticNequIP`.
+    backend : ``"core"`` (default: the C++ evaluator the LAMMPS plugin uses) or
+        ``"python"`` (the eager PyTorch model in this process).
+    device : ``"cpu"``, ``"cuda"`` or ``"auto"``.
+
+    ``results`` hold ASE's ``energy``, ``free_energy``, ``forces``, ``energies``
+    (per atom) and, for periodic cells, ``stress``; and bnnmd's ``energy_std``
+    (+ ``_epistemic``/``_aleatoric``) and per-atom ``forces_std`` (total,
+    ``forces_std_epistemic``, ``forces_std_aleatoric``), in eV and eV/A.
+
+    Examples
+    --------
+    >>> from ase.build import molecule                          # doctest: +SKIP
+    >>> atoms = molecule("CH3CH2OH"); atoms.calc = BNNCalculator("model.pth")  # doctest: +SKIP
+    >>> atoms.get_forces(); atoms.calc.results["forces_std"]  # doctest: +SKIP
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model: Union[PathLike, torch.nn.Module], backend: str = "core", device: str = "cpu",
+                 **kwargs):
+        super().__init__(**kwargs)
+        if backend not in ("core", "python"):
+            raise ValueError(f"backend {backend!r}: use 'core' (exported file, C++) or 'python' (in-memory)")
+        self.backend = backend
+        if backend == "core":
+            from bnnmd import _core
+
+            self._core = _core.Evaluator(str(model), device, "eV", "A")
+            meta = self._core.metadata
+            self.type_names = list(meta["type_names"])
+            self.cutoff = float(self._core.cutoff)
+            self._calibration = (meta["calibration_energy"], meta["calibration_forces"])
+        else:
+            from bnnmd.nn import StochasticNequIP, load_samples
+            from bnnmd.deploy import read_calibration
+
+            if isinstance(model, StochasticNequIP):
+                net, cal = model, {"forces": 1.0, "energy": 1.0}
+            else:
+                net, cal = load_samples(model), read_calibration(model)
+            self._module = DeployedModel(net).to(device)
+            self._device = device
+            self._dtype = net.embedding.dtype
+            self.type_names = list(net.config.type_names)
+            eu = "kcal/mol"
+            lu = "A"
+            if not isinstance(model, StochasticNequIP):
+                from bnnmd.nn import read_sample
+                from bnnmd.nn._samples import sample_files
+
+                meta = read_sample(sample_files(model)[0])["meta"]
+                eu, lu = meta.get("energy_unit", eu), meta.get("length_unit", lu)
+            self._e = units.energy_factor(eu, "eV")
+            self._l = units.length_factor(lu, "A")
+            self.cutoff = net.config.cutoff * self._l
+            self._calibration = (cal["energy"], cal["forces"])
+        self.type_mapper = TypeMapper(self.type_names)
+
+    def _samples(self, pos, types, edge_index, shift, n):
+        """Per-sample outputs in eV / A, python backend."""
+        d = dict(device=self._device, dtype=self._dtype)
+        out = self._module(torch.as_tensor(pos / self._l, **d), torch.as_tensor(types, device=self._device),
+                           torch.as_tensor(edge_index, device=self._device),
+                           torch.as_tensor(shift / self._l, **d), n)
+        g = {k: v.detach().cpu().double().numpy() for k, v in out.items()}
+        f = self._e / self._l
+        return {"total_energy": g["total_energy"] * self._e, "total_energy_std": g["total_energy_std"] * self._e,
+                "atomic_energy": g["atomic_energy"] * self._e, "forces": g["forces"] * f,
+                "forces_std": g["forces_std"] * f, "virial": g["virial"] * self._e}
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        a = self.atoms
+        types = self.type_mapper.types_of(a.numbers)
+        pbc = np.asarray(a.pbc, dtype=bool)
+        g = neighbour_list(a.positions, self.cutoff, a.cell.array if pbc.any() else None, pbc)
+        n = len(a)
+        if self.backend == "core":
+            r = self._core.compute(a.positions, types, g.edge_index, g.shift_vector, n)
+            samples = r["samples"]
+            res = {key: r[key] for key in ("energy", "energy_std", "energy_std_epistemic", "energy_std_aleatoric",
+                                           "forces", "forces_std", "forces_std_epistemic", "forces_std_aleatoric")}
+            virial = r["virial"]
+        else:
+            samples = self._samples(a.positions, types, g.edge_index, g.shift_vector, n)
+            res = {**energy_stats(samples["total_energy"], samples["total_energy_std"], self._calibration[0]),
+                   **force_stats(samples["forces"], samples["forces_std"], self._calibration[1])}
+            virial = samples["virial"].mean(axis=0)
+        res["free_energy"] = res["energy"]
+        res["energies"] = samples["atomic_energy"].mean(axis=0)
+        res["samples"] = samples
+        if pbc.all():
+            stress = -virial / a.get_volume()  # ASE: stress = (1/V) dE/d(strain) = -virial / V
+            res["stress"] = stress.reshape(9)[[0, 4, 8, 5, 2, 1]]
+        self.results.update(res)

@@ -1,0 +1,45 @@
+"""``bnn-export SAMPLES_DIR OUT.pth [--k K | --select I,J,...] [--dtype float32] [--freeze]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bnn-export",
+        description="Stack posterior samples (RUN_DIR/samples) into ONE TorchScript file for LAMMPS "
+                    "(pair_style bnn), the ASE calculator and bnnmd._core.Evaluator.")
+    parser.add_argument("samples", help="directory of sample_XXX.pt files written by bnn-train")
+    parser.add_argument("out", help="output file, e.g. model.pth")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--k", type=int, help="export K evenly spaced samples (MC dropout: K masks)")
+    group.add_argument("--select", help="comma-separated sample indices, e.g. 0,2,5")
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--freeze", action="store_true", help="torch.jit.freeze the module (inlines parameters)")
+    args = parser.parse_args(argv)
+
+    from bnnmd.deploy import ExportError, export, read_metadata
+
+    try:
+        select = None
+        if args.select:
+            try:
+                select = [int(x) for x in args.select.split(",")]
+            except ValueError:
+                raise ExportError(f"--select {args.select!r}: give comma-separated integers, e.g. 0,2,5") from None
+        path = export(args.samples, args.out, k=args.k, select=select, dtype=args.dtype, freeze=args.freeze)
+    except ExportError as exc:
+        print(f"bnn-export: error: {exc}", file=sys.stderr)
+        return 2
+    meta = read_metadata(path)
+    print(f"bnn-export: wrote {path}: k={meta['num_samples']} samples ({meta['method']}), types "
+          f"{' '.join(meta['type_names'])}, cutoff {meta['cutoff']} {meta['length_unit']}, "
+          f"{meta['num_layers']} layers (LAMMPS ghost cutoff {meta['cutoff'] * meta['num_layers']} "
+          f"{meta['length_unit']}), {meta['dtype']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

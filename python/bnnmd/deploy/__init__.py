@@ -1,0 +1,16 @@
+"""Deployment: ``bnn-export`` stacks k samples into ONE TorchScript file; the C++ core evaluates it.
+
+The file holds a :class:`DeployedModel` (input contract: positions, type
+indices, edge index, edge shifts, number of local atoms) and metadata
+(``bnnmd.txt``: format version, type names, cutoff, layers, k, units, dtype,
+calibration, samples hash). ``bnnmd._core.Evaluator`` — the same C++ code the
+LAMMPS plugin runs — loads it and aggregates the k samples.
+"""
+
+from bnnmd.deploy._aggregate import energy_stats, force_stats
+from bnnmd.deploy._export import ExportError, choose_samples, export, read_calibration, read_metadata
+from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION
+from bnnmd.deploy._module import DeployedModel
+
+__all__ = ["DeployedModel", "EXTRA_FILE", "ExportError", "FORMAT_VERSION", "choose_samples", "energy_stats",
+           "export", "force_stats", "read_calibration", "read_metadata"]

@@ -1,0 +1,132 @@
+"""``bnn-export``: k posterior samples -> ONE stacked TorchScript file with metadata."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+import bnnmd
+from bnnmd._files import write_atomic
+from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION, from_text, to_text
+from bnnmd.deploy._module import DeployedModel
+from bnnmd.nn import SampleError, load_samples, read_sample, script
+from bnnmd.nn._samples import sample_files
+
+PathLike = Union[str, os.PathLike]
+
+
+class ExportError(ValueError):
+    """Samples that cannot be exported as asked; the message says why and what to do."""
+
+
+def read_calibration(samples_dir: PathLike) -> Dict[str, float]:
+    """Std scale factors from ``samples/calibration.json`` (written by ``bnn-eval``); 1 when absent."""
+    path = Path(samples_dir) / "calibration.json"
+    factors = {"forces": 1.0, "energy": 1.0}
+    if not path.exists():
+        return factors
+    try:
+        cal = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path}: not valid JSON ({exc}); refit it with bnn-eval or delete it") from None
+    for quantity in factors:
+        entry = cal.get(quantity)
+        if entry is None:
+            continue
+        if entry.get("kind") != "scale":
+            raise ExportError(f"{path}: {quantity} calibration of kind {entry.get('kind')!r} cannot be exported; "
+                              "only 'scale' maps are carried into LAMMPS (refit with a scale map)")
+        factors[quantity] = float(entry["factor"])
+    return factors
+
+
+def choose_samples(n_available: int, k: Optional[int] = None, select: Optional[Sequence[int]] = None):
+    """Indices of the samples to export: all, ``k`` evenly spaced, or ``select``."""
+    if k is not None and select is not None:
+        raise ExportError("give either --k or --select, not both")
+    if select is not None:
+        bad = [i for i in select if not 0 <= i < n_available]
+        if bad or not select:
+            raise ExportError(f"--select {list(select)}: indices must be in 0..{n_available - 1}")
+        return list(select)
+    if k is None:
+        return list(range(n_available))
+    if k < 1 or k > n_available:
+        raise ExportError(f"--k {k} is larger than the {n_available} samples available (or < 1); "
+                          f"use --k between 1 and {n_available}")
+    return [int(i) for i in np.round(np.linspace(0, n_available - 1, k)).astype(int)]
+
+
+def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
+           select: Optional[Sequence[int]] = None, dtype: str = "float64", freeze: bool = False) -> Path:
+    """Stack samples of ``samples_dir`` into one TorchScript file ``out``.
+
+    MC-dropout runs hold one sample: ``k`` is then the number of dropout masks.
+    Returns the path written (atomically).
+    """
+    if dtype not in ("float64", "float32"):
+        raise ExportError(f"dtype {dtype!r}: use float64 or float32")
+    try:
+        files = sample_files(samples_dir)
+        first = read_sample(files[0])
+    except SampleError as exc:
+        raise ExportError(str(exc)) from None
+    mc_dropout = first["method"] == "mc_dropout"
+    if mc_dropout:
+        masks = k or int(first["meta"].get("mc_samples", 8))
+        if select is not None:
+            raise ExportError("--select does not apply to an MC-dropout run (one sample); use --k for masks")
+        indices = [0]
+    else:
+        indices = choose_samples(len(files), k, select)
+    try:
+        model = load_samples(samples_dir, select=indices, dtype=getattr(torch, dtype))
+    except SampleError as exc:
+        raise ExportError(str(exc)) from None
+    if mc_dropout and masks != model.num_samples:
+        from bnnmd.nn import StochasticNequIP
+
+        model = StochasticNequIP.stack([model.select([0])] * masks)
+        model.set_dropout_active(True)
+    model.eval()
+    sha = hashlib.sha256()
+    for i in indices:
+        sha.update(files[i].read_bytes())
+    cal = read_calibration(samples_dir)
+    cfg = model.config
+    meta = {
+        "format_version": FORMAT_VERSION, "type_names": list(cfg.type_names), "cutoff": float(cfg.cutoff),
+        "num_layers": int(cfg.num_layers), "num_samples": int(model.num_samples),
+        "energy_unit": first["meta"].get("energy_unit", "kcal/mol"),
+        "length_unit": first["meta"].get("length_unit", "A"), "dtype": dtype,
+        "calibration_forces": cal["forces"], "calibration_energy": cal["energy"], "method": first["method"],
+        "samples_sha256": sha.hexdigest(), "bnnmd_version": bnnmd.__version__,
+        "torch_version": torch.__version__,
+    }
+    module = script(DeployedModel(model))
+    if freeze:
+        module = torch.jit.freeze(module.eval())
+    buf = io.BytesIO()
+    torch.jit.save(module, buf, _extra_files={EXTRA_FILE: to_text(meta)})
+    return write_atomic(out, buf.getvalue())
+
+
+def read_metadata(path: PathLike) -> Dict:
+    """The metadata of an exported file (raises :class:`ExportError` for other files)."""
+    extra = {EXTRA_FILE: ""}
+    try:
+        torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
+    except Exception as exc:
+        raise ExportError(f"{path}: not a TorchScript archive ({type(exc).__name__}); "
+                          "export one with bnn-export SAMPLES_DIR OUT.pth") from None
+    if not extra[EXTRA_FILE]:
+        raise ExportError(f"{path}: a TorchScript file without bnnmd metadata; export it with bnn-export")
+    text = extra[EXTRA_FILE]
+    return from_text(text.decode() if isinstance(text, bytes) else text)

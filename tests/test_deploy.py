@@ -1,0 +1,281 @@
+"""Export, the C++ evaluator core and the ASE calculator: all against the eager model."""
+
+import json
+import subprocess
+import sys
+
+import ase
+import numpy as np
+import pytest
+import torch
+from ase.md.verlet import VelocityVerlet
+from ase.units import fs
+
+from bnnmd import _core, units
+from bnnmd.calculator import BNNCalculator
+from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, keys as K, neighbour_list
+from bnnmd.deploy import ExportError, energy_stats, export, force_stats, read_metadata
+from bnnmd.nn import ModelConfig, StochasticNequIP, build_model, save_sample
+from bnnmd.nn import testing as T
+
+from test_model import periodic_dataset
+
+TYPES = ["H", "C", "O"]
+CUTOFF = 3.5
+
+
+def write_samples(directory, dataset, k=3, seed=0, method="sghmc", **cfg):
+    config = ModelConfig(type_names=TYPES, num_layers=2, l_max=1, num_features=4, cutoff=CUTOFF, num_samples=k,
+                         **cfg)
+    model = build_model(config, dataset, seed=seed)
+    for s in range(k):
+        save_sample(directory / f"sample_{s:03d}.pt", model, s, method,
+                    meta={"energy_unit": "kcal/mol", "length_unit": "A", "mc_samples": 4})
+    return model
+
+
+@pytest.fixture(scope="module")
+def molecule_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mol")
+    ds = bundled_dataset("rmd17_ethanol_train").subset(range(20))
+    model = write_samples(d / "samples", ds)
+    return d, ds, model.eval()
+
+
+@pytest.fixture(scope="module")
+def periodic_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pbc")
+    ds = periodic_dataset(2, 10, seed=3)
+    model = write_samples(d / "samples", ds, seed=1)
+    return d, ds, model.eval()
+
+
+def _inputs(ds, i):
+    f = ds.frame(i)
+    g = neighbour_list(f["positions"], CUTOFF, f["cell"], f["pbc"])
+    return f, TypeMapper(TYPES).types_of(f["atomic_numbers"]), g
+
+
+@pytest.mark.parametrize("run", ["molecule_run", "periodic_run"])
+def test_eager_equals_exported_equals_cpp(run, request):
+    d, ds, model = request.getfixturevalue(run)
+    path = export(d / "samples", d / "model.pth")
+    meta = read_metadata(path)
+    assert meta["num_samples"] == 3 and meta["type_names"] == TYPES and meta["num_layers"] == 2
+    scripted = torch.jit.load(str(path))
+    ev = _core.Evaluator(str(path))
+    assert ev.metadata == meta
+    gd = GraphDataset(ds, TypeMapper(TYPES), CUTOFF)
+    for i in range(2):
+        eager = model(gd.batch([i]))
+        f, types, g = _inputs(ds, i)
+        ts = scripted(torch.tensor(f["positions"]), torch.tensor(types), torch.tensor(g.edge_index),
+                      torch.tensor(g.shift_vector), len(types))
+        cpp = ev.compute(f["positions"], types, g.edge_index, g.shift_vector, len(types))["samples"]
+        for key in (K.TOTAL_ENERGY, K.TOTAL_ENERGY_STD, K.VIRIAL):
+            np.testing.assert_allclose(ts[key].detach().numpy(), eager[key][:, 0].detach().numpy(), rtol=1e-12)
+            np.testing.assert_allclose(cpp[key], eager[key][:, 0].detach().numpy(), rtol=1e-12, atol=1e-10)
+        for key in (K.FORCES, K.FORCES_STD, K.ATOMIC_ENERGY):
+            np.testing.assert_allclose(ts[key].detach().numpy(), eager[key].detach().numpy(), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(cpp[key], eager[key].detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_ghost_atoms_get_forces_but_no_energy(molecule_run):
+    """Atoms >= nlocal (LAMMPS ghosts) contribute no energy; forces reach them."""
+    d, ds, model = molecule_run
+    path = export(d / "samples", d / "ghost.pth")
+    ev = _core.Evaluator(str(path))
+    f, types, g = _inputs(ds, 0)
+    full = ev.compute(f["positions"], types, g.edge_index, g.shift_vector, 9)["samples"]
+    part = ev.compute(f["positions"], types, g.edge_index, g.shift_vector, 5)["samples"]
+    np.testing.assert_allclose(part["total_energy"], full["atomic_energy"][:, :5].sum(1), rtol=1e-12)
+    # forces are minus the gradient of the local energy: check one ghost by finite differences
+    eps, a, c = 1e-5, 7, 1
+    e = []
+    for sgn in (1, -1):
+        p = f["positions"].copy()
+        p[a, c] += sgn * eps
+        gg = neighbour_list(p, CUTOFF)
+        e.append(ev.compute(p, types, gg.edge_index, gg.shift_vector, 5)["samples"]["total_energy"])
+    np.testing.assert_allclose(part["forces"][:, a, c], -(e[0] - e[1]) / (2 * eps), rtol=1e-5, atol=1e-6)
+
+
+def test_aggregation_equals_numpy_reference(molecule_run):
+    d, ds, model = molecule_run
+    (d / "samples" / "calibration.json").write_text(json.dumps(
+        {"format": 1, "forces": {"kind": "scale", "factor": 1.7}, "energy": {"kind": "scale", "factor": 0.6}}))
+    try:
+        path = export(d / "samples", d / "cal.pth")
+    finally:
+        (d / "samples" / "calibration.json").unlink()
+    ev = _core.Evaluator(str(path))
+    assert ev.metadata["calibration_forces"] == 1.7 and ev.metadata["calibration_energy"] == 0.6
+    rng = np.random.default_rng(0)
+    forces, sig = rng.normal(size=(5, 7, 3)), rng.uniform(0.1, 2, size=(5, 7))
+    got, want = ev.force_stats(forces, sig), force_stats(forces, sig, 1.7)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-13)
+    e, es = rng.normal(size=5), rng.uniform(0.1, 1, 5)
+    got, want = ev.energy_stats(e, es), energy_stats(e, es, 0.6)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-13)
+    # hand check of the definition: two samples, one atom
+    r = force_stats(np.array([[[1.0, 0, 0]], [[3.0, 0, 0]]]), np.array([[2.0], [2.0]]))
+    assert r["forces_std_epistemic"][0] == pytest.approx(np.sqrt(1.0 / 3))  # var 1 in x, 0 in y, z
+    assert r["forces_std_aleatoric"][0] == pytest.approx(2.0)
+    assert r["forces_std"][0] == pytest.approx(np.sqrt(4 + 1.0 / 3))
+
+
+def test_units_table_matches_python_and_conversion(molecule_run):
+    table = _core.units_table()
+    assert table["energy"] == units.ENERGY_UNITS and table["length"] == units.LENGTH_UNITS
+    d, ds, _ = molecule_run
+    path = export(d / "samples", d / "u.pth")
+    native = _core.Evaluator(str(path))
+    ev = _core.Evaluator(str(path), energy_unit="eV", length_unit="nm")
+    assert ev.cutoff == pytest.approx(CUTOFF / 10)
+    f, types, g = _inputs(ds, 1)
+    a = native.compute(f["positions"], types, g.edge_index, g.shift_vector, 9)
+    b = ev.compute(f["positions"] / 10, types, g.edge_index, g.shift_vector / 10, 9)
+    ke = units.energy_factor("kcal/mol", "eV")
+    assert b["energy"] == pytest.approx(a["energy"] * ke, rel=1e-13)
+    np.testing.assert_allclose(b["forces"], a["forces"] * ke * 10, rtol=1e-12)
+    np.testing.assert_allclose(b["forces_std"], a["forces_std"] * ke * 10, rtol=1e-12)
+
+
+def test_select_k_and_float32(molecule_run):
+    d, ds, model = molecule_run
+    p = export(d / "samples", d / "k2.pth", k=2)
+    assert read_metadata(p)["num_samples"] == 2
+    p = export(d / "samples", d / "sel.pth", select=[2])
+    f, types, g = _inputs(ds, 0)
+    one = _core.Evaluator(str(p)).compute(f["positions"], types, g.edge_index, g.shift_vector, 9)["samples"]
+    full = _core.Evaluator(str(export(d / "samples", d / "all.pth"))).compute(
+        f["positions"], types, g.edge_index, g.shift_vector, 9)["samples"]
+    np.testing.assert_allclose(one["forces"][0], full["forces"][2], rtol=1e-12, atol=1e-12)
+    p32 = export(d / "samples", d / "f32.pth", dtype="float32", freeze=True)
+    r32 = _core.Evaluator(str(p32)).compute(f["positions"], types, g.edge_index, g.shift_vector, 9)["samples"]
+    np.testing.assert_allclose(r32["forces"], full["forces"], atol=1e-2 * np.abs(full["forces"]).max())
+
+
+def test_mc_dropout_export_uses_k_masks(tmp_path):
+    ds = bundled_dataset("rmd17_ethanol_train").subset(range(5))
+    write_samples(tmp_path / "samples", ds, k=1, method="mc_dropout", dropout=0.2)
+    p = export(tmp_path / "samples", tmp_path / "mc.pth", k=6)
+    ev = _core.Evaluator(str(p))
+    assert ev.metadata["num_samples"] == 6 and ev.metadata["method"] == "mc_dropout"
+    f, types, g = _inputs(ds, 0)
+    e = ev.compute(f["positions"], types, g.edge_index, g.shift_vector, 9)["samples"]["total_energy"]
+    assert len(set(np.round(e, 10))) > 1  # different masks, same parameters
+
+
+@pytest.mark.parametrize("backend", ["core", "python"])
+def test_ase_forces_stress_and_nve(periodic_run, backend):
+    d, ds, model = periodic_run
+    path = export(d / "samples", d / "ase.pth")
+    calc = BNNCalculator(path if backend == "core" else d / "samples", backend=backend)
+    atoms = ds.to_ase(0)
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    e0 = atoms.get_potential_energy()
+    kcal = units.energy_factor("kcal/mol", "eV")
+    eager = model(GraphDataset(ds, TypeMapper(TYPES), CUTOFF).batch([0]))
+    assert e0 == pytest.approx(eager[K.TOTAL_ENERGY].mean().item() * kcal, rel=1e-12)
+    assert calc.results["forces_std"].shape == (10,) and (calc.results["forces_std"] > 0).all()
+    # forces: finite differences of the energy
+    eps = 1e-5
+    for a, c in ((0, 0), (3, 2)):
+        e = []
+        for sgn in (1, -1):
+            moved = atoms.copy()
+            moved.calc = calc
+            moved.positions[a, c] += sgn * eps
+            e.append(moved.get_potential_energy())
+        assert forces[a, c] == pytest.approx(-(e[0] - e[1]) / (2 * eps), rel=1e-5, abs=1e-7)
+    # stress: finite differences under strain
+    stress = atoms.get_stress(voigt=False)
+    for (i, j) in ((0, 0), (1, 2)):
+        e = []
+        for sgn in (1, -1):
+            strain = np.eye(3)
+            strain[i, j] += sgn * eps / (2 if i != j else 1)
+            strain[j, i] += sgn * eps / 2 if i != j else 0
+            moved = atoms.copy()
+            moved.calc = calc
+            moved.set_cell(atoms.cell.array @ strain.T, scale_atoms=True)
+            e.append(moved.get_potential_energy())
+        assert stress[i, j] == pytest.approx((e[0] - e[1]) / (2 * eps) / atoms.get_volume(), rel=1e-5, abs=1e-8)
+
+
+def test_ase_nve_conserves_energy(molecule_run):
+    d, ds, _ = molecule_run
+    atoms = ds.to_ase(0)
+    atoms.calc = BNNCalculator(export(d / "samples", d / "nve.pth"))
+    from ase.md.velocitydistribution import thermalize_momenta
+
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(atoms, timestep=0.25 * fs)
+    etot = []
+    for _ in range(40):
+        dyn.run(5)
+        etot.append(atoms.get_total_energy())
+    drift = max(etot) - min(etot)
+    ekin = atoms.get_kinetic_energy()
+    assert drift < 0.01 * ekin, (drift, ekin)
+
+
+def test_bad_input_messages(tmp_path, molecule_run, periodic_run):
+    d, ds, _ = molecule_run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ExportError, match="no sample_XXX.pt files"):
+        export(empty, tmp_path / "x.pth")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_samples(mixed, ds, k=1)
+    write_samples(tmp_path / "m2", ds, k=1, num_basis=5)
+    (mixed / "sample_002.pt").write_bytes((tmp_path / "m2" / "sample_000.pt").read_bytes())
+    with pytest.raises(ExportError, match="sample_002.pt differs from sample_000.pt in num_basis"):
+        export(mixed, tmp_path / "x.pth")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "sample_000.pt").write_bytes(b"garbage")
+    with pytest.raises(ExportError, match="not a readable bnnmd sample file"):
+        export(bad, tmp_path / "x.pth")
+    with pytest.raises(ExportError, match="--k 9 is larger than the 3 samples available"):
+        export(d / "samples", tmp_path / "x.pth", k=9)
+    # the C++ side: missing, foreign, unknown format version
+    with pytest.raises(RuntimeError, match="cannot be opened"):
+        _core.Evaluator(str(tmp_path / "missing.pth"))
+    (tmp_path / "text.pth").write_text("hello")
+    with pytest.raises(RuntimeError, match="not a TorchScript archive"):
+        _core.Evaluator(str(tmp_path / "text.pth"))
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "foreign.pth"))
+    with pytest.raises(RuntimeError, match="not a bnnmd model .*bnn-export"):
+        _core.Evaluator(str(tmp_path / "foreign.pth"))
+    good = export(d / "samples", tmp_path / "good.pth")
+    m = torch.jit.load(str(good))
+    from bnnmd.deploy._metadata import to_text
+    meta = read_metadata(good)
+    meta["format_version"] = 2
+    torch.jit.save(m, str(tmp_path / "v2.pth"), _extra_files={"bnnmd.txt": to_text(meta)})
+    with pytest.raises(RuntimeError, match="format version 2 is unknown to this bnnmd .*re-export"):
+        _core.Evaluator(str(tmp_path / "v2.pth"))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="torch sees no CUDA GPU"):
+            _core.Evaluator(str(good), device="cuda")
+    with pytest.raises(RuntimeError, match="unknown device 'gpu'"):
+        _core.Evaluator(str(good), device="gpu")
+    with pytest.raises(RuntimeError, match="unknown energy unit 'kcal'"):
+        _core.Evaluator(str(good), energy_unit="kcal")
+
+
+def test_cli(tmp_path, molecule_run):
+    d, _, _ = molecule_run
+    r = subprocess.run([sys.executable, "-m", "bnnmd.cli.export", str(d / "samples"), str(tmp_path / "m.pth"),
+                        "--k", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "k=2 samples" in r.stdout and "ghost cutoff 7.0 A" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bnnmd.cli.export", str(tmp_path), str(tmp_path / "m.pth")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no sample_XXX.pt files" in r.stderr
