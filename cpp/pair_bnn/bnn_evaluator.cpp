@@ -37,6 +37,13 @@ torch::Device choose_device(const std::string& device) {
 
 }  // namespace
 
+std::string resolve_device(const std::string& device, int local_rank) {
+  if (device != "cuda" && device != "auto") return device;
+  if (!torch::cuda::is_available()) return device == "auto" ? "cpu" : device;  // cuda: fails with a message later
+  const int count = static_cast<int>(torch::cuda::device_count());
+  return "cuda:" + std::to_string(local_rank % count);
+}
+
 Metadata parse_metadata(const std::string& text, const std::string& path) {
   std::unordered_map<std::string, std::string> kv;
   std::istringstream in(text);

@@ -75,6 +75,10 @@ class Evaluator {
   std::unique_ptr<Impl> impl_;
 };
 
+// The device string for a process: "cuda"/"auto" become "cuda:<local_rank % visible GPUs>"
+// (one GPU per node-local MPI rank) or "cpu" for auto without a GPU; others pass through.
+std::string resolve_device(const std::string& device, int local_rank);
+
 // Parse the "key value" lines of bnnmd.txt (throws on missing keys / bad numbers).
 Metadata parse_metadata(const std::string& text, const std::string& path);
 

@@ -1,0 +1,365 @@
+/* ----------------------------------------------------------------------
+   pair_style bnn: see pair_bnn.h and docs/lammps.md.
+   Exact under MPI for a model with L message-passing layers: the ghost cutoff is
+   L x cutoff (+ skin), the graph spans local + ghost atoms, energies count local atoms
+   only, forces on ghosts are reverse-communicated by LAMMPS (newton pair on), and the
+   k per-sample forces are reverse-communicated before their variance is taken.
+------------------------------------------------------------------------- */
+
+#include "pair_bnn.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "update.h"
+#include "utils.h"
+
+#include <mpi.h>
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "bnn_evaluator.h"
+
+using namespace LAMMPS_NS;
+
+namespace {
+// LAMMPS unit style -> (energy, length) unit names of bnnmd's units table (bnn_units.h)
+bool lammps_units(const std::string& style, std::string& energy, std::string& length) {
+  if (style == "real") {
+    energy = "kcal/mol";
+    length = "A";
+    return true;
+  }
+  if (style == "metal") {
+    energy = "eV";
+    length = "A";
+    return true;
+  }
+  return false;
+}
+}  // namespace
+
+PairBNN::PairBNN(LAMMPS *lmp) : Pair(lmp)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  centroidstressflag = CENTROID_NOTAVAIL;
+  cutoff = 0.0;
+  num_layers = 0;
+  k = 0;
+  device_request = "cpu";
+  uncertainty_requested = 0;
+  computed_step = uncertainty_step = -1;
+  energy_std_total = 0.0;
+  for (double &g : unc_global) g = 0.0;
+  std::string eu, lu;
+  if (!lammps_units(update->unit_style, eu, lu))
+    error->all(FLERR, std::string("Pair style bnn does not support units ") + update->unit_style +
+                          "; use units real or metal (the model's units are converted)");
+}
+
+PairBNN::~PairBNN()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+  }
+}
+
+void PairBNN::allocate()
+{
+  allocated = 1;
+  int n = atom->ntypes + 1;
+  memory->create(setflag, n, n, "pair:setflag");
+  memory->create(cutsq, n, n, "pair:cutsq");
+  for (int i = 1; i < n; i++)
+    for (int j = i; j < n; j++) setflag[i][j] = 0;
+}
+
+/* pair_style bnn [device cpu|cuda|auto] */
+void PairBNN::settings(int narg, char **arg)
+{
+  int iarg = 0;
+  while (iarg < narg) {
+    if (strcmp(arg[iarg], "device") == 0) {
+      if (iarg + 1 >= narg) error->all(FLERR, "Illegal pair_style bnn command: device needs cpu, cuda or auto");
+      device_request = arg[iarg + 1];
+      if (device_request != "cpu" && device_request != "cuda" && device_request != "auto")
+        error->all(FLERR, "Illegal pair_style bnn command: device must be cpu, cuda or auto, not " +
+                              device_request);
+      iarg += 2;
+    } else {
+      error->all(FLERR, std::string("Illegal pair_style bnn command: unknown keyword ") + arg[iarg] +
+                            "; expected: pair_style bnn [device cpu|cuda|auto]");
+    }
+  }
+}
+
+/* pair_coeff * * model.pth El1 El2 ... (one element per LAMMPS type) */
+void PairBNN::coeff(int narg, char **arg)
+{
+  if (!allocated) allocate();
+  const int ntypes = atom->ntypes;
+  if (narg != 3 + ntypes)
+    error->all(FLERR, "Incorrect args for pair_coeff bnn: expected pair_coeff * * model.pth <element for each "
+                      "of the " + std::to_string(ntypes) + " atom types>, got " + std::to_string(narg - 3) +
+                      " element(s)");
+  if (strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR, "Incorrect args for pair_coeff bnn: the first two arguments must be * *");
+
+  std::string eu, lu;
+  lammps_units(update->unit_style, eu, lu);
+  model_file = arg[2];
+  // one GPU per node-local rank
+  MPI_Comm node;
+  int local_rank = 0;
+  MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, comm->me, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &local_rank);
+  MPI_Comm_free(&node);
+  try {
+    device_used = bnnmd::resolve_device(device_request, local_rank);
+    evaluator.reset(new bnnmd::Evaluator(model_file, device_used, eu, lu));
+  } catch (const std::exception &e) {
+    error->all(FLERR, std::string("pair_style bnn: ") + e.what());
+  }
+  const bnnmd::Metadata &meta = evaluator->metadata();
+  cutoff = evaluator->cutoff();
+  num_layers = meta.num_layers;
+  k = meta.num_samples;
+
+  type_map.assign(ntypes + 1, -1);
+  std::string known;
+  for (const auto &t : meta.type_names) known += (known.empty() ? "" : " ") + t;
+  for (int t = 1; t <= ntypes; t++) {
+    const std::string el = arg[2 + t];
+    for (size_t m = 0; m < meta.type_names.size(); m++)
+      if (meta.type_names[m] == el) type_map[t] = static_cast<int>(m);
+    if (type_map[t] < 0)
+      error->all(FLERR, "pair_coeff bnn: element " + el + " (atom type " + std::to_string(t) +
+                            ") is not known to the model " + model_file + ", which has: " + known);
+  }
+  for (int i = 1; i <= ntypes; i++)
+    for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
+
+  if (comm->me == 0) {
+    std::string map;
+    for (int t = 1; t <= ntypes; t++) map += " " + std::to_string(t) + "->" + arg[2 + t];
+    utils::logmesg(lmp,
+                   "pair_style bnn: {} ({}, k = {} samples, {} layers, cutoff {:.4g} {}, model units {} / {}, "
+                   "calibration forces {:.4g} energy {:.4g}) on {}; types{}\n",
+                   model_file, meta.method, k, num_layers, cutoff, lu, meta.energy_unit, meta.length_unit,
+                   meta.calibration_forces, meta.calibration_energy, device_used, map);
+  }
+}
+
+void PairBNN::init_style()
+{
+  if (!evaluator) error->all(FLERR, "pair_style bnn needs a pair_coeff * * model.pth <elements> command");
+  if (force->newton_pair == 0) error->all(FLERR, "Pair style bnn requires newton pair on");
+  if (atom->tag_enable == 0) error->all(FLERR, "Pair style bnn requires atom IDs");
+  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+  // message passing over L layers needs every atom within L x cutoff of a local atom
+  const double needed = num_layers * cutoff + neighbor->skin;
+  if (comm->cutghostuser < needed) {
+    comm->cutghostuser = needed;
+    if (comm->me == 0)
+      utils::logmesg(lmp, "pair_style bnn: ghost cutoff set to {:.4g} ({} layers x cutoff + skin)\n", needed,
+                     num_layers);
+  }
+  comm_reverse = 3 * k;
+}
+
+double PairBNN::init_one(int i, int j)
+{
+  if (setflag[i][j] == 0) error->all(FLERR, "All pair coeffs are not set");
+  return cutoff;
+}
+
+void PairBNN::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom) error->all(FLERR, "pair_style bnn does not compute per-atom virials");
+
+  double **x = atom->x;
+  double **f = atom->f;
+  int *type = atom->type;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+  const double cutsq_model = cutoff * cutoff;
+
+  std::vector<double> pos(3 * static_cast<size_t>(nall));
+  std::vector<int64_t> types(nall);
+  for (int i = 0; i < nall; i++) {
+    pos[3 * i] = x[i][0];
+    pos[3 * i + 1] = x[i][1];
+    pos[3 * i + 2] = x[i][2];
+    types[i] = type_map[type[i]];
+  }
+  // directed edges (centre i, neighbour j) over local and ghost atoms; ghosts sit at their
+  // image positions, so every shift is zero
+  std::vector<int64_t> centre, neigh;
+  const int n_i = list->inum + list->gnum;
+  for (int ii = 0; ii < n_i; ii++) {
+    const int i = list->ilist[ii];
+    const int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      if (dx * dx + dy * dy + dz * dz < cutsq_model) {
+        centre.push_back(i);
+        neigh.push_back(j);
+      }
+    }
+  }
+  const int64_t ne = static_cast<int64_t>(centre.size());
+  std::vector<int64_t> edges(centre);
+  edges.insert(edges.end(), neigh.begin(), neigh.end());
+  std::vector<double> shifts(3 * static_cast<size_t>(ne), 0.0);
+
+  bnnmd::SampleOutput s;
+  try {
+    s = evaluator->evaluate(pos.data(), types.data(), nall, nlocal, edges.data(), shifts.data(), ne);
+  } catch (const std::exception &e) {
+    error->one(FLERR, std::string("pair_style bnn: evaluation failed: ") + e.what());
+  }
+
+  // mean forces on local and ghost atoms (LAMMPS reverse-communicates the ghosts' share)
+  for (int i = 0; i < nall; i++)
+    for (int c = 0; c < 3; c++) {
+      double m = 0.0;
+      for (int q = 0; q < k; q++) m += s.forces[(static_cast<size_t>(q) * nall + i) * 3 + c];
+      f[i][c] += m / k;
+    }
+  if (eflag_global) {
+    double e = 0.0;
+    for (int q = 0; q < k; q++) e += s.energy[q];
+    eng_vdwl += e / k;
+  }
+  if (eflag_atom)
+    for (int i = 0; i < nlocal; i++) {
+      double e = 0.0;
+      for (int q = 0; q < k; q++) e += s.atomic_energy[static_cast<size_t>(q) * nall + i];
+      eatom[i] += e / k;
+    }
+  if (vflag_global) {
+    // virial W = -sum_edges r (x) dE/dr of the mean, LAMMPS order xx yy zz xy xz yz
+    static const int idx[6] = {0, 4, 8, 1, 2, 5};
+    for (int c = 0; c < 6; c++) {
+      double w = 0.0;
+      for (int q = 0; q < k; q++) w += s.virial[q * 9 + idx[c]];
+      virial[c] += w / k;
+    }
+  }
+
+  if (uncertainty_requested) {
+    // keep per-sample forces (atom-major, for the reverse communication) and local sigmas
+    sample_forces.resize(static_cast<size_t>(nall) * k * 3);
+    for (int i = 0; i < nall; i++)
+      for (int q = 0; q < k; q++)
+        for (int c = 0; c < 3; c++)
+          sample_forces[(static_cast<size_t>(i) * k + q) * 3 + c] =
+              s.forces[(static_cast<size_t>(q) * nall + i) * 3 + c];
+    sample_sigma.resize(static_cast<size_t>(nlocal) * k);
+    for (int i = 0; i < nlocal; i++)
+      for (int q = 0; q < k; q++)
+        sample_sigma[static_cast<size_t>(i) * k + q] = s.forces_std[static_cast<size_t>(q) * nall + i];
+    sample_energy = s.energy;
+    sample_energy_var.resize(k);
+    for (int q = 0; q < k; q++) sample_energy_var[q] = s.energy_std[q] * s.energy_std[q];
+  }
+  computed_step = update->ntimestep;
+  uncertainty_step = -1;
+}
+
+int PairBNN::pack_reverse_comm(int n, int first, double *buf)
+{
+  int m = 0;
+  const int last = first + n;
+  for (int i = first; i < last; i++)
+    for (int c = 0; c < 3 * k; c++) buf[m++] = sample_forces[static_cast<size_t>(i) * k * 3 + c];
+  return m;
+}
+
+void PairBNN::unpack_reverse_comm(int n, int *list_, double *buf)
+{
+  int m = 0;
+  for (int ii = 0; ii < n; ii++) {
+    const int j = list_[ii];
+    for (int c = 0; c < 3 * k; c++) sample_forces[static_cast<size_t>(j) * k * 3 + c] += buf[m++];
+  }
+}
+
+void PairBNN::update_uncertainty()
+{
+  if (uncertainty_step == update->ntimestep) return;
+  if (!uncertainty_requested || computed_step != update->ntimestep)
+    error->all(FLERR, "compute bnn/atom: pair_style bnn has no results for this step (the compute must be "
+                      "defined before the run, and used on steps where forces are computed)");
+  // sum the ghosts' per-sample forces into their owners, then take the variance
+  comm->reverse_comm(this);
+  const int nlocal = atom->nlocal;
+  std::vector<double> f(static_cast<size_t>(k) * nlocal * 3), sig(static_cast<size_t>(k) * nlocal);
+  for (int i = 0; i < nlocal; i++)
+    for (int q = 0; q < k; q++) {
+      for (int c = 0; c < 3; c++)
+        f[(static_cast<size_t>(q) * nlocal + i) * 3 + c] = sample_forces[(static_cast<size_t>(i) * k + q) * 3 + c];
+      sig[static_cast<size_t>(q) * nlocal + i] = sample_sigma[static_cast<size_t>(i) * k + q];
+    }
+  std::vector<double> mean(3 * static_cast<size_t>(nlocal)), tot(nlocal), epi(nlocal), alea(nlocal);
+  evaluator->force_stats(f.data(), sig.data(), k, nlocal, mean.data(), tot.data(), epi.data(), alea.data());
+  unc_atom.resize(3 * static_cast<size_t>(nlocal));
+  double local_max = 0.0;
+  for (int i = 0; i < nlocal; i++) {
+    unc_atom[3 * i] = tot[i];
+    unc_atom[3 * i + 1] = epi[i];
+    unc_atom[3 * i + 2] = alea[i];
+    local_max = std::max(local_max, tot[i]);
+  }
+  // energy: per-sample sums and variances over all ranks
+  std::vector<double> e(k), v(k);
+  MPI_Allreduce(sample_energy.data(), e.data(), k, MPI_DOUBLE, MPI_SUM, world);
+  MPI_Allreduce(sample_energy_var.data(), v.data(), k, MPI_DOUBLE, MPI_SUM, world);
+  for (double &x : v) x = std::sqrt(x);
+  bnnmd::EnergyStats es = evaluator->energy_stats(e.data(), v.data(), k);
+  double global_max = 0.0;
+  MPI_Allreduce(&local_max, &global_max, 1, MPI_DOUBLE, MPI_MAX, world);
+  unc_global[0] = es.std;
+  unc_global[1] = es.std_epistemic;
+  unc_global[2] = es.std_aleatoric;
+  unc_global[3] = global_max;
+  energy_std_total = es.std;
+  uncertainty_step = update->ntimestep;
+}
+
+void PairBNN::uncertainty(double **peratom, double *global)
+{
+  update_uncertainty();
+  if (peratom)
+    for (int i = 0; i < atom->nlocal; i++)
+      for (int c = 0; c < 3; c++) peratom[i][c] = unc_atom[3 * i + c];
+  if (global)
+    for (int c = 0; c < 4; c++) global[c] = unc_global[c];
+}
+
+void *PairBNN::extract(const char *str, int &dim)
+{
+  dim = 0;
+  if (strcmp(str, "cutoff") == 0) return (void *) &cutoff;
+  if (strcmp(str, "energy_std") == 0) return (void *) &energy_std_total;
+  return nullptr;
+}
+
+double PairBNN::memory_usage()
+{
+  double bytes = Pair::memory_usage();
+  bytes += sizeof(double) * (sample_forces.capacity() + sample_sigma.capacity() + unc_atom.capacity());
+  return bytes;
+}

@@ -1,0 +1,71 @@
+/* -*- c++ -*- ----------------------------------------------------------
+   pair_style bnn: a bnnmd Bayesian neural-network potential (k stacked posterior
+   samples exported by bnn-export), with per-atom uncertainty for compute bnn/atom.
+------------------------------------------------------------------------- */
+#ifdef PAIR_CLASS
+// clang-format off
+PairStyle(bnn,PairBNN);
+// clang-format on
+#else
+
+#ifndef LMP_PAIR_BNN_H
+#define LMP_PAIR_BNN_H
+
+#include "pair.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bnnmd {
+class Evaluator;
+}
+
+namespace LAMMPS_NS {
+
+class PairBNN : public Pair {
+ public:
+  PairBNN(class LAMMPS *);
+  ~PairBNN() override;
+  void compute(int, int) override;
+  void settings(int, char **) override;
+  void coeff(int, char **) override;
+  void init_style() override;
+  double init_one(int, int) override;
+  void *extract(const char *, int &) override;
+  int pack_reverse_comm(int, int, double *) override;
+  void unpack_reverse_comm(int, int *, double *) override;
+  double memory_usage() override;
+
+  // ---- for compute bnn/atom ----
+  void request_uncertainty() { uncertainty_requested = 1; }
+  // Per-atom force std (total, epistemic, aleatoric) of local atoms for the current step,
+  // and the global energy std (total, epistemic, aleatoric) and the largest per-atom total.
+  // Collective: reverse-communicates per-sample forces once per step.
+  void uncertainty(double **peratom, double *global);
+  bigint last_compute_step() const { return computed_step; }
+
+ protected:
+  void allocate();
+  void update_uncertainty();
+
+  std::unique_ptr<bnnmd::Evaluator> evaluator;
+  std::string model_file, device_request, device_used;
+  std::vector<int> type_map;  // LAMMPS type (1..ntypes) -> model type index
+  double cutoff;              // LAMMPS length units
+  int num_layers, k;
+
+  int uncertainty_requested;
+  bigint computed_step, uncertainty_step;
+  std::vector<double> sample_forces;  // [nall * k * 3] per-sample forces (atom-major for comm)
+  std::vector<double> sample_sigma;   // [nlocal * k] sigma_F of local atoms
+  std::vector<double> sample_energy, sample_energy_var;  // [k] this rank's share
+  std::vector<double> unc_atom;       // [nlocal * 3]
+  double unc_global[4];
+  double energy_std_total;            // for extract()
+};
+
+}    // namespace LAMMPS_NS
+
+#endif
+#endif
