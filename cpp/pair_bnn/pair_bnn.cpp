@@ -52,6 +52,7 @@ PairBNN::PairBNN(LAMMPS *lmp) : Pair(lmp)
   one_coeff = 1;
   manybody_flag = 1;
   centroidstressflag = CENTROID_NOTAVAIL;
+  no_virial_fdotr_compute = 1;  // the virial comes from the edge gradients (exact with ghosts)
   cutoff = 0.0;
   num_layers = 0;
   k = 0;

