@@ -108,6 +108,26 @@ def test_stacked_equals_separately_built_models(molecules):
     torch.testing.assert_close(stacked.select([2])(batch)[K.FORCES][0], out[K.FORCES][2], atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_sample_chunks_equal_one_pass(molecules, training):
+    """Large systems run the k samples in chunks; results and parameter gradients do not change."""
+    model, batch = make(molecules, k=3)
+    model.train(training)
+    ref = model(batch)
+    loss_ref = sum(ref[key].pow(2).sum() for key in K.MODEL_OUTPUTS)
+    g_ref = torch.autograd.grad(loss_ref, list(model.parameters())) if training else None
+    model.max_chunk_elements = batch[K.EDGE_INDEX].shape[1] * model.message_dim * 2  # chunks of 2, then 1
+    assert model.chunk_size(batch[K.EDGE_INDEX].shape[1]) == 2
+    out = model(batch)
+    for key in K.MODEL_OUTPUTS:
+        torch.testing.assert_close(out[key], ref[key], atol=1e-12, rtol=1e-12)
+    if training:
+        g = torch.autograd.grad(sum(out[key].pow(2).sum() for key in K.MODEL_OUTPUTS), list(model.parameters()))
+        for a, b in zip(g, g_ref):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(script(model.eval())(batch)[K.FORCES], model(batch)[K.FORCES], atol=1e-12, rtol=0)
+
+
 def test_batch_equals_frames_one_by_one(molecules):
     ds = bundled_dataset("rmd17_ethanol_train").subset([3, 4])
     per = periodic_dataset(1)

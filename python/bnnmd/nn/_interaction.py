@@ -53,12 +53,12 @@ class SpeciesLinear(nn.Module):
         self.linears = nn.ModuleList(
             [StackedLinear(irreps_in, irreps_out, num_samples) for _ in range(num_types)])
 
-    def forward(self, x: torch.Tensor, atom_type: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, atom_type: torch.Tensor, s0: int = 0, s1: int = -1) -> torch.Tensor:
         out = x.new_zeros(x.shape[0], x.shape[1], self.dim_out)
         for t, lin in enumerate(self.linears):
             idx = torch.nonzero(atom_type == t).squeeze(-1)
             if idx.numel() > 0:
-                out = out.index_copy(1, idx, lin(x.index_select(1, idx)))
+                out = out.index_copy(1, idx, lin(x.index_select(1, idx), s0, s1))
         return out
 
 
@@ -87,6 +87,7 @@ class InteractionBlock(nn.Module):
         self.gate = Gate(scalars, [act if ir.p == 1 else torch.tanh for _, ir in scalars],
                          gates, [torch.sigmoid] * len(gates), gated)
         self.irreps_out = self.gate.irreps_out
+        self.message_dim = irreps_mid.dim  # per edge and sample: the largest tensor of the block
         self.linear_1 = StackedLinear(self.irreps_in, self.irreps_in, k)
         self.tp = o3.TensorProduct(self.irreps_in, irreps_sh, irreps_mid, instructions,
                                    shared_weights=False, internal_weights=False)
@@ -101,14 +102,15 @@ class InteractionBlock(nn.Module):
         self.dropout_active = False  # MC dropout: keep masks on at inference
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor, edge_index: torch.Tensor,
-                sh: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+                sh: torch.Tensor, basis: torch.Tensor, s0: int = 0, s1: int = -1) -> torch.Tensor:
+        """Samples ``s0 .. s1 - 1`` (``s1 < 0``: all); ``x``, ``sh``, ``basis`` carry only those."""
         centre, neighbour = edge_index[0], edge_index[1]
-        sc = self.self_connection(x, atom_type)
-        h = self.linear_1(x)
-        w = self.radial(basis)
+        sc = self.self_connection(x, atom_type, s0, s1)
+        h = self.linear_1(x, s0, s1)
+        w = self.radial(basis, s0, s1)
         msg = self.tp(h.index_select(1, neighbour), sh, w)
         agg = msg.new_zeros(msg.shape[0], x.shape[1], msg.shape[2]).index_add(1, centre, msg)
-        out = self.linear_2(agg * self.inv_sqrt_avg) + sc
+        out = self.linear_2(agg * self.inv_sqrt_avg, s0, s1) + sc
         out = self.gate(out)
         if self.dropout > 0.0 and (self.training or self.dropout_active):
             # independent masks per sample and atom, on the scalar channels only

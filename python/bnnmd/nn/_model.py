@@ -90,6 +90,9 @@ class StochasticNequIP(nn.Module):
         self.register_buffer("energy_shift", torch.zeros(self.num_types))
         self.register_buffer("sigma_scale", torch.ones(()))
         self.sigma_floor = 1e-4
+        self.message_dim = max(b.message_dim for b in self.blocks)
+        # samples x edges x message width per pass; 2**23 elements = 64 MB in float64
+        self.max_chunk_elements = 2 ** 23
 
     # ---- sample dimension ----------------------------------------------------
     @torch.jit.unused
@@ -151,27 +154,54 @@ class StochasticNequIP(nn.Module):
 
     # ---- forward -------------------------------------------------------------
     def forward(self, data: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Per-sample outputs (see the class docstring).
+
+        The k samples run in chunks of at most ``chunk_size(num_edges)`` samples:
+        all of them for molecules, fewer for large systems where k copies of the
+        per-edge messages would not fit in cache-friendly memory (there, one
+        stacked pass was measured to be slower than a loop over samples).
+        """
+        if not torch.is_grad_enabled():
+            raise RuntimeError("StochasticNequIP computes forces by autograd: call it with gradients "
+                               "enabled, not under torch.no_grad() or inference_mode()")
+        k = self.num_samples
+        chunk = self.chunk_size(data[K.EDGE_INDEX].shape[1])
+        if chunk >= k:
+            return self._forward_samples(data, 0, -1)
+        parts: List[Dict[str, torch.Tensor]] = []
+        for s0 in range(0, k, chunk):
+            parts.append(self._forward_samples(data, s0, min(s0 + chunk, k)))
+        out: Dict[str, torch.Tensor] = {}
+        for key in parts[0].keys():
+            out[key] = torch.cat([p[key] for p in parts], dim=0)
+        return out
+
+    def chunk_size(self, num_edges: int) -> int:
+        """Samples per pass: keeps ``samples x edges x message width`` under ``max_chunk_elements``."""
+        per_sample = max(num_edges * self.message_dim, 1)
+        return max(1, min(self.num_samples, self.max_chunk_elements // per_sample))
+
+    def _forward_samples(self, data: Dict[str, torch.Tensor], s0: int, s1: int) -> Dict[str, torch.Tensor]:
+        """Outputs of samples ``s0 .. s1 - 1`` (``s1 < 0``: all)."""
         pos = data[K.POSITIONS]
         atom_type = data[K.ATOM_TYPE]
         edge_index = data[K.EDGE_INDEX]
         batch = data[K.BATCH]
         num_frames = data[K.NUM_ATOMS].shape[0]
-        k = self.num_samples
+        k = (self.num_samples if s1 < 0 else s1) - s0
         n_atoms = pos.shape[0]
         centre, neighbour = edge_index[0], edge_index[1]
-        if not torch.is_grad_enabled():
-            raise RuntimeError("StochasticNequIP computes forces by autograd: call it with gradients "
-                               "enabled, not under torch.no_grad() or inference_mode()")
         vec = pos.index_select(0, neighbour) - pos.index_select(0, centre) + data[K.EDGE_SHIFT]
         vec_k = vec.detach().unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
         r = torch.linalg.norm(vec_k, dim=-1)
         sh = self.sh(vec_k)
-        basis = self.basis(r) * self.envelope(r).unsqueeze(-1)
-        x = self.embedding.index_select(1, atom_type)
+        basis = self.basis(r, s0, s1) * self.envelope(r).unsqueeze(-1)
+        embedding = self.embedding if s1 < 0 else self.embedding[s0:s1]
+        x = embedding.index_select(1, atom_type)
         for block in self.blocks:
-            x = block(x, atom_type, edge_index, sh, basis)
-        v = self.to_invariant(x)
-        out = self.to_energy(v).squeeze(-1)
+            x = block(x, atom_type, edge_index, sh, basis, s0, s1)
+        v = self.to_invariant(x, s0, s1)
+        out = self.to_energy(v, s0, s1).squeeze(-1)
         atomic_energy = out * self.energy_scale.index_select(0, atom_type) \
             + self.energy_shift.index_select(0, atom_type)
         # only atoms with energy_mask 1 count (LAMMPS: local atoms, not ghosts); forces still reach all
@@ -188,13 +218,14 @@ class StochasticNequIP(nn.Module):
         virial_edges = -(vec.detach().unsqueeze(0).unsqueeze(-1) * g.unsqueeze(-2))  # [k, E, 3, 3]
         virial = g.new_zeros(k, num_frames, 3, 3).index_add(1, edge_frame, virial_edges)
         # per-atom variance contributions (positive, with a floor) add up over the frame
-        var_e_atoms = torch.nn.functional.softplus(self.sigma_energy_head(v).squeeze(-1)) + self.sigma_floor
+        var_e_atoms = torch.nn.functional.softplus(self.sigma_energy_head(v, s0, s1).squeeze(-1)) \
+            + self.sigma_floor
         if mask is not None:
             var_e_atoms = var_e_atoms * mask
         var_e = var_e_atoms.new_zeros(k, num_frames).index_add(1, batch, var_e_atoms)
         energy_std = self.sigma_scale * torch.sqrt(var_e)
-        forces_std = self.sigma_scale * (torch.nn.functional.softplus(self.sigma_forces_head(v).squeeze(-1))
-                                         + self.sigma_floor)
+        forces_std = self.sigma_scale * (torch.nn.functional.softplus(
+            self.sigma_forces_head(v, s0, s1).squeeze(-1)) + self.sigma_floor)
         return {
             K.TOTAL_ENERGY: energy,
             K.ATOMIC_ENERGY: atomic_energy,

@@ -24,8 +24,9 @@ class BesselBasis(nn.Module):
         w = torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype()) * math.pi
         self.weight = nn.Parameter(w.unsqueeze(0).repeat(num_samples, 1))
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        arg = self.weight.unsqueeze(1) * (r.unsqueeze(-1) / self.cutoff)
+    def forward(self, r: torch.Tensor, s0: int = 0, s1: int = -1) -> torch.Tensor:
+        w = self.weight if s1 < 0 else self.weight[s0:s1]
+        arg = w.unsqueeze(1) * (r.unsqueeze(-1) / self.cutoff)
         return self.prefactor * torch.sin(arg) / r.unsqueeze(-1)
 
 

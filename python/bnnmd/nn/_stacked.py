@@ -60,15 +60,17 @@ class StackedLinear(nn.Module):
         self.dim_out = self.irreps_out.dim
         self.weight = nn.Parameter(torch.randn(num_samples, numel))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.weight.shape[0]
+    def forward(self, x: torch.Tensor, s0: int = 0, s1: int = -1) -> torch.Tensor:
+        """``x`` is ``[s1 - s0, ..., dim_in]``: samples ``s0 .. s1 - 1`` (``s1 < 0``: all)."""
+        weight = self.weight if s1 < 0 else self.weight[s0:s1]
+        k = weight.shape[0]
         lead = x.shape[1:-1]
         x = x.reshape(k, -1, x.shape[-1])
         out = x.new_zeros(k, x.shape[1], self.dim_out)
         for p, norm in zip(self.paths, self.path_norm):
             i0, i1, mul_i, o0, mul_o, d, w0, w1 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
             xi = x[:, :, i0:i1].reshape(k, -1, mul_i, d)
-            w = self.weight[:, w0:w1].reshape(k, mul_i, mul_o)
+            w = weight[:, w0:w1].reshape(k, mul_i, mul_o)
             y = torch.einsum("knud,kuv->knvd", xi, w) * norm
             out[:, :, o0:o0 + mul_o * d] += y.reshape(k, -1, mul_o * d)
         return out.reshape([k] + list(lead) + [self.dim_out])
@@ -109,10 +111,10 @@ class StackedMLP(nn.Module):
         self.act = normalize2mom(ACTIVATIONS[act])
         self.norms = [1.0 / math.sqrt(a) for a in dims[:-1]]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, s0: int = 0, s1: int = -1) -> torch.Tensor:
         n = len(self.norms)
         for i, w in enumerate(self.weights):
-            x = torch.matmul(x, w) * self.norms[i]
+            x = torch.matmul(x, w if s1 < 0 else w[s0:s1]) * self.norms[i]
             if i < n - 1:
                 x = self.act(x)
         return x
