@@ -40,9 +40,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	@echo "make demo arrives with the end-to-end issue (#8): train, evaluate, export, LAMMPS MD with an uncertainty halt, analysis."
-	@echo "Until then, 'make test' runs everything that exists."
-	@exit 1
+	$(PY) examples/demo/demo.py --out demo_out
 
 clean:
 	rm -rf build $(PYTHON_ENV) .pytest_cache
