@@ -1,0 +1,187 @@
+"""PNG plots (matplotlib's Agg canvas, no pyplot state) and the Markdown report of an analysis.
+
+* ``uncertainty_time.png``      largest and mean per-atom uncertainty over the steps, the threshold,
+                                the first crossing and the selected frames; the fraction of atoms above
+* ``uncertainty_elements.png``  per-element mean (and max) over the steps
+* ``uncertainty_hist.png``      histogram of all per-atom values per element, with the threshold
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+
+from bnnmd._files import write_atomic
+from bnnmd.analysis._analyze import AnalysisResult
+from bnnmd.analysis._trajectory import UncertaintyTrajectory
+
+PathLike = Union[str, os.PathLike]
+PLOT_FILES = ("uncertainty_time.png", "uncertainty_elements.png", "uncertainty_hist.png")
+REPORT_FILE = "report.md"
+
+
+def _figure(rows: int = 1, width: float = 7.0, height: float = 3.6, sharex: bool = True):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height * rows), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(rows, 1, 1)]
+    for i in range(1, rows):
+        axes.append(fig.add_subplot(rows, 1, i + 1, sharex=axes[0] if sharex else None))
+    return fig, axes
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return write_atomic(path, buf.getvalue())
+
+
+def _xlabel(result: AnalysisResult) -> str:
+    return "MD step" if result.format == "lammpsdump" else "step (info['step'] or frame index)"
+
+
+def write_plots(result: AnalysisResult, traj: UncertaintyTrajectory, directory: PathLike) -> List[Path]:
+    """Draw :data:`PLOT_FILES` into ``directory``; return their paths."""
+    directory = Path(directory)
+    s = result.series
+    steps = np.array(s["step"])
+    unit, thr = result.unit, result.threshold
+    files = []
+
+    fig, (ax, ax2) = _figure(2, height=3.0)
+    ax.plot(steps, s["max"], color="C3", lw=1.2, label="max over atoms")
+    ax.plot(steps, s["mean"], color="C0", lw=1.2, label="mean over atoms")
+    ax.axhline(thr, color="k", ls="--", lw=1, label=f"threshold {thr:g}")
+    if result.first_crossing is not None:
+        ax.axvline(result.first_crossing["step"], color="C1", ls=":", lw=1,
+                   label=f"first crossing (step {result.first_crossing['step']})")
+    if result.selection is not None and result.selection.frames:
+        sel = result.selection
+        ax.plot(sel.steps, [f.value for f in sel.frames], "o", mfc="none", color="C2", ms=7,
+                label=f"selected ({len(sel.frames)})")
+    ax.set_ylabel(f"{result.column} force std ({unit})")
+    ax.legend(fontsize=8)
+    ax2.plot(steps, s["fraction_above"], color="C4", lw=1.2)
+    ax2.set_ylabel("fraction of atoms\nabove threshold")
+    ax2.set_xlabel(_xlabel(result))
+    ax2.set_ylim(bottom=0)
+    files.append(_save(fig, directory / PLOT_FILES[0]))
+
+    fig, (ax,) = _figure(1)
+    for i, (e, mean) in enumerate(s["element_mean"].items()):
+        ax.plot(steps, mean, color=f"C{i}", lw=1.2, label=f"{e} mean ({result.elements[e]} atoms)")
+        ax.plot(steps, s["element_max"][e], color=f"C{i}", lw=0.8, ls=":", label=f"{e} max")
+    ax.axhline(thr, color="k", ls="--", lw=1, label=f"threshold {thr:g}")
+    ax.set_xlabel(_xlabel(result))
+    ax.set_ylabel(f"{result.column} force std ({unit})")
+    ax.legend(fontsize=8, ncol=2)
+    files.append(_save(fig, directory / PLOT_FILES[1]))
+
+    fig, (ax,) = _figure(1)
+    u = traj.values(result.column)
+    els = np.asarray(traj.elements).astype(str)
+    edges = np.linspace(0.0, max(float(u.max()), thr) * 1.02 + 1e-12, 61)
+    for i, e in enumerate(result.elements):
+        ax.hist(u[:, els == e].ravel(), bins=edges, histtype="step", lw=1.4, color=f"C{i}", label=e)
+    ax.axvline(thr, color="k", ls="--", lw=1, label=f"threshold {thr:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"per-atom {result.column} force std ({unit})")
+    ax.set_ylabel("atom-frames")
+    ax.legend(fontsize=8)
+    files.append(_save(fig, directory / PLOT_FILES[2]))
+    return files
+
+
+def _f(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def markdown(result: AnalysisResult, plots: Optional[List[str]] = None, selection_file: Optional[str] = None) -> str:
+    """The compact Markdown report (plots and the selection are linked by file name)."""
+    s, u = result.summary, result.unit
+    series = result.series
+    out = [f"# Uncertainty analysis: `{Path(result.source).name}`", ""]
+    out.append(f"{result.n_frames} frames, steps {series['step'][0]} to {series['step'][-1]}; {result.n_atoms} atoms "
+               f"({', '.join(f'{n} {e}' for e, n in result.elements.items())}; elements from "
+               f"{result.element_source}). Quantity: **{result.column}** per-atom force std in {u}; "
+               f"threshold **{result.threshold:g}** (a frame is above when its largest atom is `>` it).")
+    out += ["", "| | value |", "|---|---|",
+            f"| largest per-atom std | {_f(s['max'])} (step {s['max_step']}, atom {s['max_atom_id']} "
+            f"{s['max_element']}) |",
+            f"| mean per-atom std | {_f(s['mean'])} |",
+            f"| 95th percentile per-atom std | {_f(s['p95'])} |",
+            f"| frames above threshold | {s['frames_above']} of {result.n_frames} ({s['fraction_frames_above']:.1%}) |",
+            f"| atom-frames above threshold | {s['atom_frames_above']} ({s['fraction_atoms_above']:.2%}) |"]
+    fc = result.first_crossing
+    out.append("| first crossing | never |" if fc is None else
+               f"| first crossing | step {fc['step']} (frame {fc['frame']}): atom {fc['atom_id']} {fc['element']}, "
+               f"{_f(fc['value'])}; {fc['atoms_above']} atom(s) above |")
+    out.append(f"| excursions above threshold | {len(result.excursions)} |")
+    if s.get("epistemic_variance_fraction") is not None:
+        out.append(f"| epistemic share of the variance | {s['epistemic_variance_fraction']:.1%} |")
+    out += ["", "Per element:", "", f"| element | atoms | mean | max | atom-frames above |", "|---|---|---|---|---|"]
+    for e, v in s["per_element"].items():
+        out.append(f"| {e} | {v['n_atoms']} | {_f(v['mean'])} | {_f(v['max'])} | {v['fraction_above']:.2%} |")
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    if result.excursions:
+        out += ["", "## Excursions above the threshold", "",
+                "| steps | frames | peak step | peak atom | peak |", "|---|---|---|---|---|"]
+        for ex in result.excursions[:20]:
+            p = ex["peak"]
+            out.append(f"| {ex['start_step']}-{ex['end_step']} | {ex['n_frames']} | {p['step']} | "
+                       f"{p['atom_id']} {p['element']} | {_f(p['value'])} |")
+        if len(result.excursions) > 20:
+            out.append(f"| ... {len(result.excursions) - 20} more (JSON) | | | | |")
+    if result.top_atoms:
+        out += ["", f"## Most uncertain atoms (each at its peak frame; neighbours within {result.radius:g} A)", "",
+                "| # | atom | element | step | std | frames above | nearest (A) | CN | neighbours |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for a in result.top_atoms:
+            env = a["environment"]
+            nb = ", ".join(f"{n['element']}{n['atom_id']} {n['distance']:.2f}" for n in env["neighbours"][:6])
+            if len(env["neighbours"]) > 6:
+                nb += ", ..."
+            out.append(f"| {a['rank']} | {a['atom_id']} | {a['element']} | {a['step']} | {_f(a['value'])} | "
+                       f"{a['frames_above']} | {_f(env['nearest_distance'])} ({env['nearest_element']}"
+                       f"{env['nearest_atom_id']}) | {env['coordination']} | {nb or '-'} |")
+    if result.top_frames:
+        out += ["", "## Most uncertain frames", "", "| step | frame | max | mean | atoms above | atom |",
+                "|---|---|---|---|---|---|"]
+        for f in result.top_frames:
+            out.append(f"| {f['step']} | {f['frame']} | {_f(f['max'])} | {_f(f['mean'])} | {f['atoms_above']} | "
+                       f"{f['atom_id']} {f['element']} |")
+    sel = result.selection
+    if sel is not None:
+        out += ["", "## Selected for labelling", "",
+                f"{len(sel.frames)} of {sel.n_candidates} frames above the threshold (cap {sel.n_max}; at least "
+                f"{sel.min_gap} steps apart; greedy farthest-point on the structural descriptor)"
+                + (f", written to [`{Path(selection_file).name}`]({Path(selection_file).name})" if selection_file
+                   and sel.frames else "") + ".", ""]
+        if sel.frames:
+            out += ["| pick | step | frame | max | atom | atoms above | descriptor distance |",
+                    "|---|---|---|---|---|---|---|"]
+            for i, f in enumerate(sel.frames):
+                out.append(f"| {i + 1} | {f.step} | {f.frame} | {_f(f.value)} | {f.atom_id} {f.element} | "
+                           f"{f.atoms_above} | {_f(f.distance)} |")
+    if result.notes:
+        out += ["", "Notes:", ""] + [f"* {n}" for n in result.notes]
+    return "\n".join(out) + "\n"
+
+
+def write_report(result: AnalysisResult, traj: UncertaintyTrajectory, directory: PathLike, plots: bool = True,
+                 selection_file: Optional[PathLike] = None) -> Dict[str, str]:
+    """Write the plots and ``report.md`` into ``directory``; record and return the files written."""
+    directory = Path(directory)
+    files = write_plots(result, traj, directory) if plots else []
+    result.files.update({p.stem: str(p) for p in files})
+    sel = None if selection_file is None else str(selection_file)
+    report = write_atomic(directory / REPORT_FILE, markdown(result, [str(p) for p in files], sel))
+    result.files["report"] = str(report)
+    return dict(result.files)
