@@ -58,6 +58,7 @@ class StochasticNequIP(nn.Module):
         self.config = copy.deepcopy(c)
         k = c.num_samples
         self.num_samples = k
+        self.num_layers = c.num_layers
         self.num_types = len(c.type_names)
         self.cutoff = float(c.cutoff)
         self.irreps_sh = o3.Irreps.spherical_harmonics(c.l_max)  # 0e + 1o + 2e + ...
@@ -176,6 +177,15 @@ class StochasticNequIP(nn.Module):
             out[key] = torch.cat([p[key] for p in parts], dim=0)
         return out
 
+    def _hops(self, mask: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """Graph distance (in edges, capped at L) of every atom from the atoms with ``mask > 0``."""
+        hops = torch.where(mask > 0, 0, self.num_layers).to(torch.long)
+        centre, neighbour = edge_index[0], edge_index[1]
+        for _ in range(self.num_layers - 1):
+            reach = hops.index_select(0, centre) + 1  # messages flow neighbour -> centre
+            hops = hops.scatter_reduce(0, neighbour, reach, reduce="amin", include_self=True)
+        return hops
+
     def chunk_size(self, num_edges: int) -> int:
         """Samples per pass: keeps ``samples x edges x message width`` under ``max_chunk_elements``."""
         per_sample = max(num_edges * self.message_dim, 1)
@@ -190,22 +200,36 @@ class StochasticNequIP(nn.Module):
         num_frames = data[K.NUM_ATOMS].shape[0]
         k = (self.num_samples if s1 < 0 else s1) - s0
         n_atoms = pos.shape[0]
+        edge_shift = data[K.EDGE_SHIFT]
+        # only atoms with energy_mask 1 count (LAMMPS: local atoms, not ghosts); forces still reach all
+        mask: Optional[torch.Tensor] = data.get(K.ENERGY_MASK)
+        hops: Optional[torch.Tensor] = None
+        if mask is not None:
+            # layer l (1..L) only needs to update atoms within L - l hops of a counted atom:
+            # drop the messages nothing counted depends on (most of LAMMPS's ghost shell)
+            hops = self._hops(mask, edge_index)
+            keep = torch.nonzero(hops.index_select(0, edge_index[0]) <= self.num_layers - 1).squeeze(-1)
+            edge_index = edge_index.index_select(1, keep)
+            edge_shift = edge_shift.index_select(0, keep)
         centre, neighbour = edge_index[0], edge_index[1]
-        vec = pos.index_select(0, neighbour) - pos.index_select(0, centre) + data[K.EDGE_SHIFT]
+        vec = pos.index_select(0, neighbour) - pos.index_select(0, centre) + edge_shift
         vec_k = vec.detach().unsqueeze(0).repeat(k, 1, 1).requires_grad_(True)
         r = torch.linalg.norm(vec_k, dim=-1)
         sh = self.sh(vec_k)
         basis = self.basis(r, s0, s1) * self.envelope(r).unsqueeze(-1)
         embedding = self.embedding if s1 < 0 else self.embedding[s0:s1]
         x = embedding.index_select(1, atom_type)
-        for block in self.blocks:
-            x = block(x, atom_type, edge_index, sh, basis, s0, s1)
+        for layer, block in enumerate(self.blocks):
+            if hops is None or layer == 0:
+                x = block(x, atom_type, edge_index, sh, basis, s0, s1)
+            else:
+                sel = torch.nonzero(hops.index_select(0, centre) <= self.num_layers - 1 - layer).squeeze(-1)
+                x = block(x, atom_type, edge_index.index_select(1, sel), sh.index_select(1, sel),
+                          basis.index_select(1, sel), s0, s1)
         v = self.to_invariant(x, s0, s1)
         out = self.to_energy(v, s0, s1).squeeze(-1)
         atomic_energy = out * self.energy_scale.index_select(0, atom_type) \
             + self.energy_shift.index_select(0, atom_type)
-        # only atoms with energy_mask 1 count (LAMMPS: local atoms, not ghosts); forces still reach all
-        mask: Optional[torch.Tensor] = data.get(K.ENERGY_MASK)
         counted = atomic_energy if mask is None else atomic_energy * mask
         energy = atomic_energy.new_zeros(k, num_frames).index_add(1, batch, counted)
         grads = torch.autograd.grad([energy.sum()], [vec_k], create_graph=self.training, allow_unused=True)

