@@ -196,17 +196,9 @@ void PairBNN::compute(int eflag, int vflag)
   const int nall = nlocal + atom->nghost;
   const double cutsq_model = cutoff * cutoff;
 
-  std::vector<double> pos(3 * static_cast<size_t>(nall));
-  std::vector<int64_t> types(nall);
-  for (int i = 0; i < nall; i++) {
-    pos[3 * i] = x[i][0];
-    pos[3 * i + 1] = x[i][1];
-    pos[3 * i + 2] = x[i][2];
-    types[i] = type_map[type[i]];
-  }
   // directed edges (centre i, neighbour j) over local and ghost atoms; ghosts sit at their
   // image positions, so every shift is zero
-  std::vector<int64_t> centre, neigh;
+  std::vector<int> centre, neigh;
   const int n_i = list->inum + list->gnum;
   for (int ii = 0; ii < n_i; ii++) {
     const int i = list->ilist[ii];
@@ -220,24 +212,54 @@ void PairBNN::compute(int eflag, int vflag)
       }
     }
   }
-  const int64_t ne = static_cast<int64_t>(centre.size());
-  std::vector<int64_t> edges(centre);
-  edges.insert(edges.end(), neigh.begin(), neigh.end());
+  // Keep only what the local energies depend on: atoms within L hops of a local atom (graph
+  // distance, breadth first) and the edges into atoms within L - 1 hops. Locals keep indices
+  // 0 .. nlocal-1; the kept ghosts follow.
+  std::vector<int> hop(nall, num_layers + 1);
+  for (int i = 0; i < nlocal; i++) hop[i] = 0;
+  for (int level = 0; level < num_layers; level++)
+    for (size_t e = 0; e < centre.size(); e++)
+      if (hop[centre[e]] == level && hop[neigh[e]] > level + 1) hop[neigh[e]] = level + 1;
+  std::vector<int> old_of, new_of(nall, -1);
+  for (int i = 0; i < nall; i++)
+    if (hop[i] <= num_layers) {
+      new_of[i] = static_cast<int>(old_of.size());
+      old_of.push_back(i);
+    }
+  const int m = static_cast<int>(old_of.size());
+  std::vector<double> pos(3 * static_cast<size_t>(m));
+  std::vector<int64_t> types(m);
+  for (int a = 0; a < m; a++) {
+    const int i = old_of[a];
+    pos[3 * a] = x[i][0];
+    pos[3 * a + 1] = x[i][1];
+    pos[3 * a + 2] = x[i][2];
+    types[a] = type_map[type[i]];
+  }
+  std::vector<int64_t> kept_centre, kept_neigh;
+  for (size_t e = 0; e < centre.size(); e++)
+    if (hop[centre[e]] <= num_layers - 1) {
+      kept_centre.push_back(new_of[centre[e]]);
+      kept_neigh.push_back(new_of[neigh[e]]);
+    }
+  const int64_t ne = static_cast<int64_t>(kept_centre.size());
+  std::vector<int64_t> edges(kept_centre);
+  edges.insert(edges.end(), kept_neigh.begin(), kept_neigh.end());
   std::vector<double> shifts(3 * static_cast<size_t>(ne), 0.0);
 
   bnnmd::SampleOutput s;
   try {
-    s = evaluator->evaluate(pos.data(), types.data(), nall, nlocal, edges.data(), shifts.data(), ne);
+    s = evaluator->evaluate(pos.data(), types.data(), m, nlocal, edges.data(), shifts.data(), ne);
   } catch (const std::exception &e) {
     error->one(FLERR, std::string("pair_style bnn: evaluation failed: ") + e.what());
   }
 
   // mean forces on local and ghost atoms (LAMMPS reverse-communicates the ghosts' share)
-  for (int i = 0; i < nall; i++)
+  for (int a = 0; a < m; a++)
     for (int c = 0; c < 3; c++) {
-      double m = 0.0;
-      for (int q = 0; q < k; q++) m += s.forces[(static_cast<size_t>(q) * nall + i) * 3 + c];
-      f[i][c] += m / k;
+      double mean = 0.0;
+      for (int q = 0; q < k; q++) mean += s.forces[(static_cast<size_t>(q) * m + a) * 3 + c];
+      f[old_of[a]][c] += mean / k;
     }
   if (eflag_global) {
     double e = 0.0;
@@ -245,9 +267,9 @@ void PairBNN::compute(int eflag, int vflag)
     eng_vdwl += e / k;
   }
   if (eflag_atom)
-    for (int i = 0; i < nlocal; i++) {
+    for (int i = 0; i < nlocal; i++) {  // locals keep their index
       double e = 0.0;
-      for (int q = 0; q < k; q++) e += s.atomic_energy[static_cast<size_t>(q) * nall + i];
+      for (int q = 0; q < k; q++) e += s.atomic_energy[static_cast<size_t>(q) * m + i];
       eatom[i] += e / k;
     }
   if (vflag_global) {
@@ -262,16 +284,16 @@ void PairBNN::compute(int eflag, int vflag)
 
   if (uncertainty_requested) {
     // keep per-sample forces (atom-major, for the reverse communication) and local sigmas
-    sample_forces.resize(static_cast<size_t>(nall) * k * 3);
-    for (int i = 0; i < nall; i++)
+    sample_forces.assign(static_cast<size_t>(nall) * k * 3, 0.0);
+    for (int a = 0; a < m; a++)
       for (int q = 0; q < k; q++)
         for (int c = 0; c < 3; c++)
-          sample_forces[(static_cast<size_t>(i) * k + q) * 3 + c] =
-              s.forces[(static_cast<size_t>(q) * nall + i) * 3 + c];
+          sample_forces[(static_cast<size_t>(old_of[a]) * k + q) * 3 + c] =
+              s.forces[(static_cast<size_t>(q) * m + a) * 3 + c];
     sample_sigma.resize(static_cast<size_t>(nlocal) * k);
     for (int i = 0; i < nlocal; i++)
       for (int q = 0; q < k; q++)
-        sample_sigma[static_cast<size_t>(i) * k + q] = s.forces_std[static_cast<size_t>(q) * nall + i];
+        sample_sigma[static_cast<size_t>(i) * k + q] = s.forces_std[static_cast<size_t>(q) * m + i];
     sample_energy = s.energy;
     sample_energy_var.resize(k);
     for (int q = 0; q < k; q++) sample_energy_var[q] = s.energy_std[q] * s.energy_std[q];
