@@ -148,6 +148,11 @@ def test_config_errors(tmp_path):
         tiny("sghmc", sghmc={"num_samples": 8, "sample_interval": 5})
     with pytest.raises(ConfigError, match=r"training\.batch_size = 0: must be an integer >= 1"):
         tiny("map", training={"batch_size": 0})
+    with pytest.raises(ConfigError, match=r"training\.device = 'gpu': must be cpu, cuda, cuda:N or auto"):
+        tiny("map", training={"device": "gpu"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"training\.device = 'cuda': torch sees no CUDA GPU"):
+            train(tiny("map", training={"device": "cuda"}), tmp_path / "gpu", progress=False)
     with pytest.raises(ConfigError, match=r"model\.num_samples is set by the trainer"):
         TrainConfig.from_dict({"model": {"num_samples": 3}})
     bad = tmp_path / "bad.yaml"

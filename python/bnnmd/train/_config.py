@@ -76,6 +76,7 @@ class TrainingSection:
     time_limit: Optional[float] = None  # seconds of training after which the run stops cleanly
     prior_std: float = 1.0  # s of the N(centre, s^2 I) prior
     prior_centre: Optional[str] = None  # a sample_XXX.pt to centre the prior on (fine-tuning)
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)
 
     def validate(self):
         for key, mn in (("batch_size", 1), ("max_steps", 1), ("validate_every", 1), ("checkpoint_every", 1)):
@@ -83,6 +84,9 @@ class TrainingSection:
         if self.time_limit is not None:
             _num("training", self, "time_limit", 0, None, lo_open=True)
         _num("training", self, "prior_std", 0, None, lo_open=True)
+        if not isinstance(self.device, str) or not (self.device in ("cpu", "cuda", "auto")
+                                                    or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            _bad("training", "device", self.device, "must be cpu, cuda, cuda:N or auto")
 
 
 @dataclass

@@ -51,6 +51,16 @@ def _differences(a: dict, b: dict, prefix: str = "") -> List[str]:
     return out
 
 
+def _torch_device(name: str) -> torch.device:
+    """``training.device`` as a torch device; a clear error when CUDA is asked for and absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"training.device = {name!r}: torch sees no CUDA GPU (a CPU-only torch, or no "
+                          "visible device); use cpu or auto")
+    return torch.device(name)
+
+
 def _torch_dtype(name: str) -> torch.dtype:
     return {"float64": torch.float64, "float32": torch.float32}[name]
 
@@ -133,6 +143,7 @@ class Trainer:
         names = d.type_names or TypeMapper.from_atomic_numbers(self.train_set.atomic_numbers).type_names
         self.type_mapper = TypeMapper(names)
         self.dtype = _torch_dtype(self.config.dtype)
+        self.device = _torch_device(self.config.training.device)
         self.units = {"energy_unit": self.train_set.energy_unit, "length_unit": self.train_set.length_unit}
 
     def _setup_model(self):
@@ -140,12 +151,13 @@ class Trainer:
         k = {"sghmc": c.sghmc.chains, "map": 1, "mc_dropout": 1, "ensemble": c.adam.members}[c.method]
         model_cfg = ModelConfig(**c.model, type_names=self.type_mapper.type_names, num_samples=k,
                                 dropout=c.adam.dropout if c.method == "mc_dropout" else 0.0)
-        self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed)
+        self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed).to(self.device)
         self.k = k
         cutoff = self.model.config.cutoff
         self.train_graphs = GraphDataset(self.train_set, self.type_mapper, cutoff)
         self.val_graphs = GraphDataset(self.val_set, self.type_mapper, cutoff)
-        self.val_batches = [self.val_graphs.batch(range(s, min(s + 32, len(self.val_set))), dtype=self.dtype)
+        self.val_batches = [self.val_graphs.batch(range(s, min(s + 32, len(self.val_set))), dtype=self.dtype,
+                                                  device=self.device)
                             for s in range(0, len(self.val_set), 32)]
         self.prior_centre = None
         if c.training.prior_centre:
@@ -159,7 +171,7 @@ class Trainer:
                 if name not in sd or sd[name].shape[1:] != p.shape[1:]:
                     raise ConfigError(f"training.prior_centre = {c.training.prior_centre}: parameter {name} "
                                       "does not match this model's architecture (use the same model section)")
-                self.prior_centre.append(sd[name].to(self.dtype).expand_as(p).clone())
+                self.prior_centre.append(sd[name].to(self.device, self.dtype).expand_as(p).clone())
             # start the chain at the centre: fine-tuning from the earlier run
             with torch.no_grad():
                 for p, c0 in zip(self.model.parameters(), self.prior_centre):
@@ -211,7 +223,7 @@ class Trainer:
         self.step += 1
         self.model.train()
         idx = self.batch_indices(self.step)
-        batch = self.train_graphs.batch(idx, dtype=self.dtype)
+        batch = self.train_graphs.batch(idx, dtype=self.dtype, device=self.device)
         out = self.model(batch)
         nll = negative_log_likelihood(out, batch)["total"]  # [k]
         n_data = len(self.train_set)
@@ -224,8 +236,9 @@ class Trainer:
         self.optimizer.step()
         if self.stopped.any():  # early-stopped members stay at their best parameters
             with torch.no_grad():
+                stopped = self.stopped.to(self.device)
                 for name, p in self.model.named_parameters():
-                    p[self.stopped] = self.best_state[name][self.stopped]
+                    p[stopped] = self.best_state[name][stopped]
         return float(u.detach()) / (n_data * self.k)
 
     # ---- validation ----------------------------------------------------------------
@@ -240,12 +253,12 @@ class Trainer:
             e_err.append((e - b[K.TOTAL_ENERGY]).abs())
             f_mean_err.append((f.mean(0) - b[K.FORCES]).abs().reshape(-1))
             e_mean_err.append((e.mean(0) - b[K.TOTAL_ENERGY]).abs())
-            nll += negative_log_likelihood({k: v.detach() for k, v in out.items()}, b)["total"].double()
-        return {
-            "force_mae_per_sample": torch.cat(f_err, dim=1).mean(1).double(),
-            "energy_mae_per_sample": torch.cat(e_err, dim=1).mean(1).double(),
-            "force_mae": torch.cat(f_mean_err).mean().double(),
-            "energy_mae": torch.cat(e_mean_err).mean().double(),
+            nll += negative_log_likelihood({k: v.detach() for k, v in out.items()}, b)["total"].double().cpu()
+        return {  # on the CPU, whatever the training device
+            "force_mae_per_sample": torch.cat(f_err, dim=1).mean(1).double().cpu(),
+            "energy_mae_per_sample": torch.cat(e_err, dim=1).mean(1).double().cpu(),
+            "force_mae": torch.cat(f_mean_err).mean().double().cpu(),
+            "energy_mae": torch.cat(e_mean_err).mean().double().cpu(),
             "nll_per_frame": nll / len(self.val_set),
         }
 
@@ -255,7 +268,8 @@ class Trainer:
         improved = (metric < self.best_metric) & ~self.stopped
         with torch.no_grad():
             for name, p in self.model.named_parameters():
-                self.best_state[name][improved] = p.detach()[improved]
+                mask = improved.to(self.device)
+                self.best_state[name][mask] = p.detach()[mask]
         self.best_metric = torch.where(improved, metric, self.best_metric)
         self.bad_validations = torch.where(improved, torch.zeros_like(self.bad_validations), self.bad_validations + 1)
         self.stopped |= self.bad_validations >= a.early_stopping_patience
@@ -308,6 +322,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.zeros(0),
             "elapsed": self.elapsed,
             "samples_written": self.samples_written,
             "best_metric": self.best_metric,
@@ -332,13 +347,15 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"].numel():
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.samples_written = int(state["samples_written"])
         self.best_metric = state["best_metric"]
         self.bad_validations = state["bad_validations"]
         self.stopped = state["stopped"]
-        self.best_state = state["best_state"]
+        self.best_state = {n: v.to(self.device) for n, v in state["best_state"].items()}
         self.plateau_best = float(state["plateau_best"])
         self.plateau_bad = int(state["plateau_bad"])
 
