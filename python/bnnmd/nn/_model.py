@@ -204,7 +204,7 @@ class StochasticNequIP(nn.Module):
         # only atoms with energy_mask 1 count (LAMMPS: local atoms, not ghosts); forces still reach all
         mask: Optional[torch.Tensor] = data.get(K.ENERGY_MASK)
         hops: Optional[torch.Tensor] = None
-        if mask is not None:
+        if mask is not None and bool((mask <= 0).any()):
             # layer l (1..L) only needs to update atoms within L - l hops of a counted atom:
             # drop the messages nothing counted depends on (most of LAMMPS's ghost shell)
             hops = self._hops(mask, edge_index)
