@@ -4,6 +4,20 @@ Subpackages
 -----------
 bnnmd.data
     Datasets (rMD17, sGDML, anything ASE reads), splits, statistics, graphs, batches.
+bnnmd.nn
+    The stochastic NequIP model with a sample dimension; posterior samples on disk.
+bnnmd.bayes
+    Likelihood, prior and the adaptive-mass SGHMC sampler.
+bnnmd.train
+    ``bnn-train``: SGHMC, MAP, MC dropout and deep ensembles; checkpoints and resume.
+bnnmd.uq
+    ``bnn-eval``: MAE, RMSE, MLL, NECE, ROC-AUC, recalibration and plots.
+bnnmd.deploy
+    ``bnn-export``: k samples as one TorchScript file for the C++ evaluator and LAMMPS.
+bnnmd.calculator
+    The ASE calculator.
+bnnmd.analysis
+    ``bnn-analyze``: trajectories with uncertainty (MDAnalysis), frames to relabel.
 bnnmd.units
     The one table of energy and length units.
 """
