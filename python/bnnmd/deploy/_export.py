@@ -9,14 +9,13 @@ import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 import bnnmd
 from bnnmd._files import write_atomic
 from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION, from_text, to_text
 from bnnmd.deploy._module import DeployedModel
-from bnnmd.nn import SampleError, load_samples, read_sample, script
+from bnnmd.nn import SampleError, evenly_spaced, load_samples, read_sample, script
 from bnnmd.nn._samples import sample_files
 
 PathLike = Union[str, os.PathLike]
@@ -61,7 +60,7 @@ def choose_samples(n_available: int, k: Optional[int] = None, select: Optional[S
     if k < 1 or k > n_available:
         raise ExportError(f"--k {k} is larger than the {n_available} samples available (or < 1); "
                           f"use --k between 1 and {n_available}")
-    return [int(i) for i in np.round(np.linspace(0, n_available - 1, k)).astype(int)]
+    return evenly_spaced(n_available, k)
 
 
 def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
@@ -87,14 +86,10 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     else:
         indices = choose_samples(len(files), k, select)
     try:
-        model = load_samples(samples_dir, select=indices, dtype=getattr(torch, dtype))
+        model = load_samples(samples_dir, select=indices, dtype=getattr(torch, dtype),
+                             mc_masks=masks if mc_dropout else None)
     except SampleError as exc:
         raise ExportError(str(exc)) from None
-    if mc_dropout and masks != model.num_samples:
-        from bnnmd.nn import StochasticNequIP
-
-        model = StochasticNequIP.stack([model.select([0])] * masks)
-        model.set_dropout_active(True)
     model.eval()
     sha = hashlib.sha256()
     for i in indices:

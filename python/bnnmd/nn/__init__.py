@@ -24,7 +24,7 @@ import torch
 from bnnmd.nn._config import NONLINEARITIES, ConfigError, ModelConfig
 from bnnmd.nn._model import StochasticNequIP
 from bnnmd.nn._predictive import Predictive, predict, predictive
-from bnnmd.nn._samples import SampleError, load_samples, read_sample, save_sample
+from bnnmd.nn._samples import SampleError, evenly_spaced, load_samples, read_sample, save_sample
 from bnnmd.nn._stacked import StackedLinear, StackedMLP
 
 
@@ -61,5 +61,5 @@ def script(model: StochasticNequIP) -> torch.jit.ScriptModule:
 
 
 __all__ = ["ConfigError", "ModelConfig", "NONLINEARITIES", "Predictive", "SampleError", "StackedLinear",
-           "StackedMLP", "StochasticNequIP", "build_model", "load_samples", "predict", "predictive",
+           "StackedMLP", "StochasticNequIP", "build_model", "evenly_spaced", "load_samples", "predict", "predictive",
            "read_sample", "save_sample", "script"]

@@ -79,13 +79,25 @@ def sample_files(samples_dir: PathLike) -> List[Path]:
     return files
 
 
+def evenly_spaced(n: int, k: int) -> List[int]:
+    """``k`` distinct indices spread evenly over ``range(n)``, the last included (k = 1: the last,
+    the most converged state of a chain). The one rule for ``bnn-eval --k`` and ``bnn-export --k``.
+
+    >>> evenly_spaced(8, 3), evenly_spaced(8, 8)[:3], evenly_spaced(5, 1)
+    ([0, 4, 7], [0, 1, 2], [4])
+    """
+    if k == 1:
+        return [n - 1]
+    return [int(round(i * (n - 1) / (k - 1))) for i in range(k)]
+
+
 def load_samples(samples_dir: PathLike, select: Optional[Sequence[int]] = None,
-                 dtype: torch.dtype = torch.float64) -> StochasticNequIP:
+                 dtype: torch.dtype = torch.float64, mc_masks: Optional[int] = None) -> StochasticNequIP:
     """All (or ``select``-ed) samples of a directory stacked into one k-sample model.
 
     Samples of different configs (architecture, type names) are refused. An
-    MC-dropout run has one sample and its ``mc_samples`` masks: it is repeated
-    that many times with dropout kept on.
+    MC-dropout run has one sample: it is repeated ``mc_masks`` times (default: the
+    run's ``mc_samples``) with dropout kept on, one mask per copy.
     """
     files = sample_files(samples_dir)
     if select is not None:
@@ -107,7 +119,7 @@ def load_samples(samples_dir: PathLike, select: Optional[Sequence[int]] = None,
         m.load_state_dict(p["state_dict"])
         models.append(m)
     if first["method"] == "mc_dropout":
-        models = models * int(first["meta"].get("mc_samples", 8))
+        models = models * int(mc_masks or first["meta"].get("mc_samples", 8))
     model = StochasticNequIP.stack(models).to(dtype)
     if first["method"] == "mc_dropout":
         model.set_dropout_active(True)

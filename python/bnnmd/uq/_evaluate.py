@@ -15,6 +15,7 @@ from bnnmd import units
 from bnnmd._files import write_atomic
 from bnnmd.data import AtomicDataset, DataError, GraphDataset, Split, TypeMapper, read_dataset
 from bnnmd.data import keys as K
+from bnnmd.nn import evenly_spaced
 from bnnmd.uq._calibration import (CALIBRATION_FILE, QUANTITIES, Calibration, CalibrationError, _jsonable,
                                    find_calibration, fit_scale)
 from bnnmd.uq._metrics import GAUSSIAN_COVERAGE, compute_metrics
@@ -44,17 +45,6 @@ class LoadedModel:
     length_unit: Optional[str] = None
 
 
-def evenly_spaced(n: int, k: int) -> List[int]:
-    """``k`` distinct indices spread evenly over ``range(n)``, the last included (k = 1: the last).
-
-    >>> evenly_spaced(8, 3), evenly_spaced(8, 8)[:3], evenly_spaced(5, 1)
-    ([0, 4, 7], [0, 1, 2], [4])
-    """
-    if k == 1:
-        return [n - 1]
-    return [int(round(i * (n - 1) / (k - 1))) for i in range(k)]
-
-
 def load_model(samples_dir: PathLike, k: Optional[int] = None, dtype: torch.dtype = torch.float64) -> LoadedModel:
     """The samples of ``samples_dir`` as one model; ``k`` evenly spaced samples (MC dropout: k masks).
 
@@ -62,7 +52,6 @@ def load_model(samples_dir: PathLike, k: Optional[int] = None, dtype: torch.dtyp
     :class:`EvaluationError` when ``k`` exceeds the samples there.
     """
     from bnnmd.nn import load_samples
-    from bnnmd.nn._model import StochasticNequIP
     from bnnmd.nn._samples import read_sample, sample_files
 
     samples_dir = Path(samples_dir)
@@ -77,11 +66,7 @@ def load_model(samples_dir: PathLike, k: Optional[int] = None, dtype: torch.dtyp
         raise EvaluationError(f"k = {k}: the number of samples must be at least 1")
     if method == "mc_dropout":
         n_masks = int(k) if k is not None else int(meta.get("mc_samples", 8))
-        base = load_samples(samples_dir, dtype=dtype)
-        distinct = [base.select([i]) for i in range(len(files))]
-        model = StochasticNequIP.stack([distinct[i % len(files)] for i in range(n_masks)]).to(dtype)
-        model.set_dropout_active(True)
-        model.eval()
+        model = load_samples(samples_dir, dtype=dtype, mc_masks=n_masks)
         indices = [i % len(files) for i in range(n_masks)]
         available = None
     else:
