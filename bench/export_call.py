@@ -30,19 +30,14 @@ ASPIRIN = REPO.parent / "shared" / "data" / "rmd17" / "rmd17_aspirin_train_01.np
 
 def systems():
     from bnnmd.data import AtomicDataset, bundled_dataset, read_dataset
+    from bnnmd.nn.testing import random_periodic_atoms
 
     out = {"ethanol": bundled_dataset("rmd17_ethanol_train").subset(range(20))}
     if ASPIRIN.exists():
         out["aspirin"] = read_dataset(ASPIRIN).subset(range(20))
-    rng = np.random.default_rng(0)
-    length = (200 / 0.1) ** (1 / 3)
-    pts = []
-    while len(pts) < 200:
-        p = rng.uniform(0, length, 3)
-        if all(np.linalg.norm((q - p) - length * np.round((q - p) / length)) > 1.0 for q in pts):
-            pts.append(p)
-    out["box200"] = AtomicDataset(rng.choice([1, 6, 8], 200), np.array(pts), [200], energy=[0.0],
-                                  forces=np.zeros((200, 3)), cell=np.eye(3) * length, pbc=[[True] * 3])
+    box = random_periodic_atoms(200, (200 / 0.1) ** (1 / 3), min_distance=1.0, seed=0)
+    out["box200"] = AtomicDataset(box.numbers, box.positions, [200], energy=[0.0], forces=np.zeros((200, 3)),
+                                  cell=box.cell.array, pbc=[[True] * 3])
     return out
 
 

@@ -46,23 +46,14 @@ def make_model(workdir: Path, k: int) -> Path:
 
 
 def systems():
-    import ase
-
     from bnnmd.data import bundled_dataset
+    from bnnmd.nn.testing import random_periodic_atoms
 
     eth = bundled_dataset("rmd17_ethanol_test").to_ase(0)
     eth.set_cell([30.0] * 3)
     eth.center()
     eth.pbc = True
-    rng = np.random.default_rng(0)
-    n, length = 300, (300 / 0.05) ** (1 / 3)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(0, length, 3)
-        if all(np.linalg.norm((q - p) - length * np.round((q - p) / length)) > 1.2 for q in pts[-400:]):
-            pts.append(p)
-    box = ase.Atoms(numbers=rng.choice([1, 6, 8], n, p=[0.6, 0.3, 0.1]), positions=pts, cell=[length] * 3,
-                    pbc=True)
+    box = random_periodic_atoms(300, (300 / 0.05) ** (1 / 3), min_distance=1.2, seed=0, p=[0.6, 0.3, 0.1])
     return {"ethanol": (eth, 400), "box300": (box, 20)}
 
 

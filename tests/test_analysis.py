@@ -18,6 +18,7 @@ from bnnmd.calculator import BNNCalculator
 from bnnmd.cli.analyze import main
 from bnnmd.data import bundled_dataset
 from bnnmd.deploy import export
+from bnnmd.nn.testing import random_periodic_atoms
 
 from test_deploy import write_samples
 
@@ -50,13 +51,7 @@ run {STEPS}
 
 
 def small_box(n=20, length=8.5, seed=3):
-    rng = np.random.default_rng(seed)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(0, length, 3)
-        if all(np.linalg.norm((q - p) - length * np.round((q - p) / length)) > 1.25 for q in pts):
-            pts.append(p)
-    return ase.Atoms(numbers=rng.choice([1, 6, 8], n), positions=pts, cell=[length] * 3, pbc=True)
+    return random_periodic_atoms(n, length, min_distance=1.25, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from bnnmd import units
 from bnnmd.calculator import BNNCalculator
 from bnnmd.data import AtomicDataset, bundled_dataset
 from bnnmd.deploy import export
+from bnnmd.nn.testing import random_periodic_atoms
 
 from test_deploy import write_samples
 
@@ -43,13 +44,7 @@ def molecule():
 
 
 def periodic_box(n=40, length=10.0, seed=0):
-    rng = np.random.default_rng(seed)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(0, length, 3)
-        if all(np.linalg.norm((q - p) - length * np.round((q - p) / length)) > 1.1 for q in pts):
-            pts.append(p)
-    return ase.Atoms(numbers=rng.choice([1, 6, 8], n), positions=pts, cell=[length] * 3, pbc=True)
+    return random_periodic_atoms(n, length, min_distance=1.1, seed=seed)
 
 
 def run_lammps(tmp_path, atoms, body, units_style="real", nprocs=1, model=None, check=True, velocities=False):

@@ -18,6 +18,24 @@ from bnnmd.data import neighbour_list
 Batch = Dict[str, torch.Tensor]
 
 
+def random_periodic_atoms(n: int, length: float, min_distance: float, seed: int = 0,
+                          numbers=(1, 6, 8), p=None):
+    """``n`` random atoms in a periodic cube, at least ``min_distance`` apart (minimum image).
+
+    Positions are drawn first, then the atomic numbers (``rng.choice(numbers, n, p=p)``).
+    Returns an :class:`ase.Atoms`.
+    """
+    import ase
+
+    rng = np.random.default_rng(seed)
+    pts = []
+    while len(pts) < n:
+        q = rng.uniform(0, length, 3)
+        if all(np.linalg.norm((o - q) - length * np.round((o - q) / length)) > min_distance for o in pts):
+            pts.append(q)
+    return ase.Atoms(numbers=rng.choice(list(numbers), n, p=p), positions=pts, cell=[length] * 3, pbc=True)
+
+
 def tolerance(dtype: torch.dtype) -> float:
     """Absolute tolerance for outputs of order one to a hundred."""
     return {torch.float32: 2e-3, torch.float64: 1e-9}[dtype]
