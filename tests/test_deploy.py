@@ -17,6 +17,7 @@ from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, keys as K, nei
 from bnnmd.deploy import ExportError, energy_stats, export, force_stats, read_metadata
 from bnnmd.nn import ModelConfig, StochasticNequIP, build_model, save_sample
 from bnnmd.nn import testing as T
+from bnnmd.uq import StdMap
 
 from test_model import periodic_dataset
 
@@ -64,7 +65,7 @@ def test_eager_equals_exported_equals_cpp(run, request):
     assert meta["num_samples"] == 3 and meta["type_names"] == TYPES and meta["num_layers"] == 2
     scripted = torch.jit.load(str(path))
     ev = _core.Evaluator(str(path))
-    assert ev.metadata == meta
+    assert cpp_metadata(ev) == meta
     gd = GraphDataset(ds, TypeMapper(TYPES), CUTOFF)
     for i in range(2):
         eager = model(gd.batch([i]))
@@ -100,30 +101,98 @@ def test_ghost_atoms_get_forces_but_no_energy(molecule_run):
     np.testing.assert_allclose(part["forces"][:, a, c], -(e[0] - e[1]) / (2 * eps), rtol=1e-5, atol=1e-6)
 
 
-def test_aggregation_equals_numpy_reference(molecule_run):
-    d, ds, model = molecule_run
+def cpp_metadata(ev):
+    """The C++ evaluator's metadata with its calibration maps as bnnmd.uq.StdMap."""
+    meta = dict(ev.metadata)
+    for key in ("calibration_forces", "calibration_energy"):
+        meta[key] = StdMap(**meta[key])
+    return meta
+
+
+ISOTONIC = StdMap("isotonic", (0.5, 1.0, 2.5), (1.8, 1.2, 0.9))
+
+
+def _exported_with_calibration(d, name, forces, energy):
     (d / "samples" / "calibration.json").write_text(json.dumps(
-        {"format": 1, "forces": {"kind": "scale", "factor": 1.7}, "energy": {"kind": "scale", "factor": 0.6}}))
+        {"format": 1, "forces": forces.to_dict(), "energy": energy.to_dict()}))
     try:
-        path = export(d / "samples", d / "cal.pth")
+        return export(d / "samples", d / name)
     finally:
         (d / "samples" / "calibration.json").unlink()
+
+
+@pytest.mark.parametrize("fmap, emap", [(StdMap.scale(1.7), StdMap.scale(0.6)),
+                                        (ISOTONIC, StdMap("isotonic", (0.3, 0.9), (2.0, 0.7)))],
+                         ids=["scale", "isotonic"])
+def test_aggregation_equals_numpy_reference(molecule_run, fmap, emap):
+    d, ds, model = molecule_run
+    path = _exported_with_calibration(d, f"cal_{fmap.kind}.pth", fmap, emap)
     ev = _core.Evaluator(str(path))
-    assert ev.metadata["calibration_forces"] == 1.7 and ev.metadata["calibration_energy"] == 0.6
+    meta = cpp_metadata(ev)
+    assert meta["calibration_forces"] == fmap and meta["calibration_energy"] == emap
     rng = np.random.default_rng(0)
-    forces, sig = rng.normal(size=(5, 7, 3)), rng.uniform(0.1, 2, size=(5, 7))
-    got, want = ev.force_stats(forces, sig), force_stats(forces, sig, 1.7)
+    forces, sig = rng.normal(scale=0.3, size=(5, 7, 3)), rng.uniform(0.05, 3, size=(5, 7))
+    got, want = ev.force_stats(forces, sig), force_stats(forces, sig, fmap)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-13)
-    e, es = rng.normal(size=5), rng.uniform(0.1, 1, 5)
-    got, want = ev.energy_stats(e, es), energy_stats(e, es, 0.6)
-    for key in want:
-        assert got[key] == pytest.approx(want[key], rel=1e-13)
+    for trial in range(6):  # energies whose total std falls below, between and above the knots
+        e, es = rng.normal(scale=0.2 * trial, size=5), rng.uniform(0.05, 0.3 * (trial + 1), 5)
+        got, want = ev.energy_stats(e, es), energy_stats(e, es, emap)
+        for key in want:
+            assert got[key] == pytest.approx(want[key], rel=1e-13)
+    if fmap.kind == "isotonic":  # the map really acts: factors differ across atoms
+        ratio = ev.force_stats(forces, sig)["forces_std"] / force_stats(forces, sig)["forces_std"]
+        assert ratio.max() - ratio.min() > 0.2 and 0.9 - 1e-12 <= ratio.min() and ratio.max() <= 1.8 + 1e-12
+
+
+def test_calibration_map_factor_equals_python_twin():
+    s = np.concatenate([[0.0, 0.5, 1.0, 2.5], np.random.default_rng(3).uniform(0, 4, 500)])
+    for m in (StdMap.scale(0.8), ISOTONIC, StdMap("isotonic", (1e-3,), (3.0,))):
+        np.testing.assert_allclose(_core.calibration_factor(m.to_text(), s), m.factor_at(s), rtol=1e-14)
+    # the calibrated std c(s) s is continuous and non-decreasing for a map with increasing g at the knots
+    g = ISOTONIC.factor_at(np.sort(s)) * np.sort(s)
+    assert np.all(np.diff(g) >= -1e-12)
+
+
+def test_isotonic_knots_follow_the_evaluator_units(molecule_run):
+    d, ds, _ = molecule_run
+    path = _exported_with_calibration(d, "cal_units.pth", ISOTONIC, StdMap.scale(1.0))
+    native, ev = _core.Evaluator(str(path)), _core.Evaluator(str(path), energy_unit="eV", length_unit="nm")
+    f = units.energy_factor("kcal/mol", "eV") / units.length_factor("A", "nm")
+    rng = np.random.default_rng(1)
+    forces, sig = rng.normal(size=(4, 9, 3)), rng.uniform(0.1, 2, size=(4, 9))
+    a, b = native.force_stats(forces, sig), ev.force_stats(forces * f, sig * f)
+    np.testing.assert_allclose(b["forces_std"], a["forces_std"] * f, rtol=1e-12)
+    np.testing.assert_allclose(b["forces_std"], force_stats(forces * f, sig * f, ISOTONIC.in_units(f))["forces_std"],
+                               rtol=1e-12)
     # hand check of the definition: two samples, one atom
     r = force_stats(np.array([[[1.0, 0, 0]], [[3.0, 0, 0]]]), np.array([[2.0], [2.0]]))
     assert r["forces_std_epistemic"][0] == pytest.approx(np.sqrt(1.0 / 3))  # var 1 in x, 0 in y, z
     assert r["forces_std_aleatoric"][0] == pytest.approx(2.0)
     assert r["forces_std"][0] == pytest.approx(np.sqrt(4 + 1.0 / 3))
+
+
+def test_ase_backends_agree_with_an_isotonic_calibration(molecule_run):
+    d, ds, _ = molecule_run
+    # knots in the model units (kcal/mol/A, kcal/mol), where this untrained model's stds fall
+    fmap, emap = StdMap("isotonic", (20.0, 23.0, 26.0), (1.5, 1.0, 0.8)), StdMap("isotonic", (0.01, 0.1), (2.0, 0.5))
+    (d / "samples" / "calibration.json").write_text(json.dumps(
+        {"format": 1, "forces": fmap.to_dict(), "energy": emap.to_dict()}))
+    try:
+        path = export(d / "samples", d / "iso_ase.pth")
+        results = []
+        for model, backend in ((path, "core"), (d / "samples", "python")):
+            atoms = ds.to_ase(0)
+            atoms.calc = BNNCalculator(model, backend=backend)
+            atoms.get_potential_energy()
+            results.append(atoms.calc.results)
+    finally:
+        (d / "samples" / "calibration.json").unlink()
+    core, py = results
+    for key in ("energy_std", "forces_std", "forces_std_epistemic", "forces_std_aleatoric"):
+        np.testing.assert_allclose(core[key], py[key], rtol=1e-10)
+    raw = force_stats(core["samples"]["forces"], core["samples"]["forces_std"])["forces_std"]
+    assert np.ptp(core["forces_std"] / raw) > 0.01  # the map acts, differently per atom
 
 
 def test_units_table_matches_python_and_conversion(molecule_run):
@@ -257,10 +326,20 @@ def test_bad_input_messages(tmp_path, molecule_run, periodic_run):
     m = torch.jit.load(str(good))
     from bnnmd.deploy._metadata import to_text
     meta = read_metadata(good)
-    meta["format_version"] = 2
-    torch.jit.save(m, str(tmp_path / "v2.pth"), _extra_files={"bnnmd.txt": to_text(meta)})
-    with pytest.raises(RuntimeError, match="format version 2 is unknown to this bnnmd .*re-export"):
-        _core.Evaluator(str(tmp_path / "v2.pth"))
+    meta["format_version"] = _core.format_version + 1
+    torch.jit.save(m, str(tmp_path / "vnext.pth"), _extra_files={"bnnmd.txt": to_text(meta)})
+    with pytest.raises(RuntimeError, match=f"format version {_core.format_version + 1} is unknown to this bnnmd "
+                                           ".*re-export"):
+        _core.Evaluator(str(tmp_path / "vnext.pth"))
+    meta["format_version"] = _core.format_version
+    for text, match in [("isotonic 2.0:1.0 1.0:1.0", "knots must be positive and strictly increasing"),
+                        ("isotonic 1.0:-1", "factors must be positive"), ("scale x", "'x' is not a number"),
+                        ("quantile 1.0", "unknown calibration kind 'quantile'")]:
+        lines = [f"calibration_forces {text}" if line.startswith("calibration_forces") else line
+                 for line in to_text(meta).splitlines()]
+        torch.jit.save(m, str(tmp_path / "badcal.pth"), _extra_files={"bnnmd.txt": "\n".join(lines) + "\n"})
+        with pytest.raises(RuntimeError, match=f"calibration_forces.*{match}.*re-export"):
+            _core.Evaluator(str(tmp_path / "badcal.pth"))
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="torch sees no CUDA GPU"):
             _core.Evaluator(str(good), device="cuda")

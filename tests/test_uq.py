@@ -2,6 +2,7 @@
 plots, and bnn-eval end to end on a tiny run trained here."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bnnmd.uq import (Calibration, CalibrationError, EvaluationError, Prediction
                       central_interval_coverage, error_detection_auc, evaluate, evenly_spaced, fit_scale,
                       load_model, mae, mll, moments, nece, nece_bins, rmse, roc_auc, roc_curve,
                       scale_predictions, within_sigma, write_plots)
+from bnnmd.uq import StdMap, fit_isotonic, unit_std
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import tiny  # noqa: E402
@@ -226,6 +228,78 @@ def test_fit_for_one_gaussian_is_the_closed_form():
     assert fit_scale(mu, sigma, y) == pytest.approx(np.sqrt(np.mean(((y - mu[0]) / sigma[0]) ** 2)), rel=1e-5)
 
 
+def heteroscedastic(rng, n_atoms, k=4):
+    """Force predictions with predicted per-atom std s whose true error std is sqrt(s): too small
+    below s = 1 and too large above, which no single factor fixes."""
+    centre = rng.normal(size=(1, n_atoms, 1))
+    scale = rng.lognormal(mean=-0.5, sigma=0.6, size=(1, n_atoms, 1))
+    mu = np.broadcast_to(centre + 0.4 * scale * rng.normal(size=(k, n_atoms, 3)), (k, n_atoms, 3)).reshape(k, -1)
+    sigma = np.broadcast_to(scale * rng.uniform(0.6, 1.0, size=(k, n_atoms, 1)), (k, n_atoms, 3)).reshape(k, -1)
+    s = np.repeat(unit_std(mu, sigma, 3), 3)
+    y = mu.mean(axis=0) + np.sqrt(s) * rng.standard_normal(s.size)
+    return mu, sigma, y
+
+
+def test_isotonic_map_beats_one_factor_on_heteroscedastic_miscalibration():
+    rng = np.random.default_rng(21)
+    fit, test = heteroscedastic(rng, 6000), heteroscedastic(rng, 6000)
+    iso = fit_isotonic(*fit, group=3, min_per_bin=50)
+    c = fit_scale(*fit)
+    assert iso.kind == "isotonic" and len(iso.std) >= 2
+    s = unit_std(test[0], test[1], 3)
+    lo, hi = s < np.quantile(s, 0.3), s > np.quantile(s, 0.7)
+    assert np.median(iso.factor_at(s[lo])) == pytest.approx(np.median(s[lo] ** -0.5), rel=0.1)
+    assert np.median(iso.factor_at(s[hi])) == pytest.approx(np.median(s[hi] ** -0.5), rel=0.1)
+    scaled, mapped = scale_predictions(test[0], test[1], c), iso.apply(test[0], test[1], 3)
+    assert mll(*mapped, test[2]) > mll(*scaled, test[2]) + 0.05
+    assert nece(*mapped, test[2]) < 0.7 * nece(*scaled, test[2])
+    # the map keeps the point prediction and the ranking of the stds (so every AUC), and treats an
+    # atom's three components alike
+    np.testing.assert_allclose(mapped[0].mean(axis=0), test[0].mean(axis=0), rtol=1e-12, atol=1e-12)
+    after = unit_std(*mapped, 3)
+    assert np.all(np.diff(after[np.argsort(s)]) >= -1e-12)
+    ratio = (mapped[1] / test[1]).reshape(test[1].shape[0], -1, 3)
+    np.testing.assert_allclose(ratio, ratio[..., :1].repeat(3, axis=-1), rtol=1e-12)
+    # every variance part of an atom is scaled by the same c^2
+    m0, m1 = moments(test[0], test[1]), moments(*mapped)
+    np.testing.assert_allclose(m1.epistemic, (mapped[1] / test[1])[0] ** 2 * m0.epistemic, rtol=1e-9)
+
+
+def test_isotonic_pooling_equals_sklearn():
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(22)
+    s = rng.uniform(0.1, 3.0, 997)
+    y = rng.normal(size=997) * (1 + np.sin(3 * s))  # non-monotone truth: PAV has to pool
+    m = fit_isotonic(np.zeros((1, s.size)), s[None], y, group=1, min_per_bin=10)
+    o = np.argsort(s)
+    edges = np.linspace(0, s.size, s.size // 10 + 1).round().astype(int)
+    xb = np.array([s[o][a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+    eb = np.array([(y[o][a:b] ** 2).mean() for a, b in zip(edges[:-1], edges[1:])])
+    wb = np.diff(edges)
+    v = IsotonicRegression().fit(np.arange(len(xb)), eb, sample_weight=wb).predict(np.arange(len(xb)))
+    # each knot is one pooled block: its g^2 is sklearn's value there, at the block's mean s
+    g2 = (np.asarray(m.factor) * np.asarray(m.std)) ** 2
+    blocks = np.unique(v)
+    assert len(g2) == len(blocks) >= 3
+    np.testing.assert_allclose(g2, blocks, rtol=1e-10)
+    for value, knot in zip(blocks, m.std):
+        sel = v == value
+        assert knot == pytest.approx(np.sum(xb[sel] * wb[sel]) / np.sum(wb[sel]), rel=1e-12)
+
+
+def test_std_map_errors():
+    for args, match in [(("isotonic", (1.0, 1.0), (1.0, 1.0)), "strictly increasing"),
+                        (("isotonic", (1.0,), (0.0,)), "positive"), (("scale", (1.0, 2.0), (1.0, 1.0)), "one factor"),
+                        (("cubic", (1.0,), (1.0,)), "unknown calibration kind")]:
+        with pytest.raises(CalibrationError, match=match):
+            StdMap(*args)
+    with pytest.raises(CalibrationError, match="is not 'scale C' or 'isotonic"):
+        StdMap.from_text("isotonic 1.0")
+    with pytest.raises(CalibrationError, match="do not split into units of 3"):
+        StdMap("isotonic", (1.0, 2.0), (1.0, 1.0)).apply(np.zeros((1, 4)), np.ones((1, 4)), 3)
+
+
 def test_calibration_file_round_trip_and_errors(tmp_path):
     cal = Calibration({"forces": 1.25, "energy": 0.5}, {"data": "x"}, {"forces.mll": -1.0}, {"forces.mll": -0.5})
     path = cal.save(tmp_path / "calibration.json")
@@ -233,9 +307,15 @@ def test_calibration_file_round_trip_and_errors(tmp_path):
     assert d["format"] == 1 and d["forces"] == {"kind": "scale", "factor": 1.25}
     assert d["energy"]["factor"] == 0.5 and d["fitted_on"] == {"data": "x"}
     assert set(d) == {"format", "forces", "energy", "fitted_on", "metrics_before", "metrics_after"}
-    assert Calibration.load(path).factors == {"forces": 1.25, "energy": 0.5}
+    assert Calibration.load(path).maps == {"forces": StdMap.scale(1.25), "energy": StdMap.scale(0.5)}
+    iso = Calibration({"forces": StdMap("isotonic", (0.1, 0.4), (2.0, 1.5)), "energy": 0.5})
+    assert Calibration.load(iso.save(tmp_path / "iso.json")).maps == iso.maps
     for bad, match in [({**d, "format": 2}, "format 2"),
-                       ({**d, "forces": {"kind": "isotonic"}}, "unknown calibration kind"),
+                       ({**d, "forces": {"kind": "quantile"}}, "unknown calibration kind 'quantile'"),
+                       ({**d, "forces": {"kind": "isotonic", "factor": [1.0]}}, "std = None is not a list"),
+                       ({**d, "forces": {"kind": "isotonic", "std": [2, 1], "factor": [1, 1]}},
+                        "strictly increasing"),
+                       ({**d, "forces": {"kind": "isotonic", "std": [1, 2], "factor": [1]}}, "as many factors"),
                        ({**d, "energy": {"kind": "scale", "factor": -1}}, "not a positive number")]:
         path.write_text(json.dumps(bad))
         with pytest.raises(CalibrationError, match=match):
@@ -348,7 +428,7 @@ def test_cli_end_to_end_with_calibration(run, tmp_path, capsys):
     # the fit maximises the validation MLL
     assert cal["metrics_after"]["forces.mll"] >= cal["metrics_before"]["forces.mll"]
     assert cal["metrics_after"]["energy.mll"] >= cal["metrics_before"]["energy.mll"]
-    assert d["calibration"]["forces_factor"] == pytest.approx(cal["forces"]["factor"])
+    assert d["calibration"]["forces"] == cal["forces"]
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
         ["error_density.png", "error_vs_std.png", "reliability.png", "roc.png"])
     # the stored calibration is applied by default, and can be switched off
@@ -360,6 +440,17 @@ def test_cli_end_to_end_with_calibration(run, tmp_path, capsys):
     assert rc == 0 and d["calibration"]["applied"] is False and "uncalibrated" not in d
     assert d["forces.nece_bin_width"] == pytest.approx(0.5, rel=0.05)
     assert d["energy.nece_bin_width"] == pytest.approx(0.25, rel=0.05)
+    # an isotonic map: fitted, stored, applied; the ranking (AUC) and the point predictions stay
+    rc = bnn_eval([str(samples), "--data", "split:val", "--json", str(out), "--calibrate-on", "split:val",
+                   "--calibration-map", "isotonic"])
+    text = capsys.readouterr().out
+    d = json.loads(out.read_text())
+    cal = json.loads((samples / "calibration.json").read_text())
+    assert rc == 0 and d["calibration"]["applied"] is True and cal["fitted_on"]["kind"] == "isotonic"
+    assert cal["forces"]["kind"] in ("isotonic", "scale")  # 4 frames x 9 atoms: one or two bins
+    assert re.search(r"calibration fitted on split:val .*: forces: (std x|isotonic)", text)
+    for key in ("forces.mae", "forces.auc", "energy.mae"):
+        assert d[key] == pytest.approx(d["uncalibrated"][key], rel=1e-12)
     (samples / "calibration.json").unlink()
 
 
@@ -427,7 +518,7 @@ def test_energies_only_data_reports_null_forces(run, tmp_path):
 
 def test_calibrate_python_api(run):
     cal = calibrate(run / "samples", "split:val", save=False)
-    assert set(cal.factors) == {"forces", "energy"} and all(c > 0 for c in cal.factors.values())
+    assert set(cal.maps) == {"forces", "energy"} and all(m.kind == "scale" for m in cal.maps.values())
     assert not (run / "samples" / "calibration.json").exists()
     res = evaluate(run / "samples", "split:val", calibration=cal)
     assert res["forces.mll"] == pytest.approx(cal.metrics_after["forces.mll"], rel=1e-9)

@@ -3,6 +3,7 @@
 #include <torch/cuda.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -42,6 +43,81 @@ std::string resolve_device(const std::string& device, int local_rank) {
   if (!torch::cuda::is_available()) return device == "auto" ? "cpu" : device;  // cuda: fails with a message later
   const int count = static_cast<int>(torch::cuda::device_count());
   return "cuda:" + std::to_string(local_rank % count);
+}
+
+double StdMap::factor_at(double s) const {
+  const size_t m = std.size();
+  if (m == 1 || s <= std.front()) return factor.front();
+  if (s >= std.back()) return factor.back();
+  size_t j = 1;
+  while (std[j] < s) ++j;  // std[j-1] < s <= std[j]
+  const double g0 = std[j - 1] * factor[j - 1], g1 = std[j] * factor[j];
+  const double g = g0 + (g1 - g0) * (s - std[j - 1]) / (std[j] - std[j - 1]);
+  return g / s;
+}
+
+StdMap StdMap::in_units(double std_factor) const {
+  StdMap r = *this;
+  if (kind != "scale")
+    for (double& x : r.std) x *= std_factor;
+  return r;
+}
+
+std::string StdMap::describe() const {
+  std::ostringstream o;
+  if (kind == "scale") {
+    o << "std x " << factor.front();
+  } else {
+    o << kind << " map, " << std.size() << " knots, std x " << *std::min_element(factor.begin(), factor.end())
+      << ".." << *std::max_element(factor.begin(), factor.end());
+  }
+  return o.str();
+}
+
+StdMap parse_std_map(const std::string& text, const std::string& what) {
+  auto bad = [&](const std::string& why) {
+    fail(what + " = '" + text + "': " + why + "; re-export the samples with bnn-export (the map must be "
+         "'scale C' or 'isotonic S:C S:C ...' with positive factors and increasing knots)");
+  };
+  std::istringstream in(text);
+  StdMap m;
+  in >> m.kind;
+  std::vector<std::string> tokens;
+  for (std::string t; in >> t;) tokens.push_back(t);
+  auto number = [&](const std::string& v) -> double {
+    try {
+      size_t used = 0;
+      double x = std::stod(v, &used);
+      if (used != v.size()) throw std::invalid_argument(v);
+      return x;
+    } catch (const std::exception&) {
+      bad("'" + v + "' is not a number");
+    }
+    return 0;
+  };
+  m.std.clear();
+  m.factor.clear();
+  if (m.kind == "scale") {
+    if (tokens.size() != 1) bad("a scale map has one factor");
+    m.std.push_back(1.0);
+    m.factor.push_back(number(tokens[0]));
+  } else if (m.kind == "isotonic") {
+    if (tokens.empty()) bad("an isotonic map needs knots");
+    for (const auto& t : tokens) {
+      auto colon = t.find(':');
+      if (colon == std::string::npos) bad("knot '" + t + "' is not S:C");
+      m.std.push_back(number(t.substr(0, colon)));
+      m.factor.push_back(number(t.substr(colon + 1)));
+    }
+  } else {
+    bad("unknown calibration kind '" + m.kind + "'");
+  }
+  for (size_t i = 0; i < m.std.size(); ++i) {
+    if (!(m.factor[i] > 0) || !std::isfinite(m.factor[i])) bad("factors must be positive");
+    if (!(m.std[i] > 0) || !std::isfinite(m.std[i]) || (i > 0 && !(m.std[i] > m.std[i - 1])))
+      bad("knots must be positive and strictly increasing");
+  }
+  return m;
 }
 
 Metadata parse_metadata(const std::string& text, const std::string& path) {
@@ -85,8 +161,8 @@ Metadata parse_metadata(const std::string& text, const std::string& path) {
   m.energy_unit = get("energy_unit");
   m.length_unit = get("length_unit");
   m.dtype = get("dtype");
-  m.calibration_forces = num("calibration_forces");
-  m.calibration_energy = num("calibration_energy");
+  m.calibration_forces = parse_std_map(get("calibration_forces"), path + ": bnnmd metadata 'calibration_forces'");
+  m.calibration_energy = parse_std_map(get("calibration_energy"), path + ": bnnmd metadata 'calibration_energy'");
   m.method = get("method");
   m.samples_sha256 = get("samples_sha256");
   m.bnnmd_version = get("bnnmd_version");
@@ -106,6 +182,7 @@ struct Evaluator::Impl {
   double to_model_length = 1;  // x evaluator length -> model length
   double energy_out = 1;       // x model energy -> evaluator energy
   double length_out = 1;       // x model length -> evaluator length
+  StdMap cal_forces, cal_energy;  // knots in the evaluator's units
 };
 
 Evaluator::Evaluator(const std::string& path, const std::string& device, const std::string& energy_unit,
@@ -134,6 +211,8 @@ Evaluator::Evaluator(const std::string& path, const std::string& device, const s
   impl_->energy_out = energy_factor(impl_->meta.energy_unit, impl_->energy_unit);
   impl_->length_out = length_factor(impl_->meta.length_unit, impl_->length_unit);
   impl_->to_model_length = 1.0 / impl_->length_out;
+  impl_->cal_forces = impl_->meta.calibration_forces.in_units(impl_->energy_out / impl_->length_out);
+  impl_->cal_energy = impl_->meta.calibration_energy.in_units(impl_->energy_out);
 }
 
 Evaluator::~Evaluator() = default;
@@ -195,9 +274,11 @@ EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_s
     epi += (energy[s] - mean) * (energy[s] - mean);
     alea += energy_std[s] * energy_std[s];
   }
-  const double c2 = impl_->meta.calibration_energy * impl_->meta.calibration_energy;
-  epi = epi / k * c2;
-  alea = alea / k * c2;
+  epi /= k;
+  alea /= k;
+  const double c = impl_->cal_energy.factor_at(std::sqrt(epi + alea));
+  epi *= c * c;
+  alea *= c * c;
   r.mean = mean;
   r.std_epistemic = std::sqrt(epi);
   r.std_aleatoric = std::sqrt(alea);
@@ -207,7 +288,6 @@ EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_s
 
 void Evaluator::force_stats(const double* forces, const double* forces_std, int k, int n, double* mean,
                             double* std_total, double* std_epistemic, double* std_aleatoric) const {
-  const double c2 = impl_->meta.calibration_forces * impl_->meta.calibration_forces;
   for (int i = 0; i < n; ++i) {
     double epi = 0, alea = 0;
     for (int c = 0; c < 3; ++c) {
@@ -220,13 +300,16 @@ void Evaluator::force_stats(const double* forces, const double* forces_std, int 
         epi += d * d;
       }
     }
-    epi = epi / (3.0 * k) * c2;
+    epi /= 3.0 * k;
     if (forces_std)
       for (int s = 0; s < k; ++s) {
         double sd = forces_std[static_cast<int64_t>(s) * n + i];
         alea += sd * sd;
       }
-    alea = alea / k * c2;
+    alea /= k;
+    const double cf = impl_->cal_forces.factor_at(std::sqrt(epi + alea));
+    epi *= cf * cf;
+    alea *= cf * cf;
     std_epistemic[i] = std::sqrt(epi);
     std_aleatoric[i] = std::sqrt(alea);
     std_total[i] = std::sqrt(epi + alea);

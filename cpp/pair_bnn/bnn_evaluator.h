@@ -11,7 +11,20 @@
 
 namespace bnnmd {
 
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
+
+// Calibration map of the uncalibrated total std s of an atom (forces) or a frame (energy):
+// every variance of that unit is multiplied by factor_at(s)^2. Knots std[] strictly increasing;
+// the calibrated std factor_at(s) * s is linear between knots and proportional to s beyond them.
+// One knot ("scale"): a constant factor. Python twin: bnnmd.uq.StdMap.
+struct StdMap {
+  std::string kind = "scale";
+  std::vector<double> std{1.0}, factor{1.0};
+  double factor_at(double s) const;
+  StdMap in_units(double std_factor) const;  // the knots for stds measured x std_factor
+  std::string describe() const;
+};
+StdMap parse_std_map(const std::string& text, const std::string& what);
 
 struct Metadata {
   int format_version = 0;
@@ -20,7 +33,7 @@ struct Metadata {
   int num_layers = 0;
   int num_samples = 0;
   std::string energy_unit, length_unit, dtype, method, samples_sha256, bnnmd_version, torch_version;
-  double calibration_forces = 1.0, calibration_energy = 1.0;  // std scale factors
+  StdMap calibration_forces, calibration_energy;  // knots in the model's units
 };
 
 // Per-sample outputs, converted to the evaluator's units, on the CPU in double precision.

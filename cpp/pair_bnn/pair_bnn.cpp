@@ -155,9 +155,9 @@ void PairBNN::coeff(int narg, char **arg)
     for (int t = 1; t <= ntypes; t++) map += " " + std::to_string(t) + "->" + arg[2 + t];
     utils::logmesg(lmp,
                    "pair_style bnn: {} ({}, k = {} samples, {} layers, cutoff {:.4g} {}, model units {} / {}, "
-                   "calibration forces {:.4g} energy {:.4g}) on {}; types{}\n",
+                   "calibration forces {}, energy {}) on {}; types{}\n",
                    model_file, meta.method, k, num_layers, cutoff, lu, meta.energy_unit, meta.length_unit,
-                   meta.calibration_forces, meta.calibration_energy, device_used, map);
+                   meta.calibration_forces.describe(), meta.calibration_energy.describe(), device_used, map);
   }
 }
 

@@ -37,12 +37,16 @@ py::array_t<T> to_array(const std::vector<T>& v, std::vector<py::ssize_t> shape)
   return a;
 }
 
+py::dict std_map_dict(const bnnmd::StdMap& s) {
+  return py::dict("kind"_a = s.kind, "std"_a = s.std, "factor"_a = s.factor);
+}
+
 py::dict metadata_dict(const bnnmd::Metadata& m) {
   return py::dict("format_version"_a = m.format_version, "type_names"_a = m.type_names, "cutoff"_a = m.cutoff,
                   "num_layers"_a = m.num_layers, "num_samples"_a = m.num_samples,
                   "energy_unit"_a = m.energy_unit, "length_unit"_a = m.length_unit, "dtype"_a = m.dtype,
-                  "calibration_forces"_a = m.calibration_forces,
-                  "calibration_energy"_a = m.calibration_energy, "method"_a = m.method,
+                  "calibration_forces"_a = std_map_dict(m.calibration_forces),
+                  "calibration_energy"_a = std_map_dict(m.calibration_energy), "method"_a = m.method,
                   "samples_sha256"_a = m.samples_sha256, "bnnmd_version"_a = m.bnnmd_version,
                   "torch_version"_a = m.torch_version);
 }
@@ -111,6 +115,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("units_table", [] {
     return py::dict("energy"_a = bnnmd::energy_units(), "length"_a = bnnmd::length_units());
   }, "The C++ units table (factors to eV and Angstrom), the twin of bnnmd.units.");
+
+  m.def("calibration_factor", [](const std::string& map_text, F64 s) {
+    const bnnmd::StdMap map = bnnmd::parse_std_map(map_text, "calibration map");
+    py::array_t<double> out(s.size());
+    for (py::ssize_t i = 0; i < s.size(); ++i) out.mutable_data()[i] = map.factor_at(s.data()[i]);
+    return out;
+  }, "map_text"_a, "s"_a,
+        "Factors c(s) of a calibration map written as in bnnmd.txt ('scale C' or 'isotonic S:C ...'), "
+        "the twin of bnnmd.uq.StdMap.factor_at.");
 
   py::class_<bnnmd::Evaluator>(m, "Evaluator", R"doc(
 An exported bnnmd model, evaluated by the C++ core (the one the LAMMPS plugin uses).

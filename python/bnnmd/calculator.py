@@ -54,13 +54,13 @@ class BNNCalculator(Calculator):
             meta = self._core.metadata
             self.type_names = list(meta["type_names"])
             self.cutoff = float(self._core.cutoff)
-            self._calibration = (meta["calibration_energy"], meta["calibration_forces"])
         else:
             from bnnmd.nn import StochasticNequIP, load_samples
             from bnnmd.deploy import read_calibration
+            from bnnmd.uq import StdMap
 
             if isinstance(model, StochasticNequIP):
-                net, cal = model, {"forces": 1.0, "energy": 1.0}
+                net, cal = model, {"forces": StdMap.scale(1.0), "energy": StdMap.scale(1.0)}
             else:
                 net, cal = load_samples(model), read_calibration(model)
             self._module = DeployedModel(net).to(device)
@@ -78,7 +78,8 @@ class BNNCalculator(Calculator):
             self._e = units.energy_factor(eu, "eV")
             self._l = units.length_factor(lu, "A")
             self.cutoff = net.config.cutoff * self._l
-            self._calibration = (cal["energy"], cal["forces"])
+            # the maps' knots are in model units; the aggregation below works in eV and eV/A
+            self._calibration = (cal["energy"].in_units(self._e), cal["forces"].in_units(self._e / self._l))
         self.type_mapper = TypeMapper(self.type_names)
 
     def _samples(self, pos, types, edge_index, shift, n):

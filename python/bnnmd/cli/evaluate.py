@@ -31,8 +31,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="OUT", help="write the metrics as JSON to OUT")
     parser.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
     parser.add_argument("--calibrate-on", metavar="DATA",
-                        help="fit the std scale factors on DATA (e.g. split:val), store them as "
-                             "SAMPLES/calibration.json and apply them")
+                        help="fit a calibration map of the predicted std on DATA (e.g. split:val), store it as "
+                             "SAMPLES/calibration.json and apply it")
+    parser.add_argument("--calibration-map", choices=("scale", "isotonic"), default="scale",
+                        help="with --calibrate-on: 'scale' (one std factor per quantity, default) or 'isotonic' "
+                             "(a factor that depends on the predicted std); see docs/evaluation.md")
     parser.add_argument("--no-calibration", action="store_true",
                         help="ignore SAMPLES/calibration.json (report uncalibrated metrics)")
     parser.add_argument("--batch-size", type=int, default=16, help="frames per model call (default 16)")
@@ -66,10 +69,9 @@ def main(argv=None) -> int:
         loaded = load_model(args.samples, args.k, dtype)
         if args.calibrate_on:
             cal = calibrate(loaded, args.calibrate_on, batch_size=args.batch_size, dtype=dtype,
-                            auc_threshold=args.auc_threshold, seed=args.seed)
+                            auc_threshold=args.auc_threshold, seed=args.seed, kind=args.calibration_map)
             b, a = cal.metrics_before, cal.metrics_after
-            print(f"calibration fitted on {cal.fitted_on['data']}: std x {cal.factor('forces'):.4g} (forces), "
-                  f"x {cal.factor('energy'):.4g} (energy); validation MLL forces {_fmt(b['forces.mll'])} -> "
+            print(f"calibration fitted on {cal.fitted_on['data']}: {cal.describe()}; validation MLL forces {_fmt(b['forces.mll'])} -> "
                   f"{_fmt(a['forces.mll'])}, energy {_fmt(b['energy.mll'])} -> {_fmt(a['energy.mll'])}; "
                   f"written to {cal.path}")
         result = evaluate(loaded, args.data, batch_size=args.batch_size, dtype=dtype,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
@@ -17,6 +16,7 @@ from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION, from_text, to_tex
 from bnnmd.deploy._module import DeployedModel
 from bnnmd.nn import SampleError, evenly_spaced, load_samples, read_sample, script
 from bnnmd.nn._samples import sample_files
+from bnnmd.uq._calibration import QUANTITIES, CalibrationError, StdMap, find_calibration
 
 PathLike = Union[str, os.PathLike]
 
@@ -25,25 +25,13 @@ class ExportError(ValueError):
     """Samples that cannot be exported as asked; the message says why and what to do."""
 
 
-def read_calibration(samples_dir: PathLike) -> Dict[str, float]:
-    """Std scale factors from ``samples/calibration.json`` (written by ``bnn-eval``); 1 when absent."""
-    path = Path(samples_dir) / "calibration.json"
-    factors = {"forces": 1.0, "energy": 1.0}
-    if not path.exists():
-        return factors
+def read_calibration(samples_dir: PathLike) -> Dict[str, StdMap]:
+    """The calibration maps of ``samples/calibration.json`` (written by ``bnn-eval``); identity when absent."""
     try:
-        cal = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{path}: not valid JSON ({exc}); refit it with bnn-eval or delete it") from None
-    for quantity in factors:
-        entry = cal.get(quantity)
-        if entry is None:
-            continue
-        if entry.get("kind") != "scale":
-            raise ExportError(f"{path}: {quantity} calibration of kind {entry.get('kind')!r} cannot be exported; "
-                              "only 'scale' maps are carried into LAMMPS (refit with a scale map)")
-        factors[quantity] = float(entry["factor"])
-    return factors
+        cal = find_calibration(samples_dir)
+    except CalibrationError as exc:
+        raise ExportError(str(exc)) from None
+    return {q: StdMap.scale(1.0) if cal is None else cal.map(q) for q in QUANTITIES}
 
 
 def choose_samples(n_available: int, k: Optional[int] = None, select: Optional[Sequence[int]] = None):

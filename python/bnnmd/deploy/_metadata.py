@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from typing import Dict, List, Union
 
-FORMAT_VERSION = 1
+from bnnmd.uq._calibration import StdMap
+
+#: 2: calibration_forces / calibration_energy are maps (``scale C`` or ``isotonic S:C ...``).
+FORMAT_VERSION = 2
 EXTRA_FILE = "bnnmd.txt"
 #: Keys every exported file has, in the order written.
 KEYS = ("format_version", "type_names", "cutoff", "num_layers", "num_samples", "energy_unit", "length_unit",
         "dtype", "calibration_forces", "calibration_energy", "method", "samples_sha256", "bnnmd_version",
         "torch_version")
 
-Value = Union[str, int, float, List[str]]
+Value = Union[str, int, float, List[str], StdMap]
 
 
 def to_text(meta: Dict[str, Value]) -> str:
@@ -25,7 +28,8 @@ def to_text(meta: Dict[str, Value]) -> str:
     lines = []
     for key in KEYS:
         v = meta[key]
-        v = " ".join(v) if isinstance(v, (list, tuple)) else repr(v) if isinstance(v, float) else str(v)
+        v = (" ".join(v) if isinstance(v, (list, tuple)) else repr(v) if isinstance(v, float)
+             else v.to_text() if isinstance(v, StdMap) else str(v))
         if not v or "\n" in v:
             raise ValueError(f"metadata value of {key} must be a non-empty single line")
         lines.append(f"{key} {v}")
@@ -42,9 +46,11 @@ def from_text(text: str) -> Dict[str, Value]:
     for key in ("format_version", "num_layers", "num_samples"):
         if key in meta:
             out[key] = int(meta[key])
-    for key in ("cutoff", "calibration_forces", "calibration_energy"):
+    if "cutoff" in meta:
+        out["cutoff"] = float(meta["cutoff"])
+    for key in ("calibration_forces", "calibration_energy"):
         if key in meta:
-            out[key] = float(meta[key])
+            out[key] = StdMap.from_text(str(meta[key]))
     if "type_names" in meta:
         out["type_names"] = str(meta["type_names"]).split()
     return out

@@ -16,8 +16,8 @@ Examples
 (0.05, 0.071, -0.255)
 """
 
-from bnnmd.uq._calibration import (CALIBRATION_FILE, CALIBRATION_FORMAT, Calibration, CalibrationError,
-                                   find_calibration, fit_scale, scale_predictions)
+from bnnmd.uq._calibration import (CALIBRATION_FILE, CALIBRATION_FORMAT, Calibration, CalibrationError, StdMap,
+                                   find_calibration, fit_isotonic, fit_map, fit_scale, scale_predictions, unit_std)
 from bnnmd.uq._evaluate import (AUC_THRESHOLD_KCAL_MOL_A, EvaluationError, EvaluationResult, LoadedModel,
                                 Predictions, QuantityPredictions, auc_threshold_in, calibrate, evaluate,
                                 evenly_spaced, format_table, load_model, metrics_of, predict, resolve_data)
@@ -29,9 +29,10 @@ from bnnmd.uq._plots import PLOT_FILES, write_plots
 __all__ = [
     "AUC_THRESHOLD_KCAL_MOL_A", "CALIBRATION_FILE", "CALIBRATION_FORMAT", "Calibration", "CalibrationError",
     "EvaluationError", "EvaluationResult", "GAUSSIAN_COVERAGE", "LoadedModel", "Moments", "NeceBins",
-    "PLOT_FILES", "Predictions", "QuantityPredictions", "auc_threshold_in", "calibrate",
+    "PLOT_FILES", "Predictions", "QuantityPredictions", "StdMap", "auc_threshold_in", "calibrate",
     "central_interval_coverage", "compute_metrics", "error_detection_auc", "evaluate", "evenly_spaced",
-    "find_calibration", "fit_scale", "format_table", "load_model", "log_likelihood", "mae", "metrics_of",
+    "find_calibration", "fit_isotonic", "fit_map", "fit_scale", "format_table", "load_model", "log_likelihood",
+    "mae", "metrics_of",
     "mixture_cdf", "mll", "moments", "nece", "nece_bins", "pit", "predict", "resolve_data", "rmse", "roc_auc",
-    "roc_curve", "scale_predictions", "within_sigma", "write_plots",
+    "roc_curve", "scale_predictions", "unit_std", "within_sigma", "write_plots",
 ]

@@ -16,8 +16,8 @@ from bnnmd._files import write_atomic
 from bnnmd.data import AtomicDataset, DataError, GraphDataset, Split, TypeMapper, read_dataset
 from bnnmd.data import keys as K
 from bnnmd.nn import evenly_spaced
-from bnnmd.uq._calibration import (CALIBRATION_FILE, QUANTITIES, Calibration, CalibrationError, _jsonable,
-                                   find_calibration, fit_scale)
+from bnnmd.uq._calibration import (CALIBRATION_FILE, GROUP, QUANTITIES, Calibration, CalibrationError, StdMap,
+                                   _jsonable, find_calibration, fit_map)
 from bnnmd.uq._metrics import GAUSSIAN_COVERAGE, compute_metrics
 
 PathLike = Union[str, os.PathLike]
@@ -160,10 +160,9 @@ class QuantityPredictions:
     def k(self) -> int:
         return self.mu.shape[0]
 
-    def scaled(self, factor: float) -> "QuantityPredictions":
-        from bnnmd.uq._calibration import scale_predictions
-
-        mu, sigma = scale_predictions(self.mu, self.sigma, factor)
+    def calibrated(self, std_map: StdMap, group: int) -> "QuantityPredictions":
+        """The predictions with ``std_map`` applied to every unit of ``group`` (see bnnmd.uq._calibration)."""
+        mu, sigma = std_map.apply(self.mu, self.sigma, group)
         return QuantityPredictions(mu, sigma, self.y)
 
 
@@ -184,8 +183,8 @@ class Predictions:
     def calibrated(self, cal: Optional[Calibration]) -> "Predictions":
         if cal is None:
             return self
-        f = None if self.forces is None else self.forces.scaled(cal.factor("forces"))
-        e = None if self.energy is None else self.energy.scaled(cal.factor("energy"))
+        f = None if self.forces is None else self.forces.calibrated(cal.map("forces"), GROUP["forces"])
+        e = None if self.energy is None else self.energy.calibrated(cal.map("energy"), GROUP["energy"])
         return Predictions(f, e, self.n_frames, self.n_atoms, self.energy_unit, self.length_unit)
 
     @property
@@ -353,8 +352,8 @@ def evaluate(samples_or_model, data, k: Optional[int] = None, batch_size: int = 
         "units": {"energy": raw.energy_unit, "forces": raw.force_unit},
         "calibration": {"applied": cal is not None,
                         "file": None if cal is None or cal.path is None else str(cal.path),
-                        "forces_factor": None if cal is None else cal.factor("forces"),
-                        "energy_factor": None if cal is None else cal.factor("energy")},
+                        "forces": None if cal is None else cal.map("forces").to_dict(),
+                        "energy": None if cal is None else cal.map("energy").to_dict()},
     })
     if cal is not None:
         metrics["uncalibrated"] = before
@@ -363,8 +362,11 @@ def evaluate(samples_or_model, data, k: Optional[int] = None, batch_size: int = 
 
 def calibrate(samples_or_model, data, k: Optional[int] = None, batch_size: int = 16,
               dtype: torch.dtype = torch.float64, save: bool = True,
-              auc_threshold: float = AUC_THRESHOLD_KCAL_MOL_A, seed: int = 0) -> Calibration:
-    """Fit one std scale factor per quantity on ``data`` (the validation set) by maximum MLL.
+              auc_threshold: float = AUC_THRESHOLD_KCAL_MOL_A, seed: int = 0, kind: str = "scale") -> Calibration:
+    """Fit one calibration map per quantity on ``data`` (the validation set).
+
+    ``kind``: ``"scale"`` (one std factor per quantity, maximum MLL) or ``"isotonic"`` (a factor
+    that depends on the predicted std, see :func:`bnnmd.uq.fit_isotonic`).
 
     With a samples directory and ``save=True`` it is written atomically to
     ``samples/calibration.json``, which :func:`evaluate` then applies.
@@ -373,12 +375,14 @@ def calibrate(samples_or_model, data, k: Optional[int] = None, batch_size: int =
     dataset, desc = resolve_data(data, loaded.samples_dir)
     dataset = _in_model_units(dataset, loaded)
     _check_dataset(dataset, loaded.model.config.type_names, desc)
+    if kind not in ("scale", "isotonic"):
+        raise CalibrationError(f"calibration kind {kind!r}: use 'scale' or 'isotonic'")
     raw = predict(loaded.model, dataset, batch_size, dtype, seed)
-    factors = {}
+    maps = {}
     for q in QUANTITIES:
         qp = raw.get(q)
-        factors[q] = 1.0 if qp is None else fit_scale(qp.mu, qp.sigma, qp.y)
-    cal = Calibration(factors, {"data": desc, "n_frames": raw.n_frames, "k": loaded.k, "method": loaded.method,
+        maps[q] = StdMap.scale(1.0) if qp is None else fit_map(kind, qp.mu, qp.sigma, qp.y, q)
+    cal = Calibration(maps, {"data": desc, "kind": kind, "n_frames": raw.n_frames, "k": loaded.k, "method": loaded.method,
                                 "fitted": [q for q in QUANTITIES if raw.get(q) is not None]})
     before = metrics_of(raw, auc_threshold)
     widths = {q: before.get(f"{q}.nece_bin_width") for q in QUANTITIES}
@@ -420,8 +424,8 @@ def format_table(metrics: Dict[str, Any]) -> str:
              f"units:   energy {u.get('energy')}, forces {u.get('forces')}"]
     cal = metrics.get("calibration") or {}
     if cal.get("applied"):
-        lines.append(f"calibration: std x {cal['forces_factor']:.4g} (forces), x {cal['energy_factor']:.4g} "
-                     f"(energy) from {cal.get('file')}; [values before calibration]")
+        desc = "; ".join(f"{q}: {StdMap.from_dict(cal[q]).describe()}" for q in QUANTITIES)
+        lines.append(f"calibration: {desc} from {cal.get('file')}; [values before calibration]")
     else:
         lines.append("calibration: none")
     w = 36
