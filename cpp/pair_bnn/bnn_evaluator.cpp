@@ -45,6 +45,17 @@ std::string resolve_device(const std::string& device, int local_rank) {
   return "cuda:" + std::to_string(local_rank % count);
 }
 
+// The whole of v as a number (false for "", "1.5x", "abc").
+static bool parse_double(const std::string& v, double* out) {
+  try {
+    size_t used = 0;
+    *out = std::stod(v, &used);
+    return used == v.size();
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 double StdMap::factor_at(double s) const {
   const size_t m = std.size();
   if (m == 1 || s <= std.front()) return factor.front();
@@ -85,15 +96,9 @@ StdMap parse_std_map(const std::string& text, const std::string& what) {
   std::vector<std::string> tokens;
   for (std::string t; in >> t;) tokens.push_back(t);
   auto number = [&](const std::string& v) -> double {
-    try {
-      size_t used = 0;
-      double x = std::stod(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
-      return x;
-    } catch (const std::exception&) {
-      bad("'" + v + "' is not a number");
-    }
-    return 0;
+    double x = 0;
+    if (!parse_double(v, &x)) bad("'" + v + "' is not a number");
+    return x;
   };
   m.std.clear();
   m.factor.clear();
@@ -138,14 +143,9 @@ Metadata parse_metadata(const std::string& text, const std::string& path) {
   };
   auto num = [&](const char* key) -> double {
     const std::string& v = get(key);
-    try {
-      size_t used = 0;
-      double x = std::stod(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
-      return x;
-    } catch (const std::exception&) {
-      fail(path + ": bnnmd metadata '" + key + "' = '" + v + "' is not a number");
-    }
+    double x = 0;
+    if (!parse_double(v, &x)) fail(path + ": bnnmd metadata '" + key + "' = '" + v + "' is not a number");
+    return x;
   };
   Metadata m;
   m.format_version = static_cast<int>(num("format_version"));
