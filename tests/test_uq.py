@@ -440,7 +440,7 @@ def test_cli_end_to_end_with_calibration(run, tmp_path, capsys):
     assert rc == 0 and d["calibration"]["applied"] is False and "uncalibrated" not in d
     assert d["forces.nece_bin_width"] == pytest.approx(0.5, rel=0.05)
     assert d["energy.nece_bin_width"] == pytest.approx(0.25, rel=0.05)
-    # an isotonic map: fitted, stored, applied; the ranking (AUC) and the point predictions stay
+    # an isotonic map: fitted, stored, applied; the point predictions stay
     rc = bnn_eval([str(samples), "--data", "split:val", "--json", str(out), "--calibrate-on", "split:val",
                    "--calibration-map", "isotonic"])
     text = capsys.readouterr().out
@@ -449,7 +449,7 @@ def test_cli_end_to_end_with_calibration(run, tmp_path, capsys):
     assert rc == 0 and d["calibration"]["applied"] is True and cal["fitted_on"]["kind"] == "isotonic"
     assert cal["forces"]["kind"] in ("isotonic", "scale")  # 4 frames x 9 atoms: one or two bins
     assert re.search(r"calibration fitted on split:val .*: forces: (std x|isotonic)", text)
-    for key in ("forces.mae", "forces.auc", "energy.mae"):
+    for key in ("forces.mae", "forces.rmse", "energy.mae"):
         assert d[key] == pytest.approx(d["uncalibrated"][key], rel=1e-12)
     (samples / "calibration.json").unlink()
 

@@ -17,7 +17,8 @@ Two kinds of map (:class:`StdMap`):
   root of an isotonic (non-decreasing) regression of the observed mean squared error of each
   unit on ``s`` (:func:`fit_isotonic`), linear between its knots and proportional to ``s``
   beyond them (the factor of the first / last knot). ``g`` is strictly increasing, so the
-  ranking of the stds -- and every ROC-AUC and threshold order -- is kept.
+  ranking of the units' stds -- the order in which atoms cross a threshold -- is kept (single
+  force components of differently scaled atoms can change order, so a per-component AUC can move).
 """
 
 from __future__ import annotations
