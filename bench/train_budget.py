@@ -36,10 +36,11 @@ def config(method: str, budget: float, workdir: Path, expected_steps: int = 1600
     cfg.training.validate_every = 500
     cfg.training.checkpoint_every = 2000
     # SGHMC fills the budget: mass adapted over the first quarter of the steps the measured step
-    # cost allows, burn-in to one half, then 8 samples spread over the second half
+    # cost allows, then 8 samples spread over the second half, the first at the burn-in step and
+    # the last at expected_steps (the trainer stops after the last sample)
     cfg.sghmc.mass_freeze_step = expected_steps // 4
-    cfg.sghmc.burn_in = expected_steps // 2
-    cfg.sghmc.sample_interval = max((expected_steps - cfg.sghmc.burn_in) // 8, 1)
+    cfg.sghmc.sample_interval = max(expected_steps // 16, 1)
+    cfg.sghmc.burn_in = expected_steps - 7 * cfg.sghmc.sample_interval
     cfg.adam.early_stopping_patience = 10 ** 6  # use the whole budget
     return cfg.validate()
 
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
         run = workdir / method
         shutil.rmtree(run, ignore_errors=True)
         t0 = time.perf_counter()
-        expected = int(0.9 * args.budget * 1000 / cost["sghmc"])
+        expected = int(0.97 * args.budget * 1000 / cost["sghmc"])
         r = train(config(method, args.budget, run, expected), run, progress=False)
         wall = time.perf_counter() - t0
         ev = evaluate(run / "samples", str(test)).metrics

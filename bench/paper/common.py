@@ -311,7 +311,8 @@ def plan_sghmc(cfg, budget: float, rate: Dict[str, float], fraction: float, back
 
     Planned steps S = fraction * budget / (step time + validation time / validate_every).
     The mass adapts for the first third, burn-in ends at two thirds, and the samples of each
-    chain are spread evenly over the last third (the proportions of examples/train/ethanol_sghmc.yaml).
+    chain are spread evenly over the last third (the proportions of examples/train/ethanol_sghmc.yaml);
+    a chain with one sample takes it at the last planned step.
     ``training.time_limit = backstop * budget`` only stops a run that the machine slowed down badly
     (it then has fewer samples, which the result records): equal compute does not depend on it,
     because the baselines get the training time the SGHMC run really used.
@@ -323,8 +324,11 @@ def plan_sghmc(cfg, budget: float, rate: Dict[str, float], fraction: float, back
     steps = int(fraction * budget / (rate["step_s"] + rate["validate_s"] / ve))
     steps = max(steps, 3 * per_chain)
     s.mass_freeze_step = max(1, steps // 3)
-    s.burn_in = max(s.mass_freeze_step, (2 * steps) // 3)
-    s.sample_interval = max(1, (steps - s.burn_in) // max(per_chain - 1, 1))
+    if per_chain == 1:  # one sample per chain: take it at the end, after all the planned steps
+        s.burn_in, s.sample_interval = steps, 1
+    else:
+        s.burn_in = max(s.mass_freeze_step, (2 * steps) // 3)
+        s.sample_interval = max(1, (steps - s.burn_in) // (per_chain - 1))
     cfg.training.max_steps = s.burn_in + (per_chain - 1) * s.sample_interval
     cfg.training.validate_every = ve
     cfg.training.checkpoint_every = cfg.training.max_steps
