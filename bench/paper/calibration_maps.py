@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=8, help="samples per run (MC dropout: masks), default 8")
     p.add_argument("--out", type=Path, default=C.RESULTS / "calibration_maps.json")
     args = p.parse_args(argv)
+    C.preload()
     runs = [Path(r) for r in args.runs] or [Path("/tmp/bnnmd_paper") / r for r in DEFAULT_RUNS]
     runs = [r for r in runs if (r / "samples").is_dir()]
     if not runs:

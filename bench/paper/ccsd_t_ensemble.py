@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=8, help="SGHMC samples and ensemble members (paper: 8)")
     p.add_argument("--chains", type=int, default=1, help="SGHMC chains run stacked (k must be a multiple)")
     args = p.parse_args(argv)
+    C.preload()
     scale = C.SCALES[args.scale]
     budget = C.budget_of(args, BUDGET)
     workdir = C.workdir_of(args, EXPERIMENT)
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
         name = {"sghmc": f"SGHMC ({args.chains} chain{'s' if args.chains > 1 else ''})",
                 "ensemble": f"ensemble of {args.k}"}[rec["method"]]
         rows.append([name, rec.get("steps"), rec.get("train_s")] + [m.get(k) for k in KEYS])
-        rows.append([f"{name}, paper", None, None] + [pp.get(k) for k in KEYS])
+        paper_name = {"sghmc": "SGHMC (1 chain)", "ensemble": f"ensemble of {args.k}"}[rec["method"]]
+        rows.append([f"{paper_name}, paper", None, None] + [pp.get(k) for k in KEYS])
     print(C.md_table(["method", "steps", "train s", "F MAE", "F RMSE", "F MLL", "F AUC", "E MAE", "E RMSE",
                       "E MLL"], rows))
     print(f"\nSGHMC better than the ensemble on: {', '.join(answers['sghmc_better_on']) or 'none'} "

@@ -153,6 +153,7 @@ class Scale:
     sghmc_lr: float = 1e-3
     sghmc_friction: float = 0.1
     adam_lr: float = 3e-3
+    device: str = "cpu"  # training.device: the timed scales' budgets are CPU budgets
     note: str = ""
 
 
@@ -176,15 +177,15 @@ SCALES: Dict[str, Scale] = {
         "paper",
         model={"num_layers": 4, "l_max": 2, "num_features": 32, "cutoff": 5.0, "num_basis": 8,
                "radial_hidden": 64, "radial_layers": 2, "sigma_hidden": 32},
-        timed=False, mass_freeze_step=100_000, burn_in=500_000, sample_interval=25_000, validate_every=1000,
+        timed=False, device="auto", mass_freeze_step=100_000, burn_in=500_000, sample_interval=25_000, validate_every=1000,
         note="NOT given in the paper's text (its ESI Section A has the details; we do not have it). Our "
              "choice, after the NequIP paper's rMD17 models: 4 interaction blocks, l_max 2, 32 features, "
              "cutoff 5 A, 8 Bessel functions, radial MLP 2 x 64, batch 5, float64. SGHMC (lr 1e-3, friction "
              "0.1 as in the authors' public code): mass adapted for 100k steps, burn-in 500k steps, then "
              "one sample every 25k steps (8 samples: 675k steps; 16 samples: 875k). The paper says only that "
              "sampling takes 'a few days' on one GPU. Baselines train for the SGHMC run's measured "
-             "training time (equal compute). NOTE: bnnmd.train has no device option at the time of "
-             "writing, so this scale runs on the CPU (weeks) until one is added."),
+             "training time (equal compute). Trains on a GPU when torch sees one (training.device: "
+             "auto), otherwise on the CPU, where it would take weeks."),
 }
 
 
@@ -248,7 +249,8 @@ def base_config(method: str, scale: Scale, *, train: Path, test: Optional[Path],
         "method": method, "seed": seed, "dtype": scale.dtype,
         "data": {"train": str(train), "test": str(test) if test else None, "protocol": protocol},
         "model": dict(scale.model),
-        "training": {"batch_size": scale.batch_size, "max_steps": 10 ** 9, "validate_every": 100,
+        "training": {"batch_size": scale.batch_size, "device": scale.device, "max_steps": 10 ** 9,
+                     "validate_every": 100,
                      "checkpoint_every": 10 ** 9},
         "sghmc": {"lr": scale.sghmc_lr, "friction": scale.sghmc_friction, "num_samples": num_samples,
                   "mass_freeze_step": 1, "burn_in": 1, "sample_interval": 1, "chains": 1},
@@ -378,6 +380,22 @@ def schedule_of(cfg) -> Dict[str, Any]:
 
 
 # ---- training and evaluation ----------------------------------------------------------------
+def preload() -> None:
+    """Import every bnnmd module a run uses, now.
+
+    A run takes an hour and bnnmd is installed editable: a module first imported after training
+    (evaluation is lazy) would come from whatever the source tree holds by then. Importing
+    everything at the start pins the code of the whole run to the commit recorded in its JSON.
+    """
+    import bnnmd.data  # noqa: F401
+    import bnnmd.nn  # noqa: F401
+    import bnnmd.nn._samples  # noqa: F401
+    import bnnmd.train  # noqa: F401
+    import bnnmd.train._trainer  # noqa: F401
+    import bnnmd.uq  # noqa: F401
+    import bnnmd.uq._evaluate  # noqa: F401
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -464,7 +482,6 @@ def machine_info() -> Dict[str, Any]:
         "python": sys.version.split()[0], "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "training_device": "cpu (bnnmd.train has no device option)",
     }
     try:
         with open("/proc/cpuinfo") as fh:
@@ -521,6 +538,7 @@ def header(experiment: str, args, scale: Scale, budget: Optional[float], questio
                          "other load on the machine distorted a comparison".format(scale.plan_fraction)
         if scale.timed else "every baseline gets training.time_limit = the SGHMC run's measured training time",
         "model": model_config, "dtype": scale.dtype, "batch_size": scale.batch_size,
+        "training_device": scale.device,
         "paper_setup_not_given": PAPER_NOT_GIVEN,
     }
 

@@ -87,6 +87,7 @@ def main(argv=None) -> int:
                    help="sghmc always runs first; mc_dropout gets its training time")
     p.add_argument("--k", type=int, default=8)
     args = p.parse_args(argv)
+    C.preload()
     scale = C.SCALES[args.scale]
     budget = C.budget_of(args, BUDGET)
     workdir = C.workdir_of(args, EXPERIMENT)

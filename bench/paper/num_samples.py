@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16],
                    help="sample counts to evaluate; the chain collects max(ks) samples")
     args = p.parse_args(argv)
+    C.preload()
     scale = C.SCALES[args.scale]
     budget = C.budget_of(args, BUDGET)
     workdir = C.workdir_of(args, EXPERIMENT)

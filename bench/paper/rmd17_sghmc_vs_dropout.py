@@ -43,6 +43,7 @@ def main(argv=None) -> int:
                    choices=sorted(C.RMD17_MOLECULES), help="rMD17 molecules (file stems)")
     p.add_argument("--k", type=int, default=8, help="samples / dropout masks (paper: 8)")
     args = p.parse_args(argv)
+    C.preload()
     scale = C.SCALES[args.scale]
     budget = C.budget_of(args, BUDGET)
     workdir = C.workdir_of(args, EXPERIMENT)
