@@ -3,7 +3,9 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/train_budget.py [--budget 240]
 
 Trains the CPU-sized model of examples/train/ethanol_sghmc.yaml with both methods for the same
-number of seconds (970/30 split of the training file), evaluates each on the rMD17 ethanol test
+number of seconds (970/30 split of the training file; SGHMC first, its 8-sample schedule planned
+from a measured step rate to fill the budget, then MAP for the seconds SGHMC used), evaluates
+each on the rMD17 ethanol test
 file (the 1000-frame file of ../shared/data when present, else the 200 bundled frames), and times
 single SGHMC and Adam steps alternately in one process. Writes bench/results/train_budget.json.
 """
@@ -23,24 +25,17 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench" / "paper"))
+import common as C  # noqa: E402  (the equal-compute protocol of bench/paper)
+
 SHARED_TEST = REPO.parent / "shared" / "data" / "rmd17" / "rmd17_ethanol_test_01.npz"
 
 
-def config(method: str, budget: float, workdir: Path, expected_steps: int = 16000):
+def config(method: str):
     from bnnmd.train import TrainConfig
 
     cfg = TrainConfig.load(REPO / "examples" / "train" / "ethanol_sghmc.yaml")
     cfg.method = method
-    cfg.training.max_steps = 10 ** 7
-    cfg.training.time_limit = budget
-    cfg.training.validate_every = 500
-    cfg.training.checkpoint_every = 2000
-    # SGHMC fills the budget: mass adapted over the first quarter of the steps the measured step
-    # cost allows, then 8 samples spread over the second half, the first at the burn-in step and
-    # the last at expected_steps (the trainer stops after the last sample)
-    cfg.sghmc.mass_freeze_step = expected_steps // 4
-    cfg.sghmc.sample_interval = max(expected_steps // 16, 1)
-    cfg.sghmc.burn_in = expected_steps - 7 * cfg.sghmc.sample_interval
     cfg.adam.early_stopping_patience = 10 ** 6  # use the whole budget
     return cfg.validate()
 
@@ -53,7 +48,7 @@ def step_cost(workdir: Path, repeats: int = 60):
     for method in ("map", "sghmc"):
         d = workdir / f"cost_{method}"
         shutil.rmtree(d, ignore_errors=True)
-        trainers[method] = Trainer(config(method, 1.0, d), d, progress=False)
+        trainers[method] = Trainer(config(method), d, progress=False)
         for _ in range(5):
             trainers[method].train_step()
     times = {m: [] for m in trainers}
@@ -73,22 +68,27 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    from bnnmd.train import train
     from bnnmd.uq import evaluate
 
     test = SHARED_TEST if SHARED_TEST.exists() else "bundled:rmd17_ethanol_test"
     cost = step_cost(workdir)
+    # Equal compute as in bench/paper (one implementation: bench/paper/common.py): SGHMC plans its
+    # schedule (mass adapted for the first third, burn-in to two thirds, 8 samples over the last
+    # third) from a measured step rate to end at 95 % of the budget, with 3 x the budget as a
+    # backstop only; MAP then trains for exactly the seconds the SGHMC run used.
+    cfgs = {"sghmc": config("sghmc"), "map": config("map")}
+    rate = C.measure_rate(cfgs["sghmc"], workdir)
+    C.plan_sghmc(cfgs["sghmc"], args.budget, rate, 0.95)
     results = {}
-    for method in ("map", "sghmc"):
+    for method in ("sghmc", "map"):
+        if method == "map":
+            C.plan_baseline(cfgs["map"], results["sghmc"]["train_s"], rate, C.SCALES["cpu"])
         run = workdir / method
-        shutil.rmtree(run, ignore_errors=True)
-        t0 = time.perf_counter()
-        expected = int(0.97 * args.budget * 1000 / cost["sghmc"])
-        r = train(config(method, args.budget, run, expected), run, progress=False)
-        wall = time.perf_counter() - t0
+        info = C.train_run(cfgs[method], run)
         ev = evaluate(run / "samples", str(test)).metrics
-        results[method] = {"steps": r.step, "status": r.status, "samples": len(r.samples), "wall_s": wall,
-                           "planned_steps": expected,
+        results[method] = {"steps": info["steps"], "status": info["status"], "samples": info["samples"],
+                           "train_s": info["train_s"], "wall_s": info["wall_s"], "cpu_share": info["cpu_share"],
+                           "schedule": info["schedule"],
                            **{k: ev[k] for k in ("forces.mae", "forces.rmse", "forces.mll", "forces.auc",
                                                  "energy.mae", "energy.mll")}}
         print(method, json.dumps(results[method]), flush=True)
@@ -96,17 +96,19 @@ def main(argv=None) -> int:
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
                     "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "date": time.strftime("%Y-%m-%d %H:%M"), "budget_s": args.budget, "test_data": str(test),
-        "model": config("map", 1, workdir).model, "step_ms": cost,
+        "model": config("map").model, "step_ms": cost, "rate_measurement": rate,
+        "equal_compute": "SGHMC planned from the measured step rate to end at 95 % of the budget; MAP trains for "
+                          "the training seconds SGHMC used",
         "sghmc_over_adam_step": cost["sghmc"] / cost["map"], "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(f"\nstep cost: Adam {cost['map']:.2f} ms, SGHMC {cost['sghmc']:.2f} ms "
           f"(ratio {cost['sghmc'] / cost['map']:.3f})")
-    print("| method | steps | samples | force MAE | force RMSE | force MLL | force AUC | energy MAE |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| method | steps | train s | samples | force MAE | force RMSE | force MLL | force AUC | energy MAE |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m, r in results.items():
-        print(f"| {m} | {r['steps']} | {r['samples']} | {r['forces.mae']:.3f} | {r['forces.rmse']:.3f} | "
+        print(f"| {m} | {r['steps']} | {r['train_s']:.0f} | {r['samples']} | {r['forces.mae']:.3f} | {r['forces.rmse']:.3f} | "
               f"{r['forces.mll']:.3f} | {r['forces.auc']:.3f} | {r['energy.mae']:.3f} |")
     return 0
 
