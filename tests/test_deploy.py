@@ -358,3 +358,10 @@ def test_cli(tmp_path, molecule_run):
     r = subprocess.run([sys.executable, "-m", "bnnmd.cli.export", str(tmp_path), str(tmp_path / "m.pth")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no sample_XXX.pt files" in r.stderr
+    # an output path that cannot be written (its "directory" is a file): one line, exit 2, no traceback
+    (tmp_path / "afile").write_text("")
+    r = subprocess.run([sys.executable, "-m", "bnnmd.cli.export", str(d / "samples"),
+                        str(tmp_path / "afile" / "m.pth")], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("bnn-export: error:") and "afile" in r.stderr and "Traceback" not in r.stderr
+    assert "check the path" in r.stderr

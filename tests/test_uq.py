@@ -485,6 +485,8 @@ def test_cli_errors(run, tmp_path, capsys):
     fails([samples, "--data", "bundled:nope"], "unknown bundled dataset")
     fails([samples, "--data", "split:test", "--calibrate-on", "split:val", "--no-calibration"], "contradict")
     fails([samples, "--data", "split:test", "--nece-width", "0", "1"], "must be positive")
+    (tmp_path / "afile").write_text("")
+    fails([samples, "--data", "split:test", "--json", str(tmp_path / "afile" / "m.json")], "afile", "check the path")
     # no labels
     import ase.io
     atoms = bundled_dataset("rmd17_ethanol_test").subset([0, 1])

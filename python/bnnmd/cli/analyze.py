@@ -59,19 +59,20 @@ def main(argv=None) -> int:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
 
+    from bnnmd.cli._errors import fail as _fail, guarded
     from bnnmd.analysis import (AnalysisError, analyze, read_trajectory, select_frames, write_report,
                                 write_selection)
 
     def fail(message: str) -> int:
-        print(f"bnn-analyze: error: {message}", file=sys.stderr)
-        return 2
+        return _fail("bnn-analyze", message)
 
     if args.min_gap is not None and args.min_gap < 0:
         return fail(f"--min-gap {args.min_gap}: a step gap must be 0 or more")
     if args.select < 0:
         return fail(f"--select {args.select}: give the largest number of frames to pick, 1 or more")
     text_out = sys.stderr if args.json == "-" else sys.stdout
-    try:
+
+    def run() -> int:
         traj = read_trajectory(args.trajectory, data=args.data, elements=args.elements, format=args.format,
                                compute=args.compute, units=args.units)
         result = analyze(traj, args.threshold, column=args.column, top=args.top, radius=args.radius)
@@ -93,11 +94,9 @@ def main(argv=None) -> int:
         elif args.json:
             result.to_json(args.json)
             print(f"JSON written to {args.json}", file=text_out)
-    except AnalysisError as exc:
-        return fail(str(exc))
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        return fail(f"{exc}; check the path and its permissions")
-    return 0
+        return 0
+
+    return guarded("bnn-analyze", run, (AnalysisError,))
 
 
 if __name__ == "__main__":

@@ -50,13 +50,13 @@ def main(argv=None) -> int:
 
     import torch
 
+    from bnnmd.cli._errors import fail as _fail, guarded
     from bnnmd.data import DataError
     from bnnmd.nn import ConfigError, SampleError
     from bnnmd.uq import CalibrationError, EvaluationError, calibrate, evaluate, load_model
 
     def fail(message: str) -> int:
-        print(f"bnn-eval: error: {message}", file=sys.stderr)
-        return 2
+        return _fail("bnn-eval", message)
 
     if args.calibrate_on and args.no_calibration:
         return fail("--calibrate-on and --no-calibration contradict each other; give one of them")
@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         return fail(f"--batch-size {args.batch_size}: use a positive number of frames")
     dtype = torch.float32 if args.float32 else torch.float64
-    try:
+
+    def run() -> int:
         loaded = load_model(args.samples, args.k, dtype)
         if args.calibrate_on:
             cal = calibrate(loaded, args.calibrate_on, batch_size=args.batch_size, dtype=dtype,
@@ -86,11 +87,9 @@ def main(argv=None) -> int:
         if args.plots:
             files = result.plots(args.plots)
             print(f"plots written to {args.plots}: {', '.join(f.name for f in files)}")
-    except (EvaluationError, SampleError, DataError, CalibrationError, ConfigError) as exc:
-        return fail(str(exc))
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        return fail(f"{exc}; check the path and its permissions")
-    return 0
+        return 0
+
+    return guarded("bnn-eval", run, (EvaluationError, SampleError, DataError, CalibrationError, ConfigError))
 
 
 if __name__ == "__main__":

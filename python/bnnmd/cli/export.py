@@ -20,9 +20,10 @@ def main(argv=None) -> int:
     parser.add_argument("--freeze", action="store_true", help="torch.jit.freeze the module (inlines parameters)")
     args = parser.parse_args(argv)
 
+    from bnnmd.cli._errors import guarded
     from bnnmd.deploy import ExportError, export, read_metadata
 
-    try:
+    def run() -> int:
         select = None
         if args.select:
             try:
@@ -30,15 +31,14 @@ def main(argv=None) -> int:
             except ValueError:
                 raise ExportError(f"--select {args.select!r}: give comma-separated integers, e.g. 0,2,5") from None
         path = export(args.samples, args.out, k=args.k, select=select, dtype=args.dtype, freeze=args.freeze)
-    except ExportError as exc:
-        print(f"bnn-export: error: {exc}", file=sys.stderr)
-        return 2
-    meta = read_metadata(path)
-    print(f"bnn-export: wrote {path}: k={meta['num_samples']} samples ({meta['method']}), types "
-          f"{' '.join(meta['type_names'])}, cutoff {meta['cutoff']} {meta['length_unit']}, "
-          f"{meta['num_layers']} layers (LAMMPS ghost cutoff {meta['cutoff'] * meta['num_layers']} "
-          f"{meta['length_unit']}), {meta['dtype']}")
-    return 0
+        meta = read_metadata(path)
+        print(f"bnn-export: wrote {path}: k={meta['num_samples']} samples ({meta['method']}), types "
+              f"{' '.join(meta['type_names'])}, cutoff {meta['cutoff']} {meta['length_unit']}, "
+              f"{meta['num_layers']} layers (LAMMPS ghost cutoff {meta['cutoff'] * meta['num_layers']} "
+              f"{meta['length_unit']}), {meta['dtype']}")
+        return 0
+
+    return guarded("bnn-export", run, (ExportError,))
 
 
 if __name__ == "__main__":

@@ -17,18 +17,18 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
 
+    from bnnmd.cli._errors import guarded
     from bnnmd.data import DataError
     from bnnmd.nn import ConfigError
     from bnnmd.train import RunError, train
 
-    try:
+    def run() -> int:
         result = train(args.config, args.out, resume=args.resume, progress=not args.quiet)
-    except (ConfigError, DataError, RunError) as exc:
-        print(f"bnn-train: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"bnn-train: {result.status} at step {result.step}; {len(result.samples)} sample(s) in "
-          f"{result.run_dir / 'samples'}")
-    return 130 if result.status == "interrupted" else 0
+        print(f"bnn-train: {result.status} at step {result.step}; {len(result.samples)} sample(s) in "
+              f"{result.run_dir / 'samples'}")
+        return 130 if result.status == "interrupted" else 0
+
+    return guarded("bnn-train", run, (ConfigError, DataError, RunError))
 
 
 if __name__ == "__main__":

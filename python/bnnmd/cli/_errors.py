@@ -1,0 +1,27 @@
+"""How every ``bnn-*`` command reports input it cannot serve: one line on stderr, exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Tuple, Type
+
+
+def fail(prog: str, message: str) -> int:
+    """Print ``PROG: error: MESSAGE`` to stderr (argparse's form) and return exit status 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def guarded(prog: str, action: Callable[[], int], errors: Tuple[Type[BaseException], ...]) -> int:
+    """``action()``, with the command's own ``errors`` and file-system errors turned into :func:`fail`.
+
+    The command's errors (``DataError``, ``ExportError``, ...) already name the problem and its fix;
+    an ``OSError`` (a missing directory, a path through a file, no permission, a full disk) gets the
+    path from Python's message and a hint. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return action()
+    except errors as exc:
+        return fail(prog, str(exc))
+    except OSError as exc:
+        return fail(prog, f"{exc}; check the path, its permissions and the free space")
