@@ -74,15 +74,16 @@ def main(argv=None) -> int:
     cost = step_cost(workdir)
     # Equal compute as in bench/paper (one implementation: bench/paper/common.py): SGHMC plans its
     # schedule (mass adapted for the first third, burn-in to two thirds, 8 samples over the last
-    # third) from a measured step rate to end at 95 % of the budget, with 3 x the budget as a
-    # backstop only; MAP then trains for exactly the seconds the SGHMC run used.
+    # third) from a measured step rate to end at the cpu scale's plan_fraction (95 %) of the budget,
+    # with 3 x the budget as a backstop only; MAP then trains for exactly the seconds SGHMC used.
+    scale = C.SCALES["cpu"]
     cfgs = {"sghmc": config("sghmc"), "map": config("map")}
     rate = C.measure_rate(cfgs["sghmc"], workdir)
-    C.plan_sghmc(cfgs["sghmc"], args.budget, rate, 0.95)
+    C.plan_sghmc(cfgs["sghmc"], args.budget, rate, scale.plan_fraction)
     results = {}
     for method in ("sghmc", "map"):
         if method == "map":
-            C.plan_baseline(cfgs["map"], results["sghmc"]["train_s"], rate, C.SCALES["cpu"])
+            C.plan_baseline(cfgs["map"], results["sghmc"]["train_s"], rate, scale)
         run = workdir / method
         info = C.train_run(cfgs[method], run)
         ev = evaluate(run / "samples", str(test)).metrics
@@ -97,8 +98,8 @@ def main(argv=None) -> int:
                     "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         "date": time.strftime("%Y-%m-%d %H:%M"), "budget_s": args.budget, "test_data": str(test),
         "model": config("map").model, "step_ms": cost, "rate_measurement": rate,
-        "equal_compute": "SGHMC planned from the measured step rate to end at 95 % of the budget; MAP trains for "
-                          "the training seconds SGHMC used",
+        "equal_compute": f"SGHMC planned from the measured step rate to end at {scale.plan_fraction:.0%} of the "
+                          "budget; MAP trains for the training seconds SGHMC used",
         "sghmc_over_adam_step": cost["sghmc"] / cost["map"], "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
