@@ -26,7 +26,8 @@ def tiny(method, **over):
         "data": {"n_train": 20, "n_val": 4},
         "model": dict(TINY_MODEL),
         "training": {"batch_size": 4, "max_steps": 12, "validate_every": 3, "checkpoint_every": 4},
-        "sghmc": {"mass_freeze_step": 4, "burn_in": 6, "num_samples": 4, "sample_interval": 2, "chains": 2,
+        "sghmc": {"warm_start_steps": 0, "mass_freeze_step": 4, "burn_in": 6, "num_samples": 4, "sample_interval": 2,
+                  "chains": 2,
                   "lr": 1e-3},
         "adam": {"members": 2, "early_stopping_patience": 50, "mc_samples": 3},
     }
@@ -144,7 +145,7 @@ def test_config_errors(tmp_path):
         tiny("sghmc", sghmc={"burn_in": 2})
     with pytest.raises(ConfigError, match=r"sghmc\.num_samples = 3: must be a multiple of sghmc\.chains \(2\)"):
         tiny("sghmc", sghmc={"num_samples": 3})
-    with pytest.raises(ConfigError, match=r"training\.max_steps = 12: must be >= 21 = sghmc\.burn_in"):
+    with pytest.raises(ConfigError, match=r"training\.max_steps = 12: must be >= 21 = sghmc\.warm_start_steps \+ burn_in"):
         tiny("sghmc", sghmc={"num_samples": 8, "sample_interval": 5})
     with pytest.raises(ConfigError, match=r"training\.batch_size = 0: must be an integer >= 1"):
         tiny("map", training={"batch_size": 0})

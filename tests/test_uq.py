@@ -478,7 +478,7 @@ def test_cli_errors(run, tmp_path, capsys):
     fails([str(tmp_path / "nothing"), "--data", "split:test"], "does not exist", "RUN_DIR/samples")
     (tmp_path / "empty").mkdir()
     fails([str(tmp_path / "empty"), "--data", "split:test"], "no sample_XXX.pt")
-    fails([samples, "--data", "split:test", "--k", "9"], "k = 9", "only 4 sample", "--k 4")
+    fails([samples, "--data", "split:test", "--k", "9"], "k = 9", "wrote 4 sample(s)", "--k 4")
     fails([samples, "--data", "split:test", "--k", "0"], "at least 1")
     fails([samples, "--data", str(tmp_path / "missing.npz")], "does not exist")
     fails([samples, "--data", "split:bogus"], "split:test")

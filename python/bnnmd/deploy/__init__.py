@@ -8,9 +8,9 @@ LAMMPS plugin runs — loads it and aggregates the k samples.
 """
 
 from bnnmd.deploy._aggregate import energy_stats, force_stats
-from bnnmd.deploy._export import ExportError, choose_samples, export, read_calibration, read_metadata
+from bnnmd.deploy._export import ExportError, export, read_calibration, read_metadata
 from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION
 from bnnmd.deploy._module import DeployedModel
 
-__all__ = ["DeployedModel", "EXTRA_FILE", "ExportError", "FORMAT_VERSION", "choose_samples", "energy_stats",
+__all__ = ["DeployedModel", "EXTRA_FILE", "ExportError", "FORMAT_VERSION", "energy_stats",
            "export", "force_stats", "read_calibration", "read_metadata"]

@@ -14,8 +14,8 @@ import bnnmd
 from bnnmd._files import write_atomic
 from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION, from_text, to_text
 from bnnmd.deploy._module import DeployedModel
-from bnnmd.nn import SampleError, evenly_spaced, load_samples, read_sample, script
-from bnnmd.nn._samples import sample_files
+from bnnmd.nn import SampleError, script
+from bnnmd.nn._samples import choose, load_chosen
 from bnnmd.uq._calibration import QUANTITIES, CalibrationError, StdMap, find_calibration
 
 PathLike = Union[str, os.PathLike]
@@ -34,23 +34,6 @@ def read_calibration(samples_dir: PathLike) -> Dict[str, StdMap]:
     return {q: StdMap.scale(1.0) if cal is None else cal.map(q) for q in QUANTITIES}
 
 
-def choose_samples(n_available: int, k: Optional[int] = None, select: Optional[Sequence[int]] = None):
-    """Indices of the samples to export: all, ``k`` evenly spaced, or ``select``."""
-    if k is not None and select is not None:
-        raise ExportError("give either --k or --select, not both")
-    if select is not None:
-        bad = [i for i in select if not 0 <= i < n_available]
-        if bad or not select:
-            raise ExportError(f"--select {list(select)}: indices must be in 0..{n_available - 1}")
-        return list(select)
-    if k is None:
-        return list(range(n_available))
-    if k < 1 or k > n_available:
-        raise ExportError(f"--k {k} is larger than the {n_available} samples available (or < 1); "
-                          f"use --k between 1 and {n_available}")
-    return evenly_spaced(n_available, k)
-
-
 def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
            select: Optional[Sequence[int]] = None, dtype: str = "float64", freeze: bool = False) -> Path:
     """Stack samples of ``samples_dir`` into one TorchScript file ``out``.
@@ -60,24 +43,15 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     """
     if dtype not in ("float64", "float32"):
         raise ExportError(f"dtype {dtype!r}: use float64 or float32")
+    if k is not None and select is not None:
+        raise ExportError("give either --k or --select, not both")
     try:
-        files = sample_files(samples_dir)
-        first = read_sample(files[0])
+        chosen = choose(samples_dir, k, select)
+        model = load_chosen(chosen, getattr(torch, dtype))
     except SampleError as exc:
         raise ExportError(str(exc)) from None
-    mc_dropout = first["method"] == "mc_dropout"
-    if mc_dropout:
-        masks = k or int(first["meta"].get("mc_samples", 8))
-        if select is not None:
-            raise ExportError("--select does not apply to an MC-dropout run (one sample); use --k for masks")
-        indices = [0]
-    else:
-        indices = choose_samples(len(files), k, select)
-    try:
-        model = load_samples(samples_dir, select=indices, dtype=getattr(torch, dtype),
-                             mc_masks=masks if mc_dropout else None)
-    except SampleError as exc:
-        raise ExportError(str(exc)) from None
+    files, first_meta = chosen.files, chosen.meta
+    indices = list(dict.fromkeys(chosen.indices))  # MC dropout: its one file
     model.eval()
     sha = hashlib.sha256()
     for i in indices:
@@ -87,9 +61,9 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     meta = {
         "format_version": FORMAT_VERSION, "type_names": list(cfg.type_names), "cutoff": float(cfg.cutoff),
         "num_layers": int(cfg.num_layers), "num_samples": int(model.num_samples),
-        "energy_unit": first["meta"].get("energy_unit", "kcal/mol"),
-        "length_unit": first["meta"].get("length_unit", "A"), "dtype": dtype,
-        "calibration_forces": cal["forces"], "calibration_energy": cal["energy"], "method": first["method"],
+        "energy_unit": first_meta.get("energy_unit", "kcal/mol"),
+        "length_unit": first_meta.get("length_unit", "A"), "dtype": dtype,
+        "calibration_forces": cal["forces"], "calibration_energy": cal["energy"], "method": chosen.method,
         "samples_sha256": sha.hexdigest(), "bnnmd_version": bnnmd.__version__,
         "torch_version": torch.__version__,
     }

@@ -11,7 +11,8 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -20,7 +21,6 @@ from bnnmd.nn._config import ModelConfig
 from bnnmd.nn._model import StochasticNequIP
 
 SAMPLE_FORMAT = 1
-METHODS = ("sghmc", "map", "mc_dropout", "ensemble")
 PathLike = Union[str, os.PathLike]
 
 
@@ -35,8 +35,10 @@ def sample_path(samples_dir: PathLike, index: int) -> Path:
 def save_sample(path: PathLike, model: StochasticNequIP, sample: int, method: str,
                 meta: Optional[Dict] = None) -> Path:
     """Write sample ``sample`` of ``model`` (float64) atomically to ``path``."""
-    if method not in METHODS:
-        raise SampleError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+    from bnnmd.train._methods import method_names
+
+    if method not in method_names():
+        raise SampleError(f"unknown method {method!r}; one of {', '.join(method_names())}")
     single = model.select([sample]).to(torch.float64)
     payload = {
         "format": SAMPLE_FORMAT,
@@ -91,36 +93,72 @@ def evenly_spaced(n: int, k: int) -> List[int]:
     return [int(round(i * (n - 1) / (k - 1))) for i in range(k)]
 
 
-def load_samples(samples_dir: PathLike, select: Optional[Sequence[int]] = None,
-                 dtype: torch.dtype = torch.float64, mc_masks: Optional[int] = None) -> StochasticNequIP:
-    """All (or ``select``-ed) samples of a directory stacked into one k-sample model.
+@dataclass
+class SampleSet:
+    """The files of a samples directory chosen for a k-copy inference model (:func:`choose`)."""
 
-    Samples of different configs (architecture, type names) are refused. An
-    MC-dropout run has one sample: it is repeated ``mc_masks`` times (default: the
-    run's ``mc_samples``) with dropout kept on, one mask per copy.
+    samples_dir: Path
+    method: str
+    files: List[Path]  # every sample file of the directory
+    indices: List[int]  # one file index per model copy: k = len(indices)
+    available: Optional[int]  # files to choose from; None: any number of copies (MC-dropout masks)
+    dropout: bool  # dropout stays on at inference (one mask per copy)
+    meta: Dict[str, Any]  # the first file's metadata (units, method settings)
+
+    @property
+    def k(self) -> int:
+        return len(self.indices)
+
+
+def choose(samples_dir: PathLike, k: Optional[int] = None, select: Optional[Sequence[int]] = None) -> SampleSet:
+    """Which samples of ``samples_dir`` make a ``k``-sample model: the one rule of ``bnn-eval``,
+    ``bnn-export``, the ASE calculator and :func:`load_samples`.
+
+    ``k`` evenly spaced samples (default all) or the ``select``-ed indices; an MC-dropout run has
+    one sample, repeated ``k`` times (default its ``mc_samples``) with one dropout mask per copy.
+    The method that wrote the samples decides (:mod:`bnnmd.train._methods`).
     """
+    from bnnmd.train._methods import get_method
+
     files = sample_files(samples_dir)
-    if select is not None:
-        bad = [i for i in select if not 0 <= i < len(files)]
-        if bad:
-            raise SampleError(f"{samples_dir}: sample indices {bad} out of range (there are {len(files)})")
-        files = [files[i] for i in select]
-    payloads = [read_sample(f) for f in files]
-    first = payloads[0]
-    for f, p in zip(files[1:], payloads[1:]):
+    first = read_sample(files[0])
+    try:
+        method = get_method(first["method"])
+        plan = method.inference_plan(len(files), k, select, first.get("meta", {}))
+    except ValueError as exc:
+        raise SampleError(f"{samples_dir}: {exc}") from None
+    return SampleSet(Path(samples_dir), first["method"], files, plan.indices, plan.available, plan.dropout,
+                     dict(first.get("meta", {})))
+
+
+def load_samples(samples_dir: PathLike, k: Optional[int] = None, select: Optional[Sequence[int]] = None,
+                 dtype: torch.dtype = torch.float64) -> StochasticNequIP:
+    """The samples of a directory (all, ``k`` of them or ``select``-ed, see :func:`choose`) stacked
+    into one k-sample model in eval mode. Samples of different configs (architecture, type names)
+    are refused."""
+    return load_chosen(choose(samples_dir, k, select), dtype)
+
+
+def load_chosen(chosen: SampleSet, dtype: torch.dtype = torch.float64) -> StochasticNequIP:
+    """The model of a :class:`SampleSet`."""
+    unique = sorted(set(chosen.indices))
+    payloads = {i: read_sample(chosen.files[i]) for i in unique}
+    first_i = unique[0]
+    first = payloads[first_i]
+    for i in unique[1:]:
+        p = payloads[i]
         if p["config"] != first["config"] or p["method"] != first["method"]:
-            diff = sorted(k for k in set(p["config"]) | set(first["config"])
-                          if p["config"].get(k) != first["config"].get(k))
-            raise SampleError(f"{samples_dir}: {f.name} differs from {files[0].name} in "
-                              f"{', '.join(diff) or 'method'}; a directory must hold samples of one run")
-    models = []
-    for p in payloads:
+            diff = sorted(key for key in set(p["config"]) | set(first["config"])
+                          if p["config"].get(key) != first["config"].get(key))
+            raise SampleError(f"{chosen.samples_dir}: {chosen.files[i].name} differs from "
+                              f"{chosen.files[first_i].name} in {', '.join(diff) or 'method'}; "
+                              "a directory must hold samples of one run")
+    models = {}
+    for i, p in payloads.items():
         m = StochasticNequIP(ModelConfig.from_dict(p["config"])).to(torch.float64)
         m.load_state_dict(p["state_dict"])
-        models.append(m)
-    if first["method"] == "mc_dropout":
-        models = models * int(mc_masks or first["meta"].get("mc_samples", 8))
-    model = StochasticNequIP.stack(models).to(dtype)
-    if first["method"] == "mc_dropout":
+        models[i] = m
+    model = StochasticNequIP.stack([models[i] for i in chosen.indices]).to(dtype)
+    if chosen.dropout:
         model.set_dropout_active(True)
     return model.eval()

@@ -11,8 +11,7 @@ from typing import Any, Dict, Optional, Union
 import yaml
 
 from bnnmd.nn import ConfigError, ModelConfig
-
-METHODS = ("sghmc", "map", "mc_dropout", "ensemble")
+from bnnmd.train._methods import get_method, method_names
 DTYPES = ("float64", "float32")
 PROTOCOLS = ("rmd17", "ccsd_t_ethanol", "random")
 
@@ -70,7 +69,7 @@ class DataSection:
 @dataclass
 class TrainingSection:
     batch_size: int = 5  # frames per minibatch
-    max_steps: int = 2000  # parameter updates at most
+    max_steps: int = 3000  # parameter updates at most
     validate_every: int = 100  # steps between validations (and log lines)
     checkpoint_every: int = 200  # steps between checkpoints (also written on Ctrl-C and at the end)
     time_limit: Optional[float] = None  # seconds of training after which the run stops cleanly
@@ -95,8 +94,10 @@ class SGHMCSection:
     friction: float = 0.1  # alpha (the authors' public code uses 0.1 = 1 - Adam's beta1)
     beta: float = 0.999  # running average of squared gradients for the mass
     eps: float = 1e-8
-    mass_freeze_step: int = 500  # the mass adapts until this step, then is constant
-    burn_in: int = 1000  # steps before the first sample (>= mass_freeze_step)
+    warm_start_steps: int = 1000  # Adam + EMA (adam.lr, adam.ema_decay) before the sampler; 0 = off
+    warm_start_shared: bool = False  # all chains start sampling from chain 0's warm start
+    mass_freeze_step: int = 500  # sampler steps (after the warm start) while the mass adapts
+    burn_in: int = 1000  # sampler steps before the first sample (>= mass_freeze_step)
     num_samples: int = 8  # k, pooled over chains
     sample_interval: int = 100  # steps between samples of a chain
     chains: int = 1  # chains run in parallel through the sample dimension
@@ -114,6 +115,9 @@ class SGHMCSection:
         for key, mn in (("mass_freeze_step", 1), ("burn_in", 1), ("num_samples", 1), ("sample_interval", 1),
                         ("chains", 1), ("noise_ramp_steps", 0)):
             _int("sghmc", self, key, mn)
+        _int("sghmc", self, "warm_start_steps", 0)
+        if not isinstance(self.warm_start_shared, bool):
+            _bad("sghmc", "warm_start_shared", self.warm_start_shared, "must be true or false")
         if self.burn_in < self.mass_freeze_step:
             _bad("sghmc", "burn_in", self.burn_in,
                  f"must be >= sghmc.mass_freeze_step ({self.mass_freeze_step}): samples are taken once the mass is frozen")
@@ -124,7 +128,9 @@ class SGHMCSection:
 
 @dataclass
 class AdamSection:
-    lr: float = 3e-3
+    lr: float = 1e-2  # nequip's; with the EMA it beat lr 3e-3 without (docs/training.md)
+    ema_decay: float = 0.999  # EMA of the weights (validation, early stopping, samples); 0 = off
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) at update n (as nequip)
     lr_factor: float = 0.5  # learning-rate decay on a validation plateau
     lr_patience: int = 5  # validations without improvement before decaying
     min_lr: float = 1e-5
@@ -138,6 +144,9 @@ class AdamSection:
         _num("adam", self, "lr_factor", 0, 1, lo_open=True, hi_open=True)
         _num("adam", self, "min_lr", 0, None)
         _num("adam", self, "dropout", 0, 1, hi_open=True)
+        _num("adam", self, "ema_decay", 0, 1, hi_open=True)
+        if not isinstance(self.ema_warmup, bool):
+            _bad("adam", "ema_warmup", self.ema_warmup, "must be true or false")
         for key in ("lr_patience", "early_stopping_patience", "members", "mc_samples"):
             _int("adam", self, key, 1)
 
@@ -159,26 +168,26 @@ class TrainConfig:
     adam: AdamSection = field(default_factory=AdamSection)
 
     def validate(self) -> "TrainConfig":
-        if self.method not in METHODS:
-            _bad("config", "method", self.method, f"must be one of {', '.join(METHODS)}")
+        if self.method not in method_names():
+            _bad("config", "method", self.method, f"must be one of {', '.join(method_names())}")
         if not _is_int(self.seed):
             _bad("config", "seed", self.seed, "must be an integer")
         if self.dtype not in DTYPES:
             _bad("config", "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
         for name in SECTIONS:
             getattr(self, name).validate()
-        for key in ("type_names", "num_samples", "dropout"):
+        for key in ("type_names", "num_samples", *get_method(self.method)(self).model_options()):
             if key in self.model:
                 raise ConfigError(f"model.{key} is set by the trainer ({'data.type_names' if key == 'type_names' else 'the method'}); "
                                   "remove it from the model section")
         ModelConfig.from_dict({**self.model, "type_names": ["H"]})  # validates keys and values
         if self.method == "sghmc":
             s = self.sghmc
-            need = s.burn_in + (s.num_samples // s.chains - 1) * s.sample_interval
+            need = s.warm_start_steps + s.burn_in + (s.num_samples // s.chains - 1) * s.sample_interval
             if need > self.training.max_steps:
                 _bad("training", "max_steps", self.training.max_steps,
-                     f"must be >= {need} = sghmc.burn_in + (num_samples/chains - 1) * sample_interval "
-                     "to collect all samples")
+                     f"must be >= {need} = sghmc.warm_start_steps + burn_in + (num_samples/chains - 1) * "
+                     "sample_interval to collect all samples")
         return self
 
     @classmethod

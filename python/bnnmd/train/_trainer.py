@@ -16,14 +16,15 @@ import numpy as np
 import torch
 
 from bnnmd._files import write_atomic
-from bnnmd.bayes import AdaptiveSGHMC, gaussian_prior_potential, negative_log_likelihood
+from bnnmd.bayes import gaussian_prior_potential, negative_log_likelihood
 from bnnmd.data import (DataError, GraphDataset, Split, SplitPart, TypeMapper, bundled_path, keys as K,
                         protocol_split, random_split, read_dataset)
 from bnnmd.nn import ConfigError, ModelConfig, build_model
-from bnnmd.nn._samples import read_sample, sample_path, save_sample
+from bnnmd.nn._samples import read_sample
 from bnnmd.train._config import TrainConfig
+from bnnmd.train._methods import get_method
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 LOG_COLUMNS = ("step", "epoch", "loss", "val_force_mae", "val_energy_mae", "val_nll", "lr", "elapsed_s",
                "samples", "active_members")
 
@@ -83,6 +84,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.progress = progress
+        self.method = get_method(config.method)(config)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.samples_dir = self.run_dir / "samples"
         self._prepare_run_dir()
@@ -148,9 +150,9 @@ class Trainer:
 
     def _setup_model(self):
         c = self.config
-        k = {"sghmc": c.sghmc.chains, "map": 1, "mc_dropout": 1, "ensemble": c.adam.members}[c.method]
+        k = self.method.training_k()
         model_cfg = ModelConfig(**c.model, type_names=self.type_mapper.type_names, num_samples=k,
-                                dropout=c.adam.dropout if c.method == "mc_dropout" else 0.0)
+                                **self.method.model_options())
         self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed).to(self.device)
         self.k = k
         cutoff = self.model.config.cutoff
@@ -178,26 +180,13 @@ class Trainer:
                     p.copy_(c0)
 
     def _setup_optimizer(self):
-        c = self.config
-        params = list(self.model.parameters())
-        if c.method == "sghmc":
-            s = c.sghmc
-            self.optimizer = AdaptiveSGHMC(params, dataset_size=len(self.train_set), lr=s.lr, friction=s.friction,
-                                           beta=s.beta, eps=s.eps, mass_freeze_step=s.mass_freeze_step,
-                                           noise=s.noise, noise_start=s.noise_start,
-                                           noise_ramp_steps=s.noise_ramp_steps, seed=c.seed)
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=c.adam.lr)
+        self.optimizer = None
+        self.ema = None  # a WeightEMA while the method averages the weights
+        self.method.setup(self)
         self.step = 0
         self.samples_written = 0
         self.elapsed = 0.0
-        self.best_metric = torch.full((self.k,), math.inf, dtype=torch.float64)
-        self.bad_validations = torch.zeros(self.k, dtype=torch.int64)
-        self.stopped = torch.zeros(self.k, dtype=torch.bool)
-        self.best_state = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-        self.plateau_best = math.inf
-        self.plateau_bad = 0
-        torch.manual_seed(c.seed)
+        torch.manual_seed(self.config.seed)
         if self.resume:
             self._load_checkpoint()
 
@@ -229,21 +218,23 @@ class Trainer:
         n_data = len(self.train_set)
         u = self.prior_potential() + (n_data / len(idx)) * nll.sum()  # sum over samples of u(theta_s)
         self.optimizer.zero_grad(set_to_none=True)
-        if self.config.method == "sghmc":
-            u.backward()
-        else:
-            (u / n_data).backward()  # Adam minimises u / |D| (MAP)
+        (u * self.method.loss_scale(self)).backward()
         self.optimizer.step()
-        if self.stopped.any():  # early-stopped members stay at their best parameters
-            with torch.no_grad():
-                stopped = self.stopped.to(self.device)
-                for name, p in self.model.named_parameters():
-                    p[stopped] = self.best_state[name][stopped]
-        return float(u.detach()) / (n_data * self.k)
+        if self.ema is not None:
+            self.ema.update()
+        loss = float(u.detach()) / (n_data * self.k)
+        self.method.after_step(self)
+        return loss
 
     # ---- validation ----------------------------------------------------------------
     def validate(self) -> Dict[str, torch.Tensor]:
-        """Per-sample and predictive-mean errors on the validation set."""
+        """Per-sample and predictive-mean errors on the validation set (of the EMA weights, when averaging)."""
+        if self.ema is not None:
+            with self.ema.applied():
+                return self._validate()
+        return self._validate()
+
+    def _validate(self) -> Dict[str, torch.Tensor]:
         self.model.eval()
         f_err, e_err, f_mean_err, e_mean_err, nll = [], [], [], [], torch.zeros(self.k, dtype=torch.float64)
         for b in self.val_batches:
@@ -262,58 +253,6 @@ class Trainer:
             "nll_per_frame": nll / len(self.val_set),
         }
 
-    def _early_stopping(self, val) -> None:
-        a = self.config.adam
-        metric = val["force_mae_per_sample"]
-        improved = (metric < self.best_metric) & ~self.stopped
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                mask = improved.to(self.device)
-                self.best_state[name][mask] = p.detach()[mask]
-        self.best_metric = torch.where(improved, metric, self.best_metric)
-        self.bad_validations = torch.where(improved, torch.zeros_like(self.bad_validations), self.bad_validations + 1)
-        self.stopped |= self.bad_validations >= a.early_stopping_patience
-        # learning rate: decay on a plateau of the mean over members still training
-        active = ~self.stopped
-        current = float(metric[active].mean()) if active.any() else math.inf
-        if current < self.plateau_best:
-            self.plateau_best, self.plateau_bad = current, 0
-        else:
-            self.plateau_bad += 1
-            if self.plateau_bad >= a.lr_patience:
-                for g in self.optimizer.param_groups:
-                    g["lr"] = max(g["lr"] * a.lr_factor, a.min_lr)
-                self.plateau_bad = 0
-
-    # ---- samples ----------------------------------------------------------------------
-    def _take_samples(self) -> None:
-        """SGHMC: after burn-in, every sample_interval steps, one sample per chain."""
-        s = self.config.sghmc
-        if self.step < s.burn_in or (self.step - s.burn_in) % s.sample_interval:
-            return
-        for chain in range(self.k):
-            if self.samples_written >= s.num_samples:
-                return
-            save_sample(sample_path(self.samples_dir, self.samples_written), self.model, chain, "sghmc",
-                        meta={"step": self.step, "chain": chain, "seed": self.config.seed, **self.units})
-            self.samples_written += 1
-
-    def _write_final_samples(self) -> None:
-        c = self.config
-        if c.method == "sghmc":
-            return
-        with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                if torch.isfinite(self.best_metric).all():
-                    p.copy_(self.best_state[name])
-        for member in range(self.k):
-            meta = {"step": self.step, "member": member, "seed": c.seed, **self.units,
-                    "val_force_mae": float(self.best_metric[member])}
-            if c.method == "mc_dropout":
-                meta["mc_samples"] = c.adam.mc_samples
-            save_sample(sample_path(self.samples_dir, member), self.model, member, c.method, meta=meta)
-        self.samples_written = self.k
-
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self) -> None:
         state = {
@@ -325,12 +264,8 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.zeros(0),
             "elapsed": self.elapsed,
             "samples_written": self.samples_written,
-            "best_metric": self.best_metric,
-            "bad_validations": self.bad_validations,
-            "stopped": self.stopped,
-            "best_state": self.best_state,
-            "plateau_best": self.plateau_best,
-            "plateau_bad": self.plateau_bad,
+            "method": self.method.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -345,19 +280,16 @@ class Trainer:
             raise RunError(f"{self.checkpoint_path}: checkpoint format {state.get('format')!r} is not "
                            f"{CHECKPOINT_FORMAT}; resume with the bnnmd version that wrote it")
         self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"], self)  # rebuilds the optimiser of the saved phase
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.samples_written = int(state["samples_written"])
-        self.best_metric = state["best_metric"]
-        self.bad_validations = state["bad_validations"]
-        self.stopped = state["stopped"]
-        self.best_state = {n: v.to(self.device) for n, v in state["best_state"].items()}
-        self.plateau_best = float(state["plateau_best"])
-        self.plateau_bad = int(state["plateau_bad"])
 
     # ---- log --------------------------------------------------------------------------
     def _open_log(self):
@@ -380,13 +312,12 @@ class Trainer:
             "val_force_mae": f"{float(val['force_mae']):.6g}", "val_energy_mae": f"{float(val['energy_mae']):.6g}",
             "val_nll": f"{float(val['nll_per_frame'].mean()):.6g}",
             "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}", "elapsed_s": f"{self.elapsed:.2f}",
-            "samples": self.samples_written, "active_members": int((~self.stopped).sum()),
+            **self.method.log_fields(self),
         }
         writer.writerow(row)
         fh.flush()
         if self.progress:
-            extra = (f"samples {self.samples_written}/{c.sghmc.num_samples}" if c.method == "sghmc"
-                     else f"members training {row['active_members']}/{self.k}")
+            extra = self.method.progress(self)
             msg = (f"[{c.method}] step {self.step}/{c.training.max_steps} | loss {loss:.4g} | "
                    f"val force MAE {float(val['force_mae']):.4g} energy MAE {float(val['energy_mae']):.4g} | "
                    f"{rate:.1f} steps/s | {extra}")
@@ -415,8 +346,7 @@ class Trainer:
 
         def validate_and_report():
             val = self.validate()
-            if c.method != "sghmc":
-                self._early_stopping(val)
+            self.method.after_validation(self, val)
             now = time.perf_counter()
             rate = (self.step - last_validated["rate_s"]) / max(now - last_validated["rate_t"], 1e-9)
             last_validated.update(step=self.step, rate_t=now, rate_s=self.step)
@@ -424,19 +354,18 @@ class Trainer:
 
         try:
             while self.step < t.max_steps:
-                if c.method == "sghmc" and self.samples_written >= c.sghmc.num_samples:
+                stop = self.method.stop_status(self)
+                if stop is not None:
+                    if stop != "finished":
+                        status = stop
                     break
-                if c.method != "sghmc" and self.stopped.all():
-                    status = "early_stopped"
-                    break
+                lr_key = self.method.step_size_key()
                 loss = self.train_step()
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss} at step {self.step}; lower the step size "
-                        f"({'sghmc.lr' if c.method == 'sghmc' else 'adam.lr'}) or the batch size noise")
+                        f"({lr_key}) or the batch size noise")
                 self.elapsed = time.perf_counter() - start
-                if c.method == "sghmc":
-                    self._take_samples()
                 if self.step % t.validate_every == 0:
                     validate_and_report()
                 if self.step % t.checkpoint_every == 0:
@@ -450,7 +379,7 @@ class Trainer:
             if status != "interrupted":
                 if last_validated["step"] != self.step:  # the final state is always validated and logged
                     validate_and_report()
-                self._write_final_samples()
+                self.method.finish(self)
             self.save_checkpoint()
         finally:
             fh.close()
@@ -460,7 +389,8 @@ class Trainer:
             print(f"interrupted at step {self.step}; checkpoint written. Continue with: "
                   f"bnn-train CONFIG --out {self.run_dir} --resume", file=sys.stderr, flush=True)
         samples = sorted(self.samples_dir.glob("sample_*.pt")) if self.samples_dir.exists() else []
-        best = float(self.best_metric.min()) if torch.isfinite(self.best_metric).any() else None
+        best_metric = getattr(self.method, "best_metric", None)
+        best = float(best_metric.min()) if best_metric is not None and torch.isfinite(best_metric).any() else None
         return RunResult(self.run_dir, status, self.step, samples, best)
 
 

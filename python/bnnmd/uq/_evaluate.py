@@ -51,31 +51,22 @@ def load_model(samples_dir: PathLike, k: Optional[int] = None, dtype: torch.dtyp
     Raises :class:`bnnmd.nn.SampleError` for a missing/empty directory and
     :class:`EvaluationError` when ``k`` exceeds the samples there.
     """
-    from bnnmd.nn import load_samples
-    from bnnmd.nn._samples import read_sample, sample_files
+    from bnnmd.nn import SampleError
+    from bnnmd.nn._samples import choose, load_chosen, sample_files
 
     samples_dir = Path(samples_dir)
     if not samples_dir.exists():
         raise EvaluationError(f"{samples_dir}: samples directory does not exist; pass RUN_DIR/samples of a "
                               "run written by bnn-train")
-    files = sample_files(samples_dir)
-    first = read_sample(files[0])
-    method = first["method"]
-    meta = first.get("meta", {})
     if k is not None and (isinstance(k, bool) or int(k) < 1):
         raise EvaluationError(f"k = {k}: the number of samples must be at least 1")
-    if method == "mc_dropout":
-        n_masks = int(k) if k is not None else int(meta.get("mc_samples", 8))
-        model = load_samples(samples_dir, dtype=dtype, mc_masks=n_masks)
-        indices = [i % len(files) for i in range(n_masks)]
-        available = None
-    else:
-        available = len(files)
-        if k is not None and int(k) > available:
-            raise EvaluationError(f"k = {k} but {samples_dir} holds only {available} sample(s) ({method}); "
-                                  f"use --k {available} or fewer, or let the run write more samples")
-        indices = list(range(available)) if k is None else evenly_spaced(available, int(k))
-        model = load_samples(samples_dir, select=indices, dtype=dtype)
+    sample_files(samples_dir)  # a directory without samples: SampleError
+    try:
+        chosen = choose(samples_dir, k)
+    except SampleError as exc:
+        raise EvaluationError(str(exc)) from None
+    model = load_chosen(chosen, dtype)
+    method, meta, available, indices = chosen.method, chosen.meta, chosen.available, chosen.indices
     return LoadedModel(model, samples_dir, method, int(model.num_samples), available, indices,
                        meta.get("energy_unit"), meta.get("length_unit"))
 

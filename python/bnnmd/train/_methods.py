@@ -1,0 +1,374 @@
+"""The training methods: one :class:`Method` per method, in one registry.
+
+A method owns everything that differs between ``sghmc``, ``map``, ``mc_dropout`` and
+``ensemble``: k while training (the sample dimension), the model options it needs
+(dropout), its optimiser(s) and loss scale, its phases, its stop rule, when it writes
+samples, and how its samples become a k-sample model for inference. The trainer
+(:mod:`bnnmd.train._trainer`) is a plain loop that calls these hooks.
+
+Adding a method is one class with ``@register``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Type
+
+import torch
+
+from bnnmd.bayes import AdaptiveSGHMC
+from bnnmd.train._ema import WeightEMA
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bnnmd.train._config import TrainConfig
+    from bnnmd.train._trainer import Trainer
+
+#: name -> Method class; the one list of training methods (config, sample files and loaders read it)
+REGISTRY: Dict[str, Type["Method"]] = {}
+
+
+def register(cls: Type["Method"]) -> Type["Method"]:
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    if cls.name in REGISTRY:
+        raise ValueError(f"a method named {cls.name!r} is already registered ({REGISTRY[cls.name].__name__})")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_names() -> tuple:
+    return tuple(REGISTRY)
+
+
+def get_method(name: str) -> Type["Method"]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; one of {', '.join(REGISTRY)}") from None
+
+
+@dataclass
+class InferencePlan:
+    """Which sample files make the k copies of an inference model."""
+
+    indices: List[int]  # one file index per model copy (k = len(indices))
+    available: Optional[int]  # files that can be chosen from; None: any number of copies (dropout masks)
+    dropout: bool = False  # keep dropout on at inference (one mask per copy)
+
+
+class Method:
+    """Base class; the defaults are those of a method that writes its k members at the end."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: "TrainConfig"):
+        self.config = config
+
+    # ---- the model ---------------------------------------------------------------------------
+    def training_k(self) -> int:
+        """The sample dimension while training (chains, members, 1)."""
+        return 1
+
+    def model_options(self) -> Dict[str, Any]:
+        """Extra ModelConfig keys the method sets (users may not set them)."""
+        return {"dropout": 0.0}
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def setup(self, trainer: "Trainer") -> None:
+        """Create ``trainer.optimizer`` and ``trainer.ema`` for step 0 and the method's own state."""
+        raise NotImplementedError
+
+    def loss_scale(self, trainer: "Trainer") -> float:
+        """The factor applied to ``u`` (the potential summed over samples) before ``backward``."""
+        return 1.0 / len(trainer.train_set)
+
+    def after_step(self, trainer: "Trainer") -> None:
+        """Called after every optimiser (and EMA) update."""
+
+    def after_validation(self, trainer: "Trainer", val: Dict[str, torch.Tensor]) -> None:
+        """Called after every validation (of the weights :meth:`validation_weights` names)."""
+
+    def stop_status(self, trainer: "Trainer") -> Optional[str]:
+        """A status to stop with before the next step, or None to go on."""
+        return None
+
+    def finish(self, trainer: "Trainer") -> None:
+        """Write the samples of a finished run."""
+
+    def progress(self, trainer: "Trainer") -> str:
+        return ""
+
+    def step_size_key(self) -> str:
+        """The config key of the step size in use (named when the loss diverges)."""
+        return "adam.lr"
+
+    def log_fields(self, trainer: "Trainer") -> Dict[str, Any]:
+        return {"samples": trainer.samples_written, "active_members": trainer.k}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Dict[str, Any], trainer: "Trainer") -> None:
+        """Restore :meth:`state_dict` and rebuild the optimiser of the saved phase (before its state loads)."""
+
+    # ---- inference ----------------------------------------------------------------------------
+    @classmethod
+    def inference_plan(cls, n_files: int, k: Optional[int], select: Optional[Sequence[int]],
+                       meta: Dict[str, Any]) -> InferencePlan:
+        """All files, ``k`` evenly spaced ones, or ``select``; raises ValueError with the fix."""
+        from bnnmd.nn._samples import evenly_spaced
+
+        if k is not None and select is not None:
+            raise ValueError("give either k (--k) or a selection (--select), not both")
+        if select is not None:
+            bad = [i for i in select if not 0 <= i < n_files]
+            if bad or not select:
+                raise ValueError(f"--select {list(select)}: indices must be in 0..{n_files - 1}")
+            return InferencePlan(list(select), n_files)
+        if k is None:
+            return InferencePlan(list(range(n_files)), n_files)
+        if isinstance(k, bool) or int(k) < 1 or int(k) > n_files:
+            raise ValueError(f"k = {k}: {cls.name} wrote {n_files} sample(s); use --k {n_files} or fewer (at least 1), "
+                             "or let the run write more samples")
+        return InferencePlan(evenly_spaced(n_files, int(k)), n_files)
+
+
+def make_ema(trainer: "Trainer", adam) -> Optional[WeightEMA]:
+    """The EMA of ``adam.ema_decay`` (None when 0) over the trainer's model."""
+    if adam.ema_decay <= 0:
+        return None
+    return WeightEMA(dict(trainer.model.named_parameters()), adam.ema_decay, warmup=adam.ema_warmup)
+
+
+# ---- SGHMC ---------------------------------------------------------------------------------------
+@register
+class SGHMC(Method):
+    """The paper's adaptive-mass SGHMC, after an optional warm start.
+
+    Phases, in global steps (1-based), with ``W = sghmc.warm_start_steps``:
+
+    1. ``1..W`` warm start: Adam (``adam.lr``, the EMA of ``adam.ema_decay``) on ``u / |D|``
+       from the random initialisation towards a mode of each chain. At step ``W`` the
+       chains take the EMA weights (with ``sghmc.warm_start_shared`` all chains take chain 0's).
+    2. ``W+1..`` the sampler, whose steps ``s = step - W`` count the schedule: the mass adapts
+       until ``s = mass_freeze_step``, the first sample is at ``s = burn_in``, then one per chain
+       every ``sample_interval`` steps, at temperature 1 (``sghmc.noise``).
+
+    No sample is written during the warm start.
+    """
+
+    name = "sghmc"
+
+    def training_k(self) -> int:
+        return self.config.sghmc.chains
+
+    def setup(self, trainer: "Trainer") -> None:
+        self.phase = "warm_start" if self.config.sghmc.warm_start_steps > 0 else "sample"
+        self._build_phase(trainer)
+
+    def _build_phase(self, trainer: "Trainer") -> None:
+        c = self.config
+        params = list(trainer.model.parameters())
+        if self.phase == "warm_start":
+            trainer.optimizer = torch.optim.Adam(params, lr=c.adam.lr)
+            trainer.ema = make_ema(trainer, c.adam)
+        else:
+            s = c.sghmc
+            trainer.optimizer = AdaptiveSGHMC(params, dataset_size=len(trainer.train_set), lr=s.lr,
+                                              friction=s.friction, beta=s.beta, eps=s.eps,
+                                              mass_freeze_step=s.mass_freeze_step, noise=s.noise,
+                                              noise_start=s.noise_start, noise_ramp_steps=s.noise_ramp_steps,
+                                              seed=c.seed)
+            trainer.ema = None
+
+    def sampler_step(self, step: int) -> int:
+        return step - self.config.sghmc.warm_start_steps
+
+    def loss_scale(self, trainer: "Trainer") -> float:
+        # Adam minimises u / |D|; the sampler's gradient is that of u (it divides by |D| itself)
+        return 1.0 / len(trainer.train_set) if self.phase == "warm_start" else 1.0
+
+    def step_size_key(self) -> str:
+        return "adam.lr" if self.phase == "warm_start" else "sghmc.lr"
+
+    def after_step(self, trainer: "Trainer") -> None:
+        s = self.config.sghmc
+        if self.phase == "warm_start":
+            if trainer.step >= s.warm_start_steps:
+                self._end_warm_start(trainer)
+            return
+        t = self.sampler_step(trainer.step)
+        if t < s.burn_in or (t - s.burn_in) % s.sample_interval:
+            return
+        from bnnmd.nn._samples import sample_path, save_sample
+
+        for chain in range(trainer.k):
+            if trainer.samples_written >= s.num_samples:
+                return
+            save_sample(sample_path(trainer.samples_dir, trainer.samples_written), trainer.model, chain, self.name,
+                        meta={"step": trainer.step, "sampler_step": t, "chain": chain, "seed": self.config.seed,
+                              **trainer.units})
+            trainer.samples_written += 1
+
+    def _end_warm_start(self, trainer: "Trainer") -> None:
+        if trainer.ema is not None:
+            trainer.ema.copy_to_params()
+        if self.config.sghmc.warm_start_shared and trainer.k > 1:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.copy_(p[:1].expand_as(p))
+        self.phase = "sample"
+        self._build_phase(trainer)
+
+    def stop_status(self, trainer: "Trainer") -> Optional[str]:
+        return "finished" if trainer.samples_written >= self.config.sghmc.num_samples else None
+
+    def progress(self, trainer: "Trainer") -> str:
+        if self.phase == "warm_start":
+            return f"warm start {trainer.step}/{self.config.sghmc.warm_start_steps}"
+        return f"samples {trainer.samples_written}/{self.config.sghmc.num_samples}"
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"phase": self.phase}
+
+    def load_state_dict(self, state: Dict[str, Any], trainer: "Trainer") -> None:
+        self.phase = str(state["phase"])
+        self._build_phase(trainer)
+
+
+# ---- Adam-based methods -----------------------------------------------------------------------
+class _AdamMethod(Method):
+    """Adam on ``u / |D|`` (MAP), an EMA of the weights, per-member early stopping on validation.
+
+    Validation, early stopping and the written samples use the EMA weights when
+    ``adam.ema_decay > 0``. The learning rate decays by ``adam.lr_factor`` after
+    ``adam.lr_patience`` validations without improvement of the mean over active members.
+    """
+
+    def setup(self, trainer: "Trainer") -> None:
+        a = self.config.adam
+        trainer.optimizer = torch.optim.Adam(list(trainer.model.parameters()), lr=a.lr)
+        trainer.ema = make_ema(trainer, a)
+        k = trainer.k
+        self.best_metric = torch.full((k,), math.inf, dtype=torch.float64)
+        self.bad_validations = torch.zeros(k, dtype=torch.int64)
+        self.stopped = torch.zeros(k, dtype=torch.bool)
+        self.best_state = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        self.plateau_best = math.inf
+        self.plateau_bad = 0
+
+    def after_step(self, trainer: "Trainer") -> None:
+        if self.stopped.any():  # early-stopped members stay at their best parameters
+            with torch.no_grad():
+                stopped = self.stopped.to(trainer.device)
+                for name, p in trainer.model.named_parameters():
+                    p[stopped] = self.best_state[name][stopped]
+                    if trainer.ema is not None:
+                        trainer.ema.shadow[name][stopped] = self.best_state[name][stopped]
+
+    def after_validation(self, trainer: "Trainer", val) -> None:
+        a = self.config.adam
+        metric = val["force_mae_per_sample"]
+        improved = (metric < self.best_metric) & ~self.stopped
+        weights = trainer.ema.shadow if trainer.ema is not None else dict(trainer.model.named_parameters())
+        with torch.no_grad():
+            mask = improved.to(trainer.device)
+            for name in self.best_state:
+                self.best_state[name][mask] = weights[name].detach()[mask]
+        self.best_metric = torch.where(improved, metric, self.best_metric)
+        self.bad_validations = torch.where(improved, torch.zeros_like(self.bad_validations),
+                                           self.bad_validations + 1)
+        self.stopped |= self.bad_validations >= a.early_stopping_patience
+        active = ~self.stopped
+        current = float(metric[active].mean()) if active.any() else math.inf
+        if current < self.plateau_best:
+            self.plateau_best, self.plateau_bad = current, 0
+        else:
+            self.plateau_bad += 1
+            if self.plateau_bad >= a.lr_patience:
+                for g in trainer.optimizer.param_groups:
+                    g["lr"] = max(g["lr"] * a.lr_factor, a.min_lr)
+                self.plateau_bad = 0
+
+    def stop_status(self, trainer: "Trainer") -> Optional[str]:
+        return "early_stopped" if self.stopped.all() else None
+
+    def finish(self, trainer: "Trainer") -> None:
+        from bnnmd.nn._samples import sample_path, save_sample
+
+        c = self.config
+        with torch.no_grad():
+            for name, p in trainer.model.named_parameters():
+                if torch.isfinite(self.best_metric).all():
+                    p.copy_(self.best_state[name])
+        for member in range(trainer.k):
+            meta = {"step": trainer.step, "member": member, "seed": c.seed, **trainer.units,
+                    "val_force_mae": float(self.best_metric[member]), **self.sample_meta()}
+            save_sample(sample_path(trainer.samples_dir, member), trainer.model, member, self.name, meta=meta)
+        trainer.samples_written = trainer.k
+
+    def sample_meta(self) -> Dict[str, Any]:
+        return {}
+
+    def progress(self, trainer: "Trainer") -> str:
+        return f"members training {int((~self.stopped).sum())}/{trainer.k}"
+
+    def log_fields(self, trainer: "Trainer") -> Dict[str, Any]:
+        return {"samples": trainer.samples_written, "active_members": int((~self.stopped).sum())}
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best_metric": self.best_metric, "bad_validations": self.bad_validations, "stopped": self.stopped,
+                "best_state": self.best_state, "plateau_best": self.plateau_best, "plateau_bad": self.plateau_bad}
+
+    def load_state_dict(self, state: Dict[str, Any], trainer: "Trainer") -> None:
+        self.best_metric = state["best_metric"]
+        self.bad_validations = state["bad_validations"]
+        self.stopped = state["stopped"]
+        self.best_state = {n: v.to(trainer.device) for n, v in state["best_state"].items()}
+        self.plateau_best = float(state["plateau_best"])
+        self.plateau_bad = int(state["plateau_bad"])
+
+
+@register
+class MAP(_AdamMethod):
+    """One model, Adam (maximum a posteriori under the N(centre, s^2) prior), early stopping."""
+
+    name = "map"
+
+
+@register
+class MCDropout(_AdamMethod):
+    """The same model with dropout in the scalar channels; ``adam.mc_samples`` masks at inference."""
+
+    name = "mc_dropout"
+
+    def model_options(self) -> Dict[str, Any]:
+        return {"dropout": self.config.adam.dropout}
+
+    def sample_meta(self) -> Dict[str, Any]:
+        return {"mc_samples": self.config.adam.mc_samples}
+
+    @classmethod
+    def inference_plan(cls, n_files, k, select, meta) -> InferencePlan:
+        if select is not None:
+            raise ValueError("--select does not apply to an MC-dropout run (one sample); use --k for masks")
+        masks = int(meta.get("mc_samples", 8)) if k is None else k
+        if isinstance(masks, bool) or int(masks) < 1:
+            raise ValueError(f"k = {k}: the number of dropout masks must be at least 1")
+        return InferencePlan([i % n_files for i in range(int(masks))], None, dropout=True)
+
+
+@register
+class Ensemble(_AdamMethod):
+    """``adam.members`` models from different initialisations, trained together in one stacked pass."""
+
+    name = "ensemble"
+
+    def training_k(self) -> int:
+        return self.config.adam.members
+
+
+#: the built-in methods, in registration order (validation reads :data:`REGISTRY`, so a method
+#: registered later is accepted too)
+METHODS = method_names()
