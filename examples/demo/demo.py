@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True)
     t0 = time.perf_counter()
 
-    step("1/5 train: SGHMC on bundled rMD17 ethanol (real PBE/def2-SVP data)")
+    step("1/5 train: Adam + EMA warm start, then SGHMC, on bundled rMD17 ethanol (real PBE/def2-SVP data)")
     run([BIN / "bnn-train", args.config, "--out", out / "run"])
 
     step("2/5 evaluate on the bundled test frames; fit the calibration on the validation frames")
