@@ -146,3 +146,16 @@ def test_resume_is_exact_across_the_warm_start(tmp_path, stop_after):
     lb = list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))
     assert [(r["step"], r["loss"], r["val_force_mae"]) for r in la] == \
            [(r["step"], r["loss"], r["val_force_mae"]) for r in lb]
+
+
+def test_shared_warm_start_starts_every_chain_from_chain_0(tmp_path):
+    cfg = tiny("sghmc", training={"max_steps": 12, "validate_every": 3, "checkpoint_every": 4},
+               sghmc={**WARM, "warm_start_shared": True})
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    for _ in range(4):
+        trainer.train_step()
+    ema = trainer.ema
+    assert any(not torch.equal(v[0], v[1]) for v in ema.shadow.values())  # chains differ while warming up
+    trainer.train_step()  # the last warm-start step
+    for name, p in trainer.model.named_parameters():
+        assert torch.equal(p.detach(), ema.shadow[name][:1].expand_as(p)), name

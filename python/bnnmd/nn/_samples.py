@@ -105,10 +105,6 @@ class SampleSet:
     dropout: bool  # dropout stays on at inference (one mask per copy)
     meta: Dict[str, Any]  # the first file's metadata (units, method settings)
 
-    @property
-    def k(self) -> int:
-        return len(self.indices)
-
 
 def choose(samples_dir: PathLike, k: Optional[int] = None, select: Optional[Sequence[int]] = None) -> SampleSet:
     """Which samples of ``samples_dir`` make a ``k``-sample model: the one rule of ``bnn-eval``,

@@ -87,7 +87,7 @@ class Method:
         """Called after every optimiser (and EMA) update."""
 
     def after_validation(self, trainer: "Trainer", val: Dict[str, torch.Tensor]) -> None:
-        """Called after every validation (of the weights :meth:`validation_weights` names)."""
+        """Called after every validation (of the EMA weights while ``trainer.ema`` is set)."""
 
     def stop_status(self, trainer: "Trainer") -> Optional[str]:
         """A status to stop with before the next step, or None to go on."""
@@ -98,6 +98,10 @@ class Method:
 
     def progress(self, trainer: "Trainer") -> str:
         return ""
+
+    def best_val_force_mae(self) -> Optional[float]:
+        """The best validation force MAE over members, for methods that keep their best state."""
+        return None
 
     def step_size_key(self) -> str:
         """The config key of the step size in use (named when the loss diverges)."""
@@ -217,7 +221,7 @@ class SGHMC(Method):
         if self.config.sghmc.warm_start_shared and trainer.k > 1:
             with torch.no_grad():
                 for p in trainer.model.parameters():
-                    p.copy_(p[:1].expand_as(p))
+                    p.copy_(p[:1].clone().expand_as(p))  # no read from memory being written
         self.phase = "sample"
         self._build_phase(trainer)
 
@@ -310,6 +314,10 @@ class _AdamMethod(Method):
 
     def sample_meta(self) -> Dict[str, Any]:
         return {}
+
+    def best_val_force_mae(self) -> Optional[float]:
+        finite = torch.isfinite(self.best_metric)
+        return float(self.best_metric[finite].min()) if finite.any() else None
 
     def progress(self, trainer: "Trainer") -> str:
         return f"members training {int((~self.stopped).sum())}/{trainer.k}"

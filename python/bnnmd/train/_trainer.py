@@ -389,9 +389,7 @@ class Trainer:
             print(f"interrupted at step {self.step}; checkpoint written. Continue with: "
                   f"bnn-train CONFIG --out {self.run_dir} --resume", file=sys.stderr, flush=True)
         samples = sorted(self.samples_dir.glob("sample_*.pt")) if self.samples_dir.exists() else []
-        best_metric = getattr(self.method, "best_metric", None)
-        best = float(best_metric.min()) if best_metric is not None and torch.isfinite(best_metric).any() else None
-        return RunResult(self.run_dir, status, self.step, samples, best)
+        return RunResult(self.run_dir, status, self.step, samples, self.method.best_val_force_mae())
 
 
 def train(config: Union[TrainConfig, str, Path], run_dir: Union[str, Path], resume: bool = False,
