@@ -439,6 +439,8 @@ def train_run(cfg, run_dir: Path) -> Dict[str, Any]:
         "steps_per_s": result.step / max(float(trainer.elapsed), 1e-9),
         "best_val_force_mae": result.best_val_force_mae, "schedule": schedule_of(cfg),
         "n_train": len(trainer.train_set), "n_val": len(trainer.val_set),
+        "num_parameters": int(sum(p.numel() for p in trainer.model.parameters()) // max(1, trainer.k)),
+        "last_lr": float(trainer.optimizer.param_groups[0]["lr"]),
     }
     if cfg.method == "sghmc" and info["samples"] < cfg.sghmc.num_samples:
         info["warning"] = (f"only {info['samples']} of {cfg.sghmc.num_samples} samples were collected before "
@@ -446,7 +448,6 @@ def train_run(cfg, run_dir: Path) -> Dict[str, Any]:
                            "planning measurement")
     if cfg.method != "sghmc":
         info["members_stopped_early"] = int(trainer.method.stopped.sum())
-        info["last_lr"] = float(trainer.optimizer.param_groups[0]["lr"])
     del trainer
     return info
 
