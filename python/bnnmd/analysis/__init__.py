@@ -4,9 +4,12 @@
 ``compute bnn/atom`` (through MDAnalysis, with the data file as topology) or an
 extxyz with the per-atom array ``forces_std`` (ASE). :func:`analyze` reports the
 time series of the largest, mean and per-element mean uncertainty, the fraction of
-atoms above a threshold, the first crossing, the excursions above it, and the most
-uncertain atoms with their neighbours. :func:`select_frames` picks diverse uncertain
-frames for labelling and :func:`write_selection` writes them as extxyz.
+atoms above a threshold, the first crossing, the excursions above it, the most
+uncertain atoms with their neighbours, and the geometry sanity of every frame
+(:func:`geometry_report`: shortest distances against covalent radii, the first bond-graph
+change, atoms too close, H2 formed) next to the first crossing (:func:`halt_timing`).
+:func:`select_frames` picks diverse uncertain frames for labelling and
+:func:`write_selection` writes them as extxyz.
 :func:`write_report` draws the plots and writes a Markdown report. See
 ``docs/analysis.md``.
 
@@ -16,11 +19,14 @@ Examples
 >>> traj = read_trajectory("traj.dump", data="system.data", elements=["C", "H", "O"])  # doctest: +SKIP
 >>> result = analyze(traj, threshold=1.5)  # doctest: +SKIP
 >>> result.first_crossing["step"], result.summary["max"]  # doctest: +SKIP
+>>> result.geometry.first_unphysical, result.halt_vs_geometry["text"]  # doctest: +SKIP
 >>> select_frames(traj, threshold=1.5, n=20).steps  # doctest: +SKIP
 """
 
 from bnnmd.analysis._analyze import AnalysisResult, analyze
 from bnnmd.analysis._errors import AnalysisError
+from bnnmd.analysis._geometry import (BOND_FACTOR, CLOSE_FACTOR, GeometryReport, covalent_radii, geometry_report,
+                                      halt_timing)
 from bnnmd.analysis._report import PLOT_FILES, REPORT_FILE, markdown, write_plots, write_report
 from bnnmd.analysis._select import (DEFAULT_GAP_INTERVALS, SelectedFrame, Selection, default_min_gap,
                                     select_frames, write_selection)
@@ -44,9 +50,9 @@ def attach_uncertainty(atoms):
 
 
 __all__ = [
-    "AnalysisError", "AnalysisResult", "DEFAULT_GAP_INTERVALS", "EXTXYZ_ARRAYS", "KINDS", "PLOT_FILES",
-    "REPORT_FILE", "SelectedFrame", "Selection", "UncertaintyTrajectory", "analyze", "atom_environment",
-    "attach_uncertainty", "column_kind", "default_min_gap", "element_order", "frame_descriptor", "markdown",
-    "read_extxyz", "read_lammps_dump", "read_trajectory", "select_frames", "write_plots", "write_report",
-    "write_selection",
+    "AnalysisError", "AnalysisResult", "BOND_FACTOR", "CLOSE_FACTOR", "DEFAULT_GAP_INTERVALS", "EXTXYZ_ARRAYS",
+    "GeometryReport", "KINDS", "PLOT_FILES", "REPORT_FILE", "SelectedFrame", "Selection", "UncertaintyTrajectory",
+    "analyze", "atom_environment", "attach_uncertainty", "column_kind", "covalent_radii", "default_min_gap",
+    "element_order", "frame_descriptor", "geometry_report", "halt_timing", "markdown", "read_extxyz",
+    "read_lammps_dump", "read_trajectory", "select_frames", "write_plots", "write_report", "write_selection",
 ]

@@ -12,6 +12,8 @@ import numpy as np
 
 from bnnmd._files import write_atomic
 from bnnmd.analysis._errors import AnalysisError
+from bnnmd.analysis._geometry import BOND_FACTOR, CLOSE_FACTOR, GeometryReport, check_factors, geometry_report, \
+    halt_timing
 from bnnmd.analysis._select import Selection
 from bnnmd.analysis._structure import atom_environment, element_order, half_box_width
 from bnnmd.analysis._trajectory import UncertaintyTrajectory, column_kind
@@ -36,6 +38,11 @@ class AnalysisResult:
         coordination number)
     top_frames : the frames with the largest uncertainty
     summary : overall numbers (``max``, ``mean``, ``frames_above`` ...), ``per_element`` and ``per_kind``
+    geometry : the geometry sanity of every frame (:class:`~bnnmd.analysis.GeometryReport`: shortest
+        distances, the first bond-graph change, atoms too close, H2 formed, the first unphysical frame),
+        or None when :func:`analyze` ran with ``geometry=False``
+    halt_vs_geometry : the first crossing next to the first unphysical frame
+        (:func:`~bnnmd.analysis.halt_timing`: ``lead_steps``, ``in_time``, ``text``), or None
     """
 
     source: str
@@ -55,6 +62,8 @@ class AnalysisResult:
     top_atoms: List[dict]
     top_frames: List[dict]
     selection: Optional[Selection] = None
+    geometry: Optional[GeometryReport] = None
+    halt_vs_geometry: Optional[dict] = None
     notes: List[str] = field(default_factory=list)
     files: Dict[str, str] = field(default_factory=dict)
 
@@ -66,6 +75,8 @@ class AnalysisResult:
             "summary": self.summary, "first_crossing": self.first_crossing, "excursions": self.excursions,
             "top_atoms": self.top_atoms, "top_frames": self.top_frames,
             "selection": None if self.selection is None else self.selection.to_dict(),
+            "geometry": None if self.geometry is None else self.geometry.to_dict(),
+            "halt_vs_geometry": self.halt_vs_geometry,
             "series": self.series, "notes": self.notes, "files": self.files,
         }
 
@@ -85,6 +96,13 @@ class AnalysisResult:
         lines.append("threshold never crossed" if fc is None else
                      f"first crossing: step {fc['step']} (frame {fc['frame']}), atom {fc['atom_id']} "
                      f"{fc['element']} {fc['value']:.4g}; {len(self.excursions)} excursion(s) above threshold")
+        if self.geometry is not None:
+            fu, fc = self.geometry.first_unphysical, self.first_crossing
+            lines.append("geometry: " + ("no unphysical frame" if fu is None else
+                                         f"first unphysical step {fu['step']} (frame {fu['frame']}: "
+                                         f"{', '.join(e.replace('_', ' ') for e in fu['events'])})")
+                         + "; first threshold crossing " + ("none" if fc is None else f"step {fc['step']}")
+                         + f": {self.halt_vs_geometry['text']}")
         if self.selection is not None:
             sel = self.selection
             lines.append(f"selected {len(sel.frames)} of {sel.n_candidates} candidate frames (cap {sel.n_max}, "
@@ -98,8 +116,14 @@ def _r(x: float) -> float:
 
 
 def analyze(traj: UncertaintyTrajectory, threshold: float, column="total", top: int = 10,
-            radius: float = 3.0) -> AnalysisResult:
-    """Time series, crossings, top atoms (with neighbours within ``radius`` A) and frames of one trajectory."""
+            radius: float = 3.0, geometry: bool = True, close_factor: float = CLOSE_FACTOR,
+            bond_factor: float = BOND_FACTOR) -> AnalysisResult:
+    """Time series, crossings, top atoms (with neighbours within ``radius`` A) and frames of one trajectory.
+
+    With ``geometry`` (default) also the geometry sanity of every frame
+    (:func:`~bnnmd.analysis.geometry_report` with ``close_factor`` and ``bond_factor``) and its
+    timing against the first crossing (:func:`~bnnmd.analysis.halt_timing`).
+    """
     kind = column_kind(column)
     if not np.isfinite(threshold) or threshold < 0:
         raise AnalysisError(f"threshold {threshold}: it must be a finite number >= 0",
@@ -108,6 +132,8 @@ def analyze(traj: UncertaintyTrajectory, threshold: float, column="total", top: 
         raise AnalysisError(f"--top {top}: must be 0 or more", "give e.g. --top 10")
     if radius <= 0:
         raise AnalysisError(f"--radius {radius}: must be positive", "give a neighbour radius in A, e.g. 3.0")
+    if geometry:
+        check_factors(close_factor, bond_factor)
     u = traj.values(kind)
     n_frames, n_atoms = u.shape
     if n_frames == 0:
@@ -182,8 +208,14 @@ def analyze(traj: UncertaintyTrajectory, threshold: float, column="total", top: 
     if "epistemic" in traj.uncertainty and "total" in traj.uncertainty:
         tot = float((traj.uncertainty["total"] ** 2).sum())
         summary["epistemic_variance_fraction"] = _r((traj.uncertainty["epistemic"] ** 2).sum() / tot) if tot else None
+    geo = timing = None
+    if geometry:
+        geo = geometry_report(traj, close_factor=close_factor, bond_factor=bond_factor)
+        timing = halt_timing(geo, first)
+        notes += geo.notes
     return AnalysisResult(
         source=traj.source, format=traj.format, unit=traj.unit, column=kind, threshold=float(threshold),
         n_frames=n_frames, n_atoms=n_atoms, elements={e: int((els == e).sum()) for e in species},
         element_source=traj.element_source, radius=float(radius), series=series, summary=summary,
-        first_crossing=first, excursions=excursions, top_atoms=top_atoms, top_frames=top_frames, notes=notes)
+        first_crossing=first, excursions=excursions, top_atoms=top_atoms, top_frames=top_frames, geometry=geo,
+        halt_vs_geometry=timing, notes=notes)
