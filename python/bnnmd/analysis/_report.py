@@ -4,6 +4,9 @@
                                 the first crossing and the selected frames; the fraction of atoms above
 * ``uncertainty_elements.png``  per-element mean (and max) over the steps
 * ``uncertainty_hist.png``      histogram of all per-atom values per element, with the threshold
+* ``geometry_time.png``         smallest d_ij / (R_i + R_j) and shortest distance over the steps, with
+                                ``close_factor``, the first crossing and the first unphysical frame
+                                (only when the analysis has a geometry report)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from bnnmd.analysis._analyze import AnalysisResult
 from bnnmd.analysis._trajectory import UncertaintyTrajectory
 
 PathLike = Union[str, os.PathLike]
-PLOT_FILES = ("uncertainty_time.png", "uncertainty_elements.png", "uncertainty_hist.png")
+PLOT_FILES = ("uncertainty_time.png", "uncertainty_elements.png", "uncertainty_hist.png", "geometry_time.png")
 REPORT_FILE = "report.md"
 
 
@@ -47,7 +50,8 @@ def _xlabel(result: AnalysisResult) -> str:
 
 
 def write_plots(result: AnalysisResult, traj: UncertaintyTrajectory, directory: PathLike) -> List[Path]:
-    """Draw :data:`PLOT_FILES` into ``directory``; return their paths."""
+    """Draw :data:`PLOT_FILES` into ``directory`` (the last only when ``result.geometry`` is set); return
+    their paths."""
     directory = Path(directory)
     s = result.series
     steps = np.array(s["step"])
@@ -95,11 +99,70 @@ def write_plots(result: AnalysisResult, traj: UncertaintyTrajectory, directory: 
     ax.set_ylabel("atom-frames")
     ax.legend(fontsize=8)
     files.append(_save(fig, directory / PLOT_FILES[2]))
+
+    geo = result.geometry
+    if geo is not None:
+        fig, (ax, ax2) = _figure(2, height=3.0)
+        ax.plot(geo.steps, geo.min_ratio, color="C0", lw=1.2, label="min over pairs")
+        ax.axhline(geo.close_factor, color="C3", ls="--", lw=1, label=f"too close ({geo.close_factor:g})")
+        for a in (ax, ax2):
+            if result.first_crossing is not None:
+                a.axvline(result.first_crossing["step"], color="C1", ls=":", lw=1,
+                          label=f"first crossing (step {result.first_crossing['step']})")
+            if geo.first_unphysical is not None:
+                a.axvline(geo.first_unphysical["step"], color="C3", ls="-.", lw=1,
+                          label=f"first unphysical (step {geo.first_unphysical['step']})")
+        ax.set_ylabel("$d_{ij} / (R_i + R_j)$")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+        ax2.plot(geo.steps, geo.min_distance, color="C2", lw=1.2)
+        ax2.set_ylabel("shortest distance (A)")
+        ax2.set_xlabel(_xlabel(result))
+        ax2.set_ylim(bottom=0)
+        files.append(_save(fig, directory / PLOT_FILES[3]))
     return files
 
 
 def _f(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+def _event_row(name: str, event: Optional[dict], what: str = "") -> str:
+    if event is None:
+        return f"| {name} | never | - | - |"
+    return f"| {name} | {event['step']} | {event['frame']} | {what or event['description']} |"
+
+
+def _geometry_section(result: AnalysisResult) -> List[str]:
+    geo, timing = result.geometry, result.halt_vs_geometry
+    radii = ", ".join(f"{e} {r:.2f}" for e, r in geo.radii.items())
+    bonds = ", ".join(geo.initial_bonds[:20]) + (f", ... ({len(geo.initial_bonds)} in all)"
+                                                 if len(geo.initial_bonds) > 20 else "")
+    out = ["", "## Geometry", "",
+           f"Covalent radii R (A, `ase.data.covalent_radii`): {radii}. Bonded: d < {geo.bond_factor:g} "
+           f"(R_i + R_j); too close: d < {geo.close_factor:g} (R_i + R_j); distances "
+           + ("with the minimum image" if geo.periodic else "in open space (no periodic box)")
+           + f". Frame 0 has {len(geo.initial_bonds)} bonds" + (f": {bonds}." if bonds else "."),
+           "", f"**{timing['text'][:1].upper() + timing['text'][1:]}.**", ""]
+    out += ["| event | step | frame | what |", "|---|---|---|---|"]
+    fc = result.first_crossing
+    out.append(_event_row("first threshold crossing", fc, "" if fc is None else
+                          f"atom {fc['atom_id']} {fc['element']}, {_f(fc['value'])} > {result.threshold:g}"))
+    out.append(_event_row("**first unphysical geometry**", geo.first_unphysical))
+    out.append(_event_row("first bond-graph change", geo.first_bond_change))
+    out.append(_event_row("first atoms too close", geo.first_too_close))
+    out.append(_event_row("first H2 formed", geo.first_h2_formed))
+    if geo.n_frames and np.isfinite(geo.min_ratio).any():
+        k = int(np.nanargmin(geo.min_ratio))
+        out.append(f"| smallest d/(R_i + R_j) | {geo.steps[k]} | {k} | {geo.min_ratio[k]:.3f} "
+                   f"({geo.min_ratio_pair[k]}) |")
+        k = int(np.nanargmin(geo.min_distance))
+        out.append(f"| shortest distance | {geo.steps[k]} | {k} | {geo.min_distance[k]:.3f} A "
+                   f"({geo.min_distance_pair[k]}) |")
+    out += ["", "Unphysical: atoms too close, a new H-H bond, or any change of frame 0's bond graph (a bond "
+                "broken or formed leaves the intact molecules a model is trained on). Only dumped frames are "
+                "seen."]
+    return out
 
 
 def markdown(result: AnalysisResult, plots: Optional[List[str]] = None, selection_file: Optional[str] = None) -> str:
@@ -128,6 +191,8 @@ def markdown(result: AnalysisResult, plots: Optional[List[str]] = None, selectio
     out += ["", "Per element:", "", f"| element | atoms | mean | max | atom-frames above |", "|---|---|---|---|---|"]
     for e, v in s["per_element"].items():
         out.append(f"| {e} | {v['n_atoms']} | {_f(v['mean'])} | {_f(v['max'])} | {v['fraction_above']:.2%} |")
+    if result.geometry is not None:
+        out += _geometry_section(result)
     if plots:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if result.excursions:

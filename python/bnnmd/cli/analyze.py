@@ -3,7 +3,8 @@
 TRAJ is a LAMMPS dump with the per-atom columns of ``compute bnn/atom``
 (``c_unc[1]`` total, ``c_unc[2]`` epistemic, ``c_unc[3]`` aleatoric force std) or an
 extxyz with the per-atom array ``forces_std``. Writes ``report.md`` and PNG plots
-into ``--out`` (and ``selected.extxyz`` with ``--select N``), prints a summary.
+into ``--out`` (and ``selected.extxyz`` with ``--select N``), prints a summary with one
+line that puts the first unphysical geometry next to the first threshold crossing.
 Exit status 2 for input that cannot be analysed, with a message naming the fix.
 See docs/analysis.md.
 """
@@ -23,8 +24,9 @@ def main(argv=None) -> int:
         prog="bnn-analyze",
         description="Analyse the per-atom force uncertainty along an MD trajectory (LAMMPS dump with the "
                     "columns of compute bnn/atom, or extxyz with forces_std): time series, threshold crossings, "
-                    "the atoms responsible and their neighbours; pick diverse uncertain frames for labelling. "
-                    "See docs/analysis.md.")
+                    "the atoms responsible and their neighbours, the geometry sanity of every frame (atoms too "
+                    "close, H2 formed, bond-graph changes) next to the first crossing; pick diverse uncertain "
+                    "frames for labelling. See docs/analysis.md.")
     parser.add_argument("trajectory", help="LAMMPS dump (dump custom ... id type x y z c_unc[1] c_unc[2] c_unc[3]) "
                                            "or extxyz (.xyz/.extxyz) with the per-atom array forces_std")
     parser.add_argument("--threshold", type=float, required=True,
@@ -53,6 +55,12 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=10, help="how many atoms and frames to list (default 10)")
     parser.add_argument("--radius", type=float, default=3.0,
                         help="neighbour radius of the structural context, A (default 3.0)")
+    parser.add_argument("--close-factor", type=float, default=0.6, metavar="F",
+                        help="atoms i, j count as too close when d_ij < F (R_i + R_j), R the covalent radii "
+                             "(default 0.6)")
+    parser.add_argument("--bond-factor", type=float, default=1.2, metavar="F",
+                        help="atoms i, j count as bonded when d_ij < F (R_i + R_j); the bond graph of each frame "
+                             "is compared with frame 0's (default 1.2)")
     parser.add_argument("--out", default="bnn-analysis", metavar="DIR",
                         help="directory of report.md, the plots and the selection (default ./bnn-analysis)")
     parser.add_argument("--json", metavar="OUT", help="write all numbers as JSON to OUT ('-' for stdout)")
@@ -75,7 +83,8 @@ def main(argv=None) -> int:
     def run() -> int:
         traj = read_trajectory(args.trajectory, data=args.data, elements=args.elements, format=args.format,
                                compute=args.compute, units=args.units)
-        result = analyze(traj, args.threshold, column=args.column, top=args.top, radius=args.radius)
+        result = analyze(traj, args.threshold, column=args.column, top=args.top, radius=args.radius,
+                         close_factor=args.close_factor, bond_factor=args.bond_factor)
         out = Path(args.out)
         sel_file = None
         if args.select:
