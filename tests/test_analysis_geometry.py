@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from ase.data import atomic_numbers, covalent_radii
 
-from bnnmd.analysis import (BOND_FACTOR, CLOSE_FACTOR, PLOT_FILES, AnalysisError, analyze, geometry_report,
-                            halt_timing, read_trajectory, write_report)
+from bnnmd.analysis import (BOND_FACTOR, CLOSE_FACTOR, LASTING_FRAMES, PLOT_FILES, AnalysisError, analyze,
+                            geometry_report, halt_timing, read_trajectory, write_report)
 from bnnmd.cli.analyze import main
 from bnnmd.data import bundled_dataset
 
@@ -68,6 +68,7 @@ def test_ethanol_events_pairs_and_minima(ethanol_traj):
     traj = ethanol_traj
     g = geometry_report(traj)
     assert g.close_factor == CLOSE_FACTOR == 0.6 and g.bond_factor == BOND_FACTOR == 1.2
+    assert g.lasting_frames == LASTING_FRAMES == 3
     assert g.radii == {"H": 0.31, "C": 0.76, "O": 0.66} and not g.periodic
     assert g.initial_bonds == BONDS0
     # per-frame minima against numpy/ASE on the positions the trajectory holds
@@ -100,10 +101,13 @@ def test_ethanol_events_pairs_and_minima(ethanol_traj):
         (CLASH_FRAME, 200, "C1-H9", [1, 9], ["C", "H"], 1)
     assert tc["distance"] == pytest.approx(0.40, abs=1e-5) and tc["ratio"] == pytest.approx(0.40 / 1.07, abs=1e-5)
     assert tc["description"] == "atoms too close: C1-H9 at 0.400 A = 0.37 x (R_i + R_j) (< 0.6)"
-    assert g.first_unphysical == {"frame": H2_FRAME, "step": 160, "events": ["h2_formed", "bond_change"],
-                                  "description": h2 + "; bond graph changed: formed H7-H8"}
+    lasting = "lasting bond-graph change: formed H7-H8 (to the last frame, 4 frame(s))"
+    assert g.first_lasting_bond_change == {"frame": H2_FRAME, "step": 160, "broken": [], "formed": ["H7-H8"],
+                                           "n_frames": 4, "to_end": True, "description": lasting}
+    assert g.first_unphysical == {"frame": H2_FRAME, "step": 160, "events": ["h2_formed", "lasting_bond_change"],
+                                  "description": h2 + "; " + lasting}
     assert g.notes == []
-    assert "first unphysical step 160 (h2_formed, bond_change)" in repr(g)
+    assert "first unphysical step 160 (h2_formed, lasting_bond_change)" in repr(g)
 
 
 def test_too_close_without_bond_change_and_a_dissociation(tmp_path):
@@ -127,6 +131,9 @@ def test_too_close_without_bond_change_and_a_dissociation(tmp_path):
                                   "description": g.first_too_close["description"]}
     assert g.first_bond_change == {"frame": 3, "step": 3, "broken": ["C1-H4"], "formed": [],
                                    "description": "bond graph changed: broken C1-H4"}
+    assert g.first_lasting_bond_change == {  # in the last frame: a run that ends there counts
+        "frame": 3, "step": 3, "broken": ["C1-H4"], "formed": [], "n_frames": 1, "to_end": True,
+        "description": "lasting bond-graph change: broken C1-H4 (to the last frame, 1 frame(s))"}
     assert g.first_h2_formed is None
     # a looser bond criterion (1.8) also bonds C2-O3 (1.72 (R_i + R_j)) and, once H9 is squeezed, C1-H9; a
     # tighter clash criterion (0.5) misses the squeeze (0.52)
@@ -134,7 +141,49 @@ def test_too_close_without_bond_change_and_a_dissociation(tmp_path):
     assert loose.initial_bonds == BONDS0[:4] + ["C2-O3"] + BONDS0[4:] and loose.first_too_close is None
     assert loose.first_bond_change == {"frame": 1, "step": 1, "broken": [], "formed": ["C1-H9"],
                                        "description": "bond graph changed: formed C1-H9"}
-    assert loose.first_unphysical["frame"] == 1 and loose.first_unphysical["events"] == ["bond_change"]
+    assert loose.first_unphysical["frame"] == 1 and loose.first_unphysical["events"] == ["lasting_bond_change"]
+    assert loose.first_lasting_bond_change["n_frames"] == 3 and loose.first_lasting_bond_change["formed"] == ["C1-H9"]
+
+
+def stretched_frames(stretch_at):
+    """Ethanol with C2-H8 stretched to 1.30 A = 1.21 (R_C + R_H) in the frames ``stretch_at`` of ten."""
+    base = ethanol()
+    frames = []
+    for f in range(10):
+        a = base.copy()
+        if f in stretch_at:
+            u = (a.positions[7] - a.positions[1]) / np.linalg.norm(a.positions[7] - a.positions[1])
+            a.positions[7] = a.positions[1] + 1.30 * u
+        a.arrays["forces_std"] = np.zeros(len(a))
+        a.info["step"] = 20 * f
+        frames.append(a)
+    return frames
+
+
+@pytest.mark.parametrize("stretch_at,lasting_frames,first_lasting", [
+    ({4}, 3, None),               # one hot vibration: a bond-graph change, not unphysical
+    ({4, 5}, 3, None),
+    ({4, 5, 6}, 3, 4),            # three frames: lasting
+    ({4}, 1, 4),                  # lasting_frames=1: every change counts
+    ({4, 5}, 2, 4),
+    ({2, 8, 9}, 3, 8),            # the run to the last frame counts, the early single frame does not
+])
+def test_a_hot_bond_vibration_is_not_unphysical(tmp_path, stretch_at, lasting_frames, first_lasting):
+    ase.io.write(tmp_path / "s.extxyz", stretched_frames(stretch_at), format="extxyz")
+    g = geometry_report(read_trajectory(tmp_path / "s.extxyz"), lasting_frames=lasting_frames)
+    assert g.first_bond_change["frame"] == min(stretch_at) and g.first_bond_change["broken"] == ["C2-H8"]
+    np.testing.assert_array_equal(g.bonds_broken, [int(f in stretch_at) for f in range(10)])
+    assert g.first_too_close is None and g.first_h2_formed is None
+    if first_lasting is None:
+        assert g.first_lasting_bond_change is None and g.first_unphysical is None
+    else:
+        run = sorted(f for f in stretch_at if f >= first_lasting)
+        assert g.first_lasting_bond_change["frame"] == first_lasting
+        assert g.first_lasting_bond_change["n_frames"] == len(run)
+        assert g.first_lasting_bond_change["to_end"] == (run[-1] == 9)
+        assert g.first_unphysical == {"frame": first_lasting, "step": 20 * first_lasting,
+                                      "events": ["lasting_bond_change"],
+                                      "description": g.first_lasting_bond_change["description"]}
 
 
 def write_dump(path, frames, box=6.0, boundary="pp pp pp"):
@@ -172,15 +221,16 @@ def test_periodic_pair_close_only_through_the_minimum_image(tmp_path):
     assert g.first_bond_change == {"frame": 2, "step": 20, "broken": ["H2-C5"], "formed": ["H2-H9"],
                                    "description": "bond graph changed: broken H2-C5; formed H2-H9"}
     assert g.first_unphysical["step"] == 20 and g.first_unphysical["events"] == ["too_close", "h2_formed",
-                                                                                 "bond_change"]
+                                                                                 "lasting_bond_change"]
     # the same coordinates in an open (ff) box: the H atoms are 5.7 A apart, only the C-H bond breaks
     g = geometry_report(read_trajectory(write_dump(tmp_path / "ff.dump", PBC_FRAMES, boundary="ff ff ff"),
                                         elements=["C", "H"]))
     assert not g.periodic and g.first_too_close is None and g.first_h2_formed is None
     np.testing.assert_allclose(g.min_distance, [1.05, 1.05, 2.8], atol=1e-5)
     assert g.min_distance_pair[2] == "C5-H9"
-    assert g.first_unphysical == {"frame": 2, "step": 20, "events": ["bond_change"],
-                                  "description": "bond graph changed: broken H2-C5"}
+    assert g.first_unphysical == {"frame": 2, "step": 20, "events": ["lasting_bond_change"],
+                                  "description": "lasting bond-graph change: broken H2-C5 (to the last frame, "
+                                                 "1 frame(s))"}
 
 
 def test_triclinic_minima_match_ase(tmp_path):
@@ -234,7 +284,7 @@ def test_halt_timing_against_the_first_crossing(ethanol_traj, threshold, lead, i
     assert (t["lead_steps"], t["in_time"], t["text"]) == (lead, in_time, text)
     assert t == halt_timing(res.geometry, res.first_crossing)
     assert res.text().splitlines()[3] == (
-        "geometry: first unphysical step 160 (frame 3: h2 formed, bond change); first threshold crossing "
+        "geometry: first unphysical step 160 (frame 3: h2 formed, lasting bond change); first threshold crossing "
         + ("none" if lead is None else f"step {160 - lead}") + f": {text}")
 
 
@@ -244,8 +294,8 @@ def test_halt_timing_when_the_geometry_stays_physical(tmp_path):
     traj = read_trajectory(tmp_path / "ok.extxyz")
     t = analyze(traj, 0.7).halt_vs_geometry
     assert (t["crossing_step"], t["unphysical_step"], t["lead_steps"], t["in_time"]) == (140, None, None, True)
-    assert t["text"] == ("the threshold crossing (step 140) came before any unphysical geometry: none up to the "
-                         "last frame (step 140)")
+    assert t["text"] == ("the threshold crossing came before any unphysical geometry (none up to the last frame, "
+                         "step 140)")
     t = analyze(traj, 5.0).halt_vs_geometry
     assert t["in_time"] is None and t["text"] == ("neither a threshold crossing nor an unphysical geometry up to "
                                                   "the last frame (step 140)")
@@ -276,14 +326,15 @@ def test_cli_prints_the_line_and_writes_the_json(ethanol_traj, tmp_path, capsys)
     src = ethanol_traj.source
     assert main([src, "--threshold", "1.7", "--out", str(tmp_path / "a"), "--json", str(tmp_path / "a.json")]) == 0
     out = capsys.readouterr().out
-    assert ("geometry: first unphysical step 160 (frame 3: h2 formed, bond change); first threshold crossing step "
+    assert ("geometry: first unphysical step 160 (frame 3: h2 formed, lasting bond change); first threshold crossing step "
             "180: the threshold crossing came 20 steps after the first unphysical geometry\n") in out
     assert (tmp_path / "a" / "geometry_time.png").is_file()
     data = json.loads((tmp_path / "a.json").read_text())
     geo = data["geometry"]
     assert (geo["close_factor"], geo["bond_factor"], geo["initial_bonds"]) == (0.6, 1.2, BONDS0)
     assert geo["first_unphysical"]["step"] == 160 and geo["first_unphysical"]["events"] == ["h2_formed",
-                                                                                           "bond_change"]
+                                                                                           "lasting_bond_change"]
+    assert geo["lasting_frames"] == 3 and geo["first_lasting_bond_change"]["n_frames"] == 4
     assert geo["first_bond_change"]["formed"] == ["H7-H8"] and geo["first_h2_formed"]["pairs"] == ["H7-H8"]
     assert geo["first_too_close"]["step"] == 200 and geo["first_too_close"]["pair"] == "C1-H9"
     assert geo["series"]["step"] == [100, 120, 140, 160, 180, 200, 220]
@@ -294,19 +345,21 @@ def test_cli_prints_the_line_and_writes_the_json(ethanol_traj, tmp_path, capsys)
     i, j, d, ratio = pair_table(ethanol_traj.positions(H2_FRAME), list(ethanol_traj.elements))
     assert 0.6 < ratio.min() < 0.72
     assert main([src, "--threshold", "1.7", "--out", str(tmp_path / "b"), "--no-plots", "--json", "-",
-                 "--close-factor", "0.72", "--bond-factor", "1.3"]) == 0
+                 "--close-factor", "0.72", "--bond-factor", "1.3", "--lasting-frames", "5"]) == 0
     data = json.loads(capsys.readouterr().out)
     geo = data["geometry"]
-    assert (geo["close_factor"], geo["bond_factor"]) == (0.72, 1.3)
+    assert (geo["close_factor"], geo["bond_factor"], geo["lasting_frames"]) == (0.72, 1.3, 5)
     assert geo["first_too_close"]["frame"] == H2_FRAME
     assert geo["first_too_close"]["ratio"] == pytest.approx(ratio.min(), abs=1e-5)
-    assert geo["first_unphysical"]["events"] == ["too_close", "h2_formed", "bond_change"]
+    assert geo["first_unphysical"]["events"] == ["too_close", "h2_formed", "lasting_bond_change"]
+    assert geo["first_lasting_bond_change"]["n_frames"] == 4  # to the end: fewer than 5 frames count
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--close-factor", "1.5"], r"--close-factor 1.5 is not below --bond-factor 1.2\. Fix: atoms 'too close'"),
     (["--bond-factor", "0"], r"--bond-factor 0.0: it must be a finite number > 0\. Fix:"),
     (["--close-factor", "nan"], r"--close-factor nan: it must be a finite number > 0"),
+    (["--lasting-frames", "0"], r"--lasting-frames 0: it must be a whole number >= 1\. Fix:"),
 ])
 def test_bad_factors(ethanol_traj, tmp_path, capsys, extra, message):
     assert main([ethanol_traj.source, "--threshold", "1", "--out", str(tmp_path)] + extra) == 2

@@ -6,8 +6,8 @@ extxyz with the per-atom array ``forces_std`` (ASE). :func:`analyze` reports the
 time series of the largest, mean and per-element mean uncertainty, the fraction of
 atoms above a threshold, the first crossing, the excursions above it, the most
 uncertain atoms with their neighbours, and the geometry sanity of every frame
-(:func:`geometry_report`: shortest distances against covalent radii, the first bond-graph
-change, atoms too close, H2 formed) next to the first crossing (:func:`halt_timing`).
+(:func:`geometry_report`: shortest distances against covalent radii, the first (lasting)
+bond-graph change, atoms too close, H2 formed) next to the first crossing (:func:`halt_timing`).
 :func:`select_frames` picks diverse uncertain frames for labelling and
 :func:`write_selection` writes them as extxyz.
 :func:`write_report` draws the plots and writes a Markdown report. See
@@ -25,8 +25,8 @@ Examples
 
 from bnnmd.analysis._analyze import AnalysisResult, analyze
 from bnnmd.analysis._errors import AnalysisError
-from bnnmd.analysis._geometry import (BOND_FACTOR, CLOSE_FACTOR, GeometryReport, covalent_radii, geometry_report,
-                                      halt_timing)
+from bnnmd.analysis._geometry import (BOND_FACTOR, CLOSE_FACTOR, LASTING_FRAMES, GeometryReport, covalent_radii,
+                                      geometry_report, halt_timing)
 from bnnmd.analysis._report import PLOT_FILES, REPORT_FILE, markdown, write_plots, write_report
 from bnnmd.analysis._select import (DEFAULT_GAP_INTERVALS, SelectedFrame, Selection, default_min_gap,
                                     select_frames, write_selection)
@@ -51,7 +51,7 @@ def attach_uncertainty(atoms):
 
 __all__ = [
     "AnalysisError", "AnalysisResult", "BOND_FACTOR", "CLOSE_FACTOR", "DEFAULT_GAP_INTERVALS", "EXTXYZ_ARRAYS",
-    "GeometryReport", "KINDS", "PLOT_FILES", "REPORT_FILE", "SelectedFrame", "Selection", "UncertaintyTrajectory",
+    "GeometryReport", "KINDS", "LASTING_FRAMES", "PLOT_FILES", "REPORT_FILE", "SelectedFrame", "Selection", "UncertaintyTrajectory",
     "analyze", "atom_environment", "attach_uncertainty", "column_kind", "covalent_radii", "default_min_gap",
     "element_order", "frame_descriptor", "geometry_report", "halt_timing", "markdown", "read_extxyz",
     "read_lammps_dump", "read_trajectory", "select_frames", "write_plots", "write_report", "write_selection",

@@ -12,8 +12,8 @@ import numpy as np
 
 from bnnmd._files import write_atomic
 from bnnmd.analysis._errors import AnalysisError
-from bnnmd.analysis._geometry import BOND_FACTOR, CLOSE_FACTOR, GeometryReport, check_factors, geometry_report, \
-    halt_timing
+from bnnmd.analysis._geometry import (BOND_FACTOR, CLOSE_FACTOR, LASTING_FRAMES, GeometryReport, check_factors,
+                                      geometry_report, halt_timing)
 from bnnmd.analysis._select import Selection
 from bnnmd.analysis._structure import atom_environment, element_order, half_box_width
 from bnnmd.analysis._trajectory import UncertaintyTrajectory, column_kind
@@ -117,11 +117,12 @@ def _r(x: float) -> float:
 
 def analyze(traj: UncertaintyTrajectory, threshold: float, column="total", top: int = 10,
             radius: float = 3.0, geometry: bool = True, close_factor: float = CLOSE_FACTOR,
-            bond_factor: float = BOND_FACTOR) -> AnalysisResult:
+            bond_factor: float = BOND_FACTOR, lasting_frames: int = LASTING_FRAMES) -> AnalysisResult:
     """Time series, crossings, top atoms (with neighbours within ``radius`` A) and frames of one trajectory.
 
     With ``geometry`` (default) also the geometry sanity of every frame
-    (:func:`~bnnmd.analysis.geometry_report` with ``close_factor`` and ``bond_factor``) and its
+    (:func:`~bnnmd.analysis.geometry_report` with ``close_factor``, ``bond_factor`` and
+    ``lasting_frames``) and its
     timing against the first crossing (:func:`~bnnmd.analysis.halt_timing`).
     """
     kind = column_kind(column)
@@ -133,7 +134,7 @@ def analyze(traj: UncertaintyTrajectory, threshold: float, column="total", top: 
     if radius <= 0:
         raise AnalysisError(f"--radius {radius}: must be positive", "give a neighbour radius in A, e.g. 3.0")
     if geometry:
-        check_factors(close_factor, bond_factor)
+        check_factors(close_factor, bond_factor, lasting_frames)
     u = traj.values(kind)
     n_frames, n_atoms = u.shape
     if n_frames == 0:
@@ -210,7 +211,7 @@ def analyze(traj: UncertaintyTrajectory, threshold: float, column="total", top: 
         summary["epistemic_variance_fraction"] = _r((traj.uncertainty["epistemic"] ** 2).sum() / tot) if tot else None
     geo = timing = None
     if geometry:
-        geo = geometry_report(traj, close_factor=close_factor, bond_factor=bond_factor)
+        geo = geometry_report(traj, close_factor=close_factor, bond_factor=bond_factor, lasting_frames=lasting_frames)
         timing = halt_timing(geo, first)
         notes += geo.notes
     return AnalysisResult(

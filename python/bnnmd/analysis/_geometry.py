@@ -4,7 +4,8 @@ A run stopped by an uncertainty halt (``fix halt ... v_umax > threshold``) stopp
 geometry was still physical at the threshold crossing. :func:`geometry_report` finds, per frame, the
 shortest interatomic distance and the shortest distance relative to the covalent radii
 (``d_ij / (R_i + R_j)``, ``ase.data.covalent_radii``), and the first frames where the bond graph of
-frame 0 changes, where two atoms come too close and where a new H-H bond (H2) forms.
+frame 0 changes (at all, and lastingly), where two atoms come too close and where a new H-H bond
+(H2) forms.
 :func:`halt_timing` puts the first unphysical frame next to the first threshold crossing.
 
 Distances come from ``MDAnalysis.lib.distances`` with the minimum image when the box is periodic in
@@ -26,8 +27,11 @@ from bnnmd.analysis._trajectory import UncertaintyTrajectory
 BOND_FACTOR = 1.2
 #: Default ``close_factor``: i and j are too close when ``d_ij < 0.6 (R_i + R_j)``.
 CLOSE_FACTOR = 0.6
+#: Default ``lasting_frames``: a bond-graph change counts towards ``first_unphysical`` when it holds this
+#: many consecutive frames (or to the last frame).
+LASTING_FRAMES = 3
 #: The event kinds of ``first_unphysical["events"]``, in the order they are listed.
-EVENTS = ("too_close", "h2_formed", "bond_change")
+EVENTS = ("too_close", "h2_formed", "lasting_bond_change")
 
 
 def covalent_radii(elements: Sequence[str]) -> np.ndarray:
@@ -52,29 +56,42 @@ class GeometryReport:
         many bonds not in frame 0 are present
     initial_bonds : the bonds of frame 0 (labels)
     first_bond_change : the first frame whose bond graph differs from frame 0's (``frame, step,
-        broken, formed, description``), or None
+        broken, formed, description``), or None; a bond stretched past ``bond_factor`` for one frame
+        counts
+    first_lasting_bond_change : the first frame where a change of the bond graph begins that holds for
+        ``lasting_frames`` consecutive frames or to the last frame (``frame, step, broken, formed,
+        n_frames, to_end, description``: the pairs whose change begins there and lasts, the longest of
+        these runs in frames, whether one holds to the last frame), or None
     first_too_close : the first frame with a pair closer than ``close_factor (R_i + R_j)`` (``frame,
         step, pair, atom_ids, elements, distance, ratio, n_pairs, description``: the pair with the
         smallest ratio, the number of such pairs), or None
     first_h2_formed : the first frame with an H-H bond that frame 0 does not have (``frame, step, pairs,
         distance, description``; ``distance`` of the shortest new H-H bond), or None
-    first_unphysical : the earliest of the three (``frame, step, events, description``; ``events``
-        lists those of :data:`EVENTS` that happen in that frame), or None
+    first_unphysical : the earliest of ``first_too_close``, ``first_h2_formed`` and
+        ``first_lasting_bond_change`` (``frame, step, events, description``; ``events`` lists those of
+        :data:`EVENTS` that happen in that frame), or None
 
     Notes
     -----
-    ``first_bond_change`` and ``first_unphysical`` differ in what they claim. A change of the bond
-    graph (a bond breaking, a new bond) is chemistry that can be real (a dissociation at high
-    temperature), but a potential trained on intact molecules has left its training distribution
-    there, so its forces are extrapolations: unphysical *for this model*. Atoms closer than
-    ``close_factor (R_i + R_j)`` and a new H-H bond (in a system without H2 at the start) are signs
-    of a collapsing structure, unphysical in any sense. ``first_unphysical`` counts all three, so
-    it is never later than ``first_bond_change``; ``events`` tells which happened. Only the dumped
-    frames are seen: an event between two dumps shows at the next one.
+    ``first_bond_change`` and ``first_unphysical`` differ in what they claim. Atoms closer than
+    ``close_factor (R_i + R_j)`` and a new H-H bond (in a system without that bond at the start)
+    are signs of a collapsing structure, unphysical in any sense; they count from the first frame
+    they appear in. A change of the bond graph (a bond breaking, a new bond) is chemistry that can
+    be real (a dissociation at high temperature), but a potential trained on intact molecules has
+    left its training distribution there, so its forces are extrapolations: unphysical *for this
+    model*. A single frame past ``bond_factor`` is often only a hot bond vibration (a C-H at 1.30 A
+    = 1.21 (R_C + R_H) that is back at 1.1 A one dump later), so ``first_unphysical`` counts a
+    bond-graph change only once it lasts ``lasting_frames`` consecutive frames, or holds from its
+    start to the last frame (a halted run cannot show whether it would have reverted).
+    ``first_bond_change`` keeps the first change of any length; ``lasting_frames=1`` makes the two
+    agree. Choose ``lasting_frames`` so that that many dump intervals span a few bond vibrations
+    (C-H: about 11 fs). Only the dumped frames are seen: an event between two dumps shows at the
+    next one, or not at all.
     """
 
     close_factor: float
     bond_factor: float
+    lasting_frames: int
     periodic: bool
     radii: Dict[str, float]
     steps: np.ndarray
@@ -86,6 +103,7 @@ class GeometryReport:
     bonds_formed: np.ndarray
     initial_bonds: List[str]
     first_bond_change: Optional[dict]
+    first_lasting_bond_change: Optional[dict]
     first_too_close: Optional[dict]
     first_h2_formed: Optional[dict]
     first_unphysical: Optional[dict]
@@ -104,9 +122,11 @@ class GeometryReport:
 
     def to_dict(self) -> dict:
         return {
-            "close_factor": self.close_factor, "bond_factor": self.bond_factor, "periodic": self.periodic,
+            "close_factor": self.close_factor, "bond_factor": self.bond_factor,
+            "lasting_frames": self.lasting_frames, "periodic": self.periodic,
             "radii": self.radii, "initial_bonds": self.initial_bonds,
             "first_unphysical": self.first_unphysical, "first_bond_change": self.first_bond_change,
+            "first_lasting_bond_change": self.first_lasting_bond_change,
             "first_too_close": self.first_too_close, "first_h2_formed": self.first_h2_formed,
             "series": {
                 "step": [int(s) for s in self.steps],
@@ -124,7 +144,11 @@ def _num(x) -> Optional[float]:
     return x if np.isfinite(x) else None
 
 
-def check_factors(close_factor: float, bond_factor: float) -> None:
+def check_factors(close_factor: float, bond_factor: float, lasting_frames: int = LASTING_FRAMES) -> None:
+    if isinstance(lasting_frames, bool) or not isinstance(lasting_frames, (int, np.integer)) or lasting_frames < 1:
+        raise AnalysisError(f"--lasting-frames {lasting_frames}: it must be a whole number >= 1",
+                            f"give how many consecutive frames a bond-graph change must hold to count as "
+                            f"unphysical (default {LASTING_FRAMES}; 1: any change)")
     for name, v in (("--close-factor", close_factor), ("--bond-factor", bond_factor)):
         if not np.isfinite(v) or v <= 0:
             raise AnalysisError(f"{name} {v}: it must be a finite number > 0",
@@ -156,7 +180,7 @@ def _pairs(pos: np.ndarray, box: Optional[np.ndarray], rsum_max: float, bond_fac
 
 
 def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FACTOR,
-                    bond_factor: float = BOND_FACTOR) -> GeometryReport:
+                    bond_factor: float = BOND_FACTOR, lasting_frames: int = LASTING_FRAMES) -> GeometryReport:
     """Shortest distances, bond-graph changes, atoms too close and H2 formation along ``traj``.
 
     Parameters
@@ -164,6 +188,8 @@ def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FAC
     traj : the trajectory (:func:`bnnmd.analysis.read_trajectory`)
     close_factor : atoms i, j are *too close* when ``d_ij < close_factor (R_i + R_j)``
     bond_factor : atoms i, j are *bonded* when ``d_ij < bond_factor (R_i + R_j)``
+    lasting_frames : a bond-graph change counts towards ``first_unphysical`` when it holds this many
+        consecutive frames, or to the last frame
 
     ``R`` are covalent radii (``ase.data.covalent_radii``: H 0.31, C 0.76, N 0.71, O 0.66 A). The bond
     graph of each frame is compared with frame 0's; see :class:`GeometryReport` for the fields.
@@ -182,12 +208,14 @@ def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FAC
     >>> g = geometry_report(read_extxyz(path))
     >>> g.first_bond_change["step"], g.first_bond_change["broken"], g.first_too_close["step"]
     (20, ['H1-H2'], 30)
-    >>> g.first_unphysical["events"], g.first_h2_formed  # H1-H2 is a bond of frame 0: no new H2
-    (['bond_change'], None)
+    >>> g.first_lasting_bond_change, g.first_h2_formed  # one frame apart; H1-H2 is a bond of frame 0
+    (None, None)
+    >>> g.first_unphysical["step"], g.first_unphysical["events"]
+    (30, ['too_close'])
     >>> g.min_ratio.round(3).tolist()
     [1.194, 1.194, 3.226, 0.484]
     """
-    check_factors(close_factor, bond_factor)
+    check_factors(close_factor, bond_factor, lasting_frames)
     els = np.asarray(traj.elements).astype(str)
     ids = np.asarray(traj.ids, dtype=np.int64)
     steps = np.asarray(traj.steps, dtype=np.int64)
@@ -212,7 +240,9 @@ def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FAC
     broken_n = np.zeros(n_frames, dtype=np.int64)
     formed_n = np.zeros(n_frames, dtype=np.int64)
     bonds0 = np.zeros(0, dtype=np.int64)
-    first = {k: None for k in EVENTS}
+    first = {k: None for k in ("bond_change",) + EVENTS}
+    runs: Dict[int, int] = {}                     # changed pair -> first frame of its current run
+    lasting: List[Tuple[int, int, int, bool]] = []  # (start frame, pair, frames, to the last frame)
     full_frames = 0
     for f in range(n_frames):
         if n < 2:
@@ -233,6 +263,13 @@ def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FAC
         broken = np.setdiff1d(bonds0, keys, assume_unique=True)
         formed = np.setdiff1d(keys, bonds0, assume_unique=True)
         broken_n[f], formed_n[f] = len(broken), len(formed)
+        changed = set(broken.tolist()) | set(formed.tolist())
+        for key in [r for r in runs if r not in changed]:
+            if f - runs[key] >= lasting_frames:
+                lasting.append((runs[key], key, f - runs[key], False))
+            del runs[key]
+        for key in changed:
+            runs.setdefault(key, f)
         if first["bond_change"] is None and (len(broken) or len(formed)):
             b, fm = labels(broken), labels(formed)
             parts = ([f"broken {', '.join(b)}"] if b else []) + ([f"formed {', '.join(fm)}"] if fm else [])
@@ -258,6 +295,20 @@ def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FAC
                 first["h2_formed"] = {"frame": f, "step": int(steps[f]), "pairs": labels(hh), "distance": shortest,
                                       "description": f"H2 formed: {', '.join(labels(hh))} (not bonded in frame 0; "
                                                      f"shortest {shortest:.3f} A)"}
+    lasting += [(start, key, n_frames - start, True) for key, start in runs.items()]
+    if lasting:
+        start = min(r[0] for r in lasting)
+        here = [r for r in lasting if r[0] == start]
+        initial = set(bonds0.tolist())
+        b = labels(np.array([r[1] for r in here if r[1] in initial], dtype=np.int64))
+        fm = labels(np.array([r[1] for r in here if r[1] not in initial], dtype=np.int64))
+        longest, to_end = max(r[2] for r in here), any(r[3] for r in here)
+        parts = ([f"broken {', '.join(b)}"] if b else []) + ([f"formed {', '.join(fm)}"] if fm else [])
+        first["lasting_bond_change"] = {
+            "frame": start, "step": int(steps[start]), "broken": b, "formed": fm, "n_frames": int(longest),
+            "to_end": bool(to_end),
+            "description": "lasting bond-graph change: " + "; ".join(parts)
+                           + (f" (to the last frame, {longest} frame(s))" if to_end else f" ({longest} frames)")}
     happened = [e for e in EVENTS if first[e] is not None]
     unphysical = None
     if happened:
@@ -270,10 +321,11 @@ def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FAC
         notes.append(f"{full_frames} frame(s) had no pair within {bond_factor:g} x (R_i + R_j): their shortest "
                      "distances were found among all pairs")
     return GeometryReport(
-        close_factor=float(close_factor), bond_factor=float(bond_factor), periodic=traj.periodic,
-        radii={e: float(covalent_radii([e])[0]) for e in element_order(els)}, steps=steps, min_distance=min_d,
-        min_distance_pair=d_pair, min_ratio=min_r, min_ratio_pair=r_pair, bonds_broken=broken_n,
-        bonds_formed=formed_n, initial_bonds=labels(bonds0), first_bond_change=first["bond_change"],
+        close_factor=float(close_factor), bond_factor=float(bond_factor), lasting_frames=int(lasting_frames),
+        periodic=traj.periodic, radii={e: float(covalent_radii([e])[0]) for e in element_order(els)},
+        steps=steps, min_distance=min_d, min_distance_pair=d_pair, min_ratio=min_r, min_ratio_pair=r_pair,
+        bonds_broken=broken_n, bonds_formed=formed_n, initial_bonds=labels(bonds0),
+        first_bond_change=first["bond_change"], first_lasting_bond_change=first["lasting_bond_change"],
         first_too_close=first["too_close"], first_h2_formed=first["h2_formed"], first_unphysical=unphysical,
         notes=notes)
 
@@ -307,8 +359,8 @@ def halt_timing(geometry: GeometryReport, first_crossing: Optional[dict]) -> dic
         out["text"] = f"the threshold was never crossed; the geometry was unphysical from step {u}"
     elif c is not None:
         out["in_time"] = True
-        out["text"] = (f"the threshold crossing (step {c}) came before any unphysical geometry: none up to the last "
-                       f"frame (step {last})")
+        out["text"] = ("the threshold crossing came before any unphysical geometry (none up to the last frame, "
+                       f"step {last})")
     else:
         out["in_time"] = None
         out["text"] = f"neither a threshold crossing nor an unphysical geometry up to the last frame (step {last})"

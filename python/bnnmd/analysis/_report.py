@@ -149,7 +149,9 @@ def _geometry_section(result: AnalysisResult) -> List[str]:
     out.append(_event_row("first threshold crossing", fc, "" if fc is None else
                           f"atom {fc['atom_id']} {fc['element']}, {_f(fc['value'])} > {result.threshold:g}"))
     out.append(_event_row("**first unphysical geometry**", geo.first_unphysical))
-    out.append(_event_row("first bond-graph change", geo.first_bond_change))
+    out.append(_event_row(f"first lasting bond-graph change (>= {geo.lasting_frames} frames or to the end)",
+                          geo.first_lasting_bond_change))
+    out.append(_event_row("first bond-graph change (any length)", geo.first_bond_change))
     out.append(_event_row("first atoms too close", geo.first_too_close))
     out.append(_event_row("first H2 formed", geo.first_h2_formed))
     if geo.n_frames and np.isfinite(geo.min_ratio).any():
@@ -159,9 +161,10 @@ def _geometry_section(result: AnalysisResult) -> List[str]:
         k = int(np.nanargmin(geo.min_distance))
         out.append(f"| shortest distance | {geo.steps[k]} | {k} | {geo.min_distance[k]:.3f} A "
                    f"({geo.min_distance_pair[k]}) |")
-    out += ["", "Unphysical: atoms too close, a new H-H bond, or any change of frame 0's bond graph (a bond "
-                "broken or formed leaves the intact molecules a model is trained on). Only dumped frames are "
-                "seen."]
+    out += ["", f"Unphysical: atoms too close, a new H-H bond, or a change of frame 0's bond graph that lasts "
+                f"{geo.lasting_frames} frames or to the last frame (a bond broken or formed leaves the intact "
+                f"molecules a model is trained on; a shorter change is usually a hot bond vibration). Only dumped "
+                f"frames are seen."]
     return out
 
 

@@ -61,6 +61,10 @@ def main(argv=None) -> int:
     parser.add_argument("--bond-factor", type=float, default=1.2, metavar="F",
                         help="atoms i, j count as bonded when d_ij < F (R_i + R_j); the bond graph of each frame "
                              "is compared with frame 0's (default 1.2)")
+    parser.add_argument("--lasting-frames", type=int, default=3, metavar="N",
+                        help="a bond-graph change counts as unphysical once it holds N consecutive frames or to "
+                             "the last frame; shorter ones are reported as bond vibrations (default 3; 1: any "
+                             "change)")
     parser.add_argument("--out", default="bnn-analysis", metavar="DIR",
                         help="directory of report.md, the plots and the selection (default ./bnn-analysis)")
     parser.add_argument("--json", metavar="OUT", help="write all numbers as JSON to OUT ('-' for stdout)")
@@ -84,7 +88,8 @@ def main(argv=None) -> int:
         traj = read_trajectory(args.trajectory, data=args.data, elements=args.elements, format=args.format,
                                compute=args.compute, units=args.units)
         result = analyze(traj, args.threshold, column=args.column, top=args.top, radius=args.radius,
-                         close_factor=args.close_factor, bond_factor=args.bond_factor)
+                         close_factor=args.close_factor, bond_factor=args.bond_factor,
+                         lasting_frames=args.lasting_frames)
         out = Path(args.out)
         sel_file = None
         if args.select:
