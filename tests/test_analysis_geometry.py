@@ -101,7 +101,7 @@ def test_ethanol_events_pairs_and_minima(ethanol_traj):
         (CLASH_FRAME, 200, "C1-H9", [1, 9], ["C", "H"], 1)
     assert tc["distance"] == pytest.approx(0.40, abs=1e-5) and tc["ratio"] == pytest.approx(0.40 / 1.07, abs=1e-5)
     assert tc["description"] == "atoms too close: C1-H9 at 0.400 A = 0.37 x (R_i + R_j) (< 0.6)"
-    lasting = "lasting bond-graph change: formed H7-H8 (to the last frame, 4 frame(s))"
+    lasting = "lasting bond-graph change: formed H7-H8 (to the last frame, 4 frames)"
     assert g.first_lasting_bond_change == {"frame": H2_FRAME, "step": 160, "broken": [], "formed": ["H7-H8"],
                                            "n_frames": 4, "to_end": True, "description": lasting}
     assert g.first_unphysical == {"frame": H2_FRAME, "step": 160, "events": ["h2_formed", "lasting_bond_change"],
@@ -133,7 +133,7 @@ def test_too_close_without_bond_change_and_a_dissociation(tmp_path):
                                    "description": "bond graph changed: broken C1-H4"}
     assert g.first_lasting_bond_change == {  # in the last frame: a run that ends there counts
         "frame": 3, "step": 3, "broken": ["C1-H4"], "formed": [], "n_frames": 1, "to_end": True,
-        "description": "lasting bond-graph change: broken C1-H4 (to the last frame, 1 frame(s))"}
+        "description": "lasting bond-graph change: broken C1-H4 (to the last frame, 1 frame)"}
     assert g.first_h2_formed is None
     # a looser bond criterion (1.8) also bonds C2-O3 (1.72 (R_i + R_j)) and, once H9 is squeezed, C1-H9; a
     # tighter clash criterion (0.5) misses the squeeze (0.52)
@@ -230,7 +230,7 @@ def test_periodic_pair_close_only_through_the_minimum_image(tmp_path):
     assert g.min_distance_pair[2] == "C5-H9"
     assert g.first_unphysical == {"frame": 2, "step": 20, "events": ["lasting_bond_change"],
                                   "description": "lasting bond-graph change: broken H2-C5 (to the last frame, "
-                                                 "1 frame(s))"}
+                                                 "1 frame)"}
 
 
 def test_triclinic_minima_match_ase(tmp_path):

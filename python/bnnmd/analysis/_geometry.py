@@ -79,8 +79,8 @@ class GeometryReport:
     they appear in. A change of the bond graph (a bond breaking, a new bond) is chemistry that can
     be real (a dissociation at high temperature), but a potential trained on intact molecules has
     left its training distribution there, so its forces are extrapolations: unphysical *for this
-    model*. A single frame past ``bond_factor`` is often only a hot bond vibration (a C-H at 1.30 A
-    = 1.21 (R_C + R_H) that is back at 1.1 A one dump later), so ``first_unphysical`` counts a
+    model*. A single frame past ``bond_factor`` is often only a hot bond vibration (in the demo run a
+    C-H at 1.29 A = 1.205 (R_C + R_H), at 1.22 A one dump later), so ``first_unphysical`` counts a
     bond-graph change only once it lasts ``lasting_frames`` consecutive frames, or holds from its
     start to the last frame (a halted run cannot show whether it would have reverted).
     ``first_bond_change`` keeps the first change of any length; ``lasting_frames=1`` makes the two
@@ -304,11 +304,12 @@ def geometry_report(traj: UncertaintyTrajectory, close_factor: float = CLOSE_FAC
         fm = labels(np.array([r[1] for r in here if r[1] not in initial], dtype=np.int64))
         longest, to_end = max(r[2] for r in here), any(r[3] for r in here)
         parts = ([f"broken {', '.join(b)}"] if b else []) + ([f"formed {', '.join(fm)}"] if fm else [])
+        span = f"{longest} frame" + ("s" if longest != 1 else "")
         first["lasting_bond_change"] = {
             "frame": start, "step": int(steps[start]), "broken": b, "formed": fm, "n_frames": int(longest),
             "to_end": bool(to_end),
             "description": "lasting bond-graph change: " + "; ".join(parts)
-                           + (f" (to the last frame, {longest} frame(s))" if to_end else f" ({longest} frames)")}
+                           + (f" (to the last frame, {span})" if to_end else f" ({span})")}
     happened = [e for e in EVENTS if first[e] is not None]
     unphysical = None
     if happened:
