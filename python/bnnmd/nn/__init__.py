@@ -44,6 +44,9 @@ def build_model(config: ModelConfig, dataset=None, dtype: torch.dtype = torch.fl
     config = copy.deepcopy(config)
     if dataset is not None and config.avg_num_neighbours is None:
         config.avg_num_neighbours = average_num_neighbours(dataset, config.cutoff)
+    if dataset is not None:
+        config.energy_unit, config.length_unit = dataset.energy_unit, dataset.length_unit
+        config.__post_init__()  # the repulsion's reach is checked in the data's length unit
     if seed is not None:
         torch.manual_seed(seed)
     model = StochasticNequIP(config)

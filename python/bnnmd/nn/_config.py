@@ -46,6 +46,14 @@ class ModelConfig:
     sigma_hidden: int = 16  # width of the sigma-head MLPs
     dropout: float = 0.0  # dropout rate in the scalar channels (MC-dropout baseline)
     num_samples: int = 1  # k: parameter samples evaluated in one pass
+    # fixed short-range pair repulsion (bnnmd.nn._repulsion): "zbl" or "none"; switched off
+    # between repulsion_inner and repulsion_outer x the sum of the two covalent radii
+    repulsion: str = "zbl"
+    repulsion_inner: float = 0.5
+    repulsion_outer: float = 0.8
+    # units of the model's energies and lengths: set from the training data by build_model
+    energy_unit: str = "kcal/mol"
+    length_unit: str = "A"
 
     def __post_init__(self):
         def bad(key, value, allowed):
@@ -78,6 +86,33 @@ class ModelConfig:
             bad("nonlinearity", self.nonlinearity, f"must be one of {', '.join(NONLINEARITIES)}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             bad("dropout", self.dropout, "must be a number in [0, 1)")
+        from bnnmd.nn._repulsion import REPULSIONS
+
+        if self.repulsion not in REPULSIONS:
+            bad("repulsion", self.repulsion, f"must be one of {', '.join(REPULSIONS)}")
+        for key in ("repulsion_inner", "repulsion_outer"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                bad(key, v, "must be a finite number > 0 (a fraction of the sum of covalent radii)")
+        if self.repulsion_inner >= self.repulsion_outer:
+            bad("repulsion_inner", self.repulsion_inner,
+                f"must be below model.repulsion_outer = {self.repulsion_outer} (the switch runs from inner to outer)")
+        from bnnmd import units
+
+        for key, check in (("energy_unit", units.check_energy_unit), ("length_unit", units.check_length_unit)):
+            try:
+                check(getattr(self, key))
+            except ValueError as exc:
+                bad(key, getattr(self, key), str(exc))
+        if self.repulsion != "none":
+            from ase.data import atomic_numbers, covalent_radii
+
+            widest = 2 * max(covalent_radii[atomic_numbers[t]] for t in self.type_names) \
+                * units.length_factor("A", self.length_unit)
+            if self.repulsion_outer * widest >= self.cutoff:
+                bad("repulsion_outer", self.repulsion_outer,
+                    f"x {widest:.3g} (the widest covalent pair) reaches model.cutoff = {self.cutoff}; "
+                    "use a smaller repulsion_outer or a larger cutoff")
         for key in ("parity", "resnet"):
             if not isinstance(getattr(self, key), bool):
                 bad(key, getattr(self, key), "must be true or false")

@@ -14,6 +14,7 @@ from bnnmd.data import keys as K
 from bnnmd.nn._config import ConfigError, ModelConfig
 from bnnmd.nn._interaction import InteractionBlock, hidden_irreps
 from bnnmd.nn._radial import BesselBasis, PolynomialCutoff
+from bnnmd.nn._repulsion import ZBLRepulsion
 from bnnmd.nn._stacked import StackedLinear, StackedMLP
 
 
@@ -28,7 +29,7 @@ class StochasticNequIP(nn.Module):
     key                           shape                   meaning
     ============================  ======================  =====================================
     ``total_energy``              ``[k, num_frames]``     mu_E, sum of atomic energies
-    ``atomic_energy``             ``[k, num_atoms]``      E_i = scale[z_i] * out_i + shift[z_i]
+    ``atomic_energy``             ``[k, num_atoms]``      E_i = scale[z_i] * out_i + shift[z_i] (+ ZBL)
     ``forces``                    ``[k, num_atoms, 3]``   mu_F = -dE/dr (autograd, conservative)
     ``total_energy_std``          ``[k, num_frames]``     sigma_E (permutation invariant)
     ``forces_std``                ``[k, num_atoms]``      sigma_F_i, shared by x, y, z
@@ -43,6 +44,10 @@ class StochasticNequIP(nn.Module):
     tensor products, see ``docs/benchmarks.md``); then ``dE_s/dr_ij`` is sample
     ``s``'s own, and forces and virial follow from these edge gradients, the
     form LAMMPS needs for ghost atoms.
+
+    With ``config.repulsion = "zbl"`` (the default) each atomic energy also holds half of
+    its ZBL pair energies (:mod:`bnnmd.nn._repulsion`): the same for every sample, zero
+    beyond ``repulsion_outer`` x the covalent sum, so it moves means, never stds.
 
     sigma_E^2 = scale^2 * sum_i (softplus(MLP_E(v_i)) + floor) and sigma_F_i =
     scale * (softplus(MLP_F(v_i)) + floor), with scale = the force RMS of the data
@@ -91,6 +96,9 @@ class StochasticNequIP(nn.Module):
         self.register_buffer("energy_shift", torch.zeros(self.num_types))
         self.register_buffer("sigma_scale", torch.ones(()))
         self.sigma_floor = 1e-4
+        self.use_repulsion = c.repulsion == "zbl"
+        self.repulsion = ZBLRepulsion(c.type_names, c.repulsion_inner, c.repulsion_outer,
+                                      c.energy_unit, c.length_unit)
         self.message_dim = max(b.message_dim for b in self.blocks)
         # samples x edges x message width per pass; 2**23 elements = 64 MB in float64
         self.max_chunk_elements = 2 ** 23
@@ -230,6 +238,10 @@ class StochasticNequIP(nn.Module):
         out = self.to_energy(v, s0, s1).squeeze(-1)
         atomic_energy = out * self.energy_scale.index_select(0, atom_type) \
             + self.energy_shift.index_select(0, atom_type)
+        if self.use_repulsion:
+            # each directed edge carries half of its pair's energy, on its centre atom
+            pair = self.repulsion(r, atom_type.index_select(0, centre), atom_type.index_select(0, neighbour))
+            atomic_energy = atomic_energy.index_add(1, centre, 0.5 * pair)
         counted = atomic_energy if mask is None else atomic_energy * mask
         energy = atomic_energy.new_zeros(k, num_frames).index_add(1, batch, counted)
         grads = torch.autograd.grad([energy.sum()], [vec_k], create_graph=self.training, allow_unused=True)
