@@ -95,6 +95,7 @@ def parse_single_point(tmp_path, r):
 # pressure unit of each style in eV/A^3
 PRESSURE = {"real": 101325 * ase.units.Pascal, "metal": 1e5 * ase.units.Pascal}
 ENERGY = {"real": units.energy_factor("eV", "kcal/mol"), "metal": 1.0}
+LAMMPS_ENERGY = {style: units.LAMMPS_UNITS[style]["energy"] for style in ("real", "metal")}
 
 
 @pytest.mark.parametrize("units_style", ["real", "metal"])
@@ -132,6 +133,24 @@ def test_two_ranks_equal_one_rank(tmp_path, model_file):
     np.testing.assert_allclose(two["atoms"], one["atoms"], rtol=1e-10, atol=1e-11)  # forces and uncertainties
     assert two["energy_std"] == pytest.approx(one["energy_std"], rel=1e-11)
     np.testing.assert_allclose(two["pressure_virial"], one["pressure_virial"], rtol=1e-9)
+
+
+def test_repulsion_on_two_ranks_equals_ase_calculator(tmp_path, model_file):
+    """Atoms pushed as close as 0.5 A (deep inside the ZBL repulsion), across the ranks' boundary."""
+    atoms = random_periodic_atoms(40, 9.0, min_distance=0.5, seed=5)
+    d = atoms.get_all_distances(mic=True)
+    np.fill_diagonal(d, np.inf)
+    assert d.min() < 0.7  # some pairs are inside the repulsion (0.8 x covalent sum >= 0.5 A)
+    r = run_lammps(tmp_path, atoms, SINGLE_POINT, nprocs=2, model=model_file)
+    got = parse_single_point(tmp_path, r)
+    calc = BNNCalculator(model_file)
+    atoms.calc = calc
+    ef = ENERGY["real"]
+    assert got["energy"] == pytest.approx(atoms.get_potential_energy() * ef, rel=1e-11)
+    ids = got["atoms"][:, 0].astype(int) - 1
+    want = atoms.get_forces()[ids] * ef
+    assert np.abs(want).max() > 1000.0  # kcal/mol/A: the repulsion dominates
+    np.testing.assert_allclose(got["atoms"][:, 1:4], want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
 
 
 def test_nve_conserves_energy(tmp_path, model_file):
@@ -197,6 +216,78 @@ print "STOPPED AT $(step)"
     rows = re.findall(r"^\s+(\d+)\s+\S+\s+(\S+)\s*$", r.stdout, re.M)
     for step, value in rows:  # the LAMMPS trajectory follows the Python one
         assert float(value) == pytest.approx(umax[int(step)], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def halting_model(tmp_path_factory):
+    """The model of ``model_file`` calibrated on 12 frames, exported with the rule rmse:0.5."""
+    from bnnmd.uq import calibrate
+
+    d = tmp_path_factory.mktemp("halt_model")
+    write_samples(d / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=3, seed=4)
+    val = bundled_dataset("rmd17_ethanol_test").subset(range(12))
+    cal = calibrate(d / "samples", val)
+    return export(d / "samples", d / "model.pth", halt_rule="rmse:0.5"), cal, val
+
+
+def test_halt_statistics_equal_the_deployed_model(halting_model):
+    """The validation statistics behind the rules, recomputed through the C++ evaluator (ASE calculator)."""
+    from bnnmd.deploy import read_metadata
+
+    path, cal, val = halting_model
+    calc = BNNCalculator(path)
+    maxima, maxima_epi, sq = [], [], []
+    kcal = units.energy_factor("eV", "kcal/mol")
+    for i in range(len(val)):
+        atoms = val.to_ase(i)
+        atoms.calc = calc
+        f = atoms.get_forces() * kcal
+        maxima.append(calc.results["forces_std"].max() * kcal)
+        maxima_epi.append(calc.results["forces_std_epistemic"].max() * kcal)
+        sq.append((f - val.forces[val.offsets[i]:val.offsets[i + 1]]) ** 2)
+    np.testing.assert_allclose(cal.halt.frame_max_std, maxima, rtol=1e-9)
+    np.testing.assert_allclose(cal.halt.frame_max_std_epistemic, maxima_epi, rtol=1e-9)
+    rmse = float(np.sqrt(np.mean(np.concatenate(sq))))
+    assert cal.halt.force_rmse == pytest.approx(rmse, rel=1e-9)
+    meta = read_metadata(path)
+    assert meta["halt_threshold"] == pytest.approx(0.5 * rmse, rel=1e-9)
+    assert meta["halt_rule"].startswith("rmse:0.5: 0.5 x the force RMSE on 12 validation frames")
+
+
+@pytest.mark.parametrize("units_style", ["real", "metal"])
+def test_halt_threshold_reaches_lammps_and_stops_the_run(tmp_path, halting_model, units_style):
+    """c_unc[5] is the exported threshold in LAMMPS units; fix halt on c_unc[4]/c_unc[5] stops at the first check
+    above it."""
+    from bnnmd.deploy import read_metadata
+
+    path, _, _ = halting_model
+    want = read_metadata(path)["halt_threshold"] * units.energy_factor("kcal/mol", LAMMPS_ENERGY[units_style])
+    atoms = molecule()
+    body = """
+compute unc all bnn/atom
+variable ratio equal c_unc[4]/c_unc[5]
+thermo_style custom step c_unc[4] c_unc[5] v_ratio
+thermo_modify format float %20.15g
+thermo 1
+fix 1 all nve
+fix stop all halt 1 v_ratio > 1.0 error soft
+run 0
+print "THRESHOLD $(c_unc[5]:%.15g) RATIO $(v_ratio:%.15g)"
+"""
+    r = run_lammps(tmp_path, atoms, body, units_style, model=path)
+    m = re.search(r"THRESHOLD (\S+) RATIO (\S+)", r.stdout)
+    assert float(m.group(1)) == pytest.approx(want, rel=1e-12)
+    # half the validation RMSE is below this frame's largest std: the run halts at once
+    assert float(m.group(2)) > 1.0
+    body = body.replace("run 0", "run 10").replace("fix stop all halt 1", "fix stop all halt 2")
+    r = run_lammps(tmp_path / "run", atoms, body, units_style, model=path)
+    assert re.search(r"Fix halt condition for fix-id stop met on step 2 ", r.stdout), r.stdout[-2000:]
+
+
+def test_model_without_a_threshold_reads_zero(tmp_path, model_file):
+    r = run_lammps(tmp_path, molecule(), "compute unc all bnn/atom\nthermo_style custom step c_unc[5]\nrun 0\n"
+                   "print \"THRESHOLD $(c_unc[5])\"\n", model=model_file)
+    assert float(re.search(r"THRESHOLD (\S+)", r.stdout).group(1)) == 0.0
 
 
 @pytest.mark.parametrize("case,body,message", [

@@ -167,6 +167,12 @@ Metadata parse_metadata(const std::string& text, const std::string& path) {
   m.samples_sha256 = get("samples_sha256");
   m.bnnmd_version = get("bnnmd_version");
   m.torch_version = get("torch_version");
+  if (kv.count("halt_threshold")) {
+    m.halt_threshold = num("halt_threshold");
+    if (!(m.halt_threshold > 0))
+      fail(path + ": bnnmd metadata 'halt_threshold' must be > 0; re-export the model with bnn-export");
+    m.halt_rule = kv.count("halt_rule") ? kv["halt_rule"] : "";
+  }
   if (m.type_names.empty() || m.cutoff <= 0 || m.num_layers < 1 || m.num_samples < 1)
     fail(path + ": bnnmd metadata is inconsistent (type names, cutoff, layers or samples); re-export");
   if (m.dtype != "float64" && m.dtype != "float32") fail(path + ": unknown dtype '" + m.dtype + "'");
@@ -220,6 +226,9 @@ Evaluator::~Evaluator() = default;
 const Metadata& Evaluator::metadata() const { return impl_->meta; }
 std::string Evaluator::device() const { return impl_->device.str(); }
 double Evaluator::cutoff() const { return impl_->meta.cutoff * impl_->length_out; }
+double Evaluator::halt_threshold() const {
+  return impl_->meta.halt_threshold * impl_->energy_out / impl_->length_out;
+}
 const std::string& Evaluator::energy_unit() const { return impl_->energy_unit; }
 const std::string& Evaluator::length_unit() const { return impl_->length_unit; }
 

@@ -34,6 +34,9 @@ struct Metadata {
   int num_samples = 0;
   std::string energy_unit, length_unit, dtype, method, samples_sha256, bnnmd_version, torch_version;
   StdMap calibration_forces, calibration_energy;  // knots in the model's units
+  // optional: the per-atom force std at which to halt MD (model force unit; 0 = none) and its rule
+  double halt_threshold = 0.0;
+  std::string halt_rule;
 };
 
 // Per-sample outputs, converted to the evaluator's units, on the CPU in double precision.
@@ -67,6 +70,9 @@ class Evaluator {
   double cutoff() const;  // in the evaluator's length unit
   const std::string& energy_unit() const;
   const std::string& length_unit() const;
+  // the exported halt threshold of the per-atom total force std, in the evaluator's force unit
+  // (0 when the model was exported without one)
+  double halt_threshold() const;
 
   // pos [n*3], types [n] (indices into type_names), edges [2*n_edges] (centres, then
   // neighbours), shifts [n_edges*3]; atoms >= nlocal are ghosts (forces, no energy).

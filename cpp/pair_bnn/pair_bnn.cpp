@@ -372,6 +372,11 @@ void PairBNN::uncertainty(double **peratom, double *global)
     for (int c = 0; c < 4; c++) global[c] = unc_global[c];
 }
 
+double PairBNN::halt_threshold() const
+{
+  return evaluator ? evaluator->halt_threshold() : 0.0;
+}
+
 void *PairBNN::extract(const char *str, int &dim)
 {
   dim = 0;

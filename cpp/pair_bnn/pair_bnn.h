@@ -43,6 +43,7 @@ class PairBNN : public Pair {
   // and the global energy std (total, epistemic, aleatoric) and the largest per-atom total.
   // Collective: reverse-communicates per-sample forces once per step.
   void uncertainty(double **peratom, double *global);
+  double halt_threshold() const;  // the model's exported halt threshold, LAMMPS force units (0: none)
   bigint last_compute_step() const { return computed_step; }
 
  protected:

@@ -42,13 +42,18 @@ py::dict std_map_dict(const bnnmd::StdMap& s) {
 }
 
 py::dict metadata_dict(const bnnmd::Metadata& m) {
-  return py::dict("format_version"_a = m.format_version, "type_names"_a = m.type_names, "cutoff"_a = m.cutoff,
+  py::dict d("format_version"_a = m.format_version, "type_names"_a = m.type_names, "cutoff"_a = m.cutoff,
                   "num_layers"_a = m.num_layers, "num_samples"_a = m.num_samples,
                   "energy_unit"_a = m.energy_unit, "length_unit"_a = m.length_unit, "dtype"_a = m.dtype,
                   "calibration_forces"_a = std_map_dict(m.calibration_forces),
                   "calibration_energy"_a = std_map_dict(m.calibration_energy), "method"_a = m.method,
                   "samples_sha256"_a = m.samples_sha256, "bnnmd_version"_a = m.bnnmd_version,
                   "torch_version"_a = m.torch_version);
+  if (m.halt_threshold > 0) {  // optional keys, as in bnnmd.deploy.read_metadata
+    d["halt_threshold"] = m.halt_threshold;
+    d["halt_rule"] = m.halt_rule;
+  }
+  return d;
 }
 
 using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
@@ -140,6 +145,7 @@ compute(positions, types, edge_index, edge_shift, nlocal) -> dict
       .def_property_readonly("cutoff", &bnnmd::Evaluator::cutoff)
       .def_property_readonly("energy_unit", &bnnmd::Evaluator::energy_unit)
       .def_property_readonly("length_unit", &bnnmd::Evaluator::length_unit)
+      .def_property_readonly("halt_threshold", &bnnmd::Evaluator::halt_threshold)
       .def("compute", &compute, "positions"_a, "types"_a, "edge_index"_a, "edge_shift"_a, "nlocal"_a)
       .def("energy_stats",
            [](const bnnmd::Evaluator& ev, F64 energy, F64 energy_std) {

@@ -18,6 +18,11 @@ def main(argv=None) -> int:
     group.add_argument("--select", help="comma-separated sample indices, e.g. 0,2,5")
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--freeze", action="store_true", help="torch.jit.freeze the module (inlines parameters)")
+    parser.add_argument("--halt-rule", default=None, metavar="NAME:FACTOR",
+                        help="the halt threshold stored in the model (LAMMPS: c_unc[5] of compute bnn/atom), from "
+                             "the validation statistics of bnn-eval --calibrate-on: envelope:F (F x the largest "
+                             "per-atom force std on validation frames; default envelope:1.5) or rmse:F (F x the "
+                             "validation force RMSE)")
     args = parser.parse_args(argv)
 
     from bnnmd.cli._errors import guarded
@@ -30,12 +35,20 @@ def main(argv=None) -> int:
                 select = [int(x) for x in args.select.split(",")]
             except ValueError:
                 raise ExportError(f"--select {args.select!r}: give comma-separated integers, e.g. 0,2,5") from None
-        path = export(args.samples, args.out, k=args.k, select=select, dtype=args.dtype, freeze=args.freeze)
+        path = export(args.samples, args.out, k=args.k, select=select, dtype=args.dtype, freeze=args.freeze,
+                      halt_rule=args.halt_rule)
         meta = read_metadata(path)
         print(f"bnn-export: wrote {path}: k={meta['num_samples']} samples ({meta['method']}), types "
               f"{' '.join(meta['type_names'])}, cutoff {meta['cutoff']} {meta['length_unit']}, "
               f"{meta['num_layers']} layers (LAMMPS ghost cutoff {meta['cutoff'] * meta['num_layers']} "
               f"{meta['length_unit']}), {meta['dtype']}")
+        if "halt_threshold" in meta:
+            print(f"bnn-export: halt threshold {meta['halt_threshold']:.6g} {meta['energy_unit']}/"
+                  f"{meta['length_unit']} per-atom force std (LAMMPS: c_unc[5] of compute bnn/atom); "
+                  f"rule {meta['halt_rule']}")
+        else:
+            print("bnn-export: no halt threshold stored (no validation statistics); run bnn-eval SAMPLES "
+                  "--data split:val --calibrate-on split:val before exporting to get one")
         return 0
 
     return guarded("bnn-export", run, (ExportError,))

@@ -6,7 +6,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -17,6 +17,7 @@ from bnnmd.deploy._module import DeployedModel
 from bnnmd.nn import SampleError, script
 from bnnmd.nn._samples import choose, load_chosen
 from bnnmd.uq._calibration import QUANTITIES, CalibrationError, StdMap, find_calibration
+from bnnmd.uq._halt import DEFAULT_HALT_RULE, HaltRuleError, halt_threshold, parse_rule
 
 PathLike = Union[str, os.PathLike]
 
@@ -25,22 +26,46 @@ class ExportError(ValueError):
     """Samples that cannot be exported as asked; the message says why and what to do."""
 
 
-def read_calibration(samples_dir: PathLike) -> Dict[str, StdMap]:
-    """The calibration maps of ``samples/calibration.json`` (written by ``bnn-eval``); identity when absent."""
+def _find_calibration(samples_dir: PathLike):
     try:
-        cal = find_calibration(samples_dir)
+        return find_calibration(samples_dir)
     except CalibrationError as exc:
         raise ExportError(str(exc)) from None
+
+
+def read_calibration(samples_dir: PathLike) -> Dict[str, StdMap]:
+    """The calibration maps of ``samples/calibration.json`` (written by ``bnn-eval``); identity when absent."""
+    cal = _find_calibration(samples_dir)
     return {q: StdMap.scale(1.0) if cal is None else cal.map(q) for q in QUANTITIES}
 
 
+def read_halt_threshold(samples_dir: PathLike, rule: str = DEFAULT_HALT_RULE) -> Optional[Tuple[float, str]]:
+    """``(threshold, description)`` of ``rule`` on the halt statistics that ``bnn-eval --calibrate-on``
+    stored in ``samples/calibration.json``; None when there are none."""
+    parse_rule(rule)  # a bad rule is an error even without statistics
+    cal = _find_calibration(samples_dir)
+    if cal is None or cal.halt is None:
+        return None
+    return halt_threshold(cal.halt, rule)
+
+
 def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
-           select: Optional[Sequence[int]] = None, dtype: str = "float64", freeze: bool = False) -> Path:
+           select: Optional[Sequence[int]] = None, dtype: str = "float64", freeze: bool = False,
+           halt_rule: Optional[str] = None) -> Path:
     """Stack samples of ``samples_dir`` into one TorchScript file ``out``.
 
-    MC-dropout runs hold one sample: ``k`` is then the number of dropout masks.
-    Returns the path written (atomically).
+    MC-dropout runs hold one sample: ``k`` is then the number of dropout masks. With halt
+    statistics in ``samples/calibration.json`` (``bnn-eval --calibrate-on``), the threshold of
+    ``halt_rule`` (:mod:`bnnmd.uq._halt`; None: ``DEFAULT_HALT_RULE`` when there are statistics,
+    else none) goes into the metadata. Returns the path written (atomically).
     """
+    try:
+        halt = read_halt_threshold(samples_dir, halt_rule or DEFAULT_HALT_RULE)
+    except HaltRuleError as exc:
+        raise ExportError(str(exc)) from None
+    if halt is None and halt_rule is not None:
+        raise ExportError(f"halt rule {halt_rule!r} needs validation statistics, and {samples_dir} has none; run "
+                          f"bnn-eval {samples_dir} --data split:val --calibrate-on split:val first")
     if dtype not in ("float64", "float32"):
         raise ExportError(f"dtype {dtype!r}: use float64 or float32")
     if k is not None and select is not None:
@@ -66,6 +91,8 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
         "calibration_forces": cal["forces"], "calibration_energy": cal["energy"], "method": chosen.method,
         "samples_sha256": sha.hexdigest(), "bnnmd_version": bnnmd.__version__,
         "torch_version": torch.__version__,
+        "halt_threshold": None if halt is None else float(halt[0]),
+        "halt_rule": None if halt is None else halt[1],
     }
     module = script(DeployedModel(model))
     if freeze:

@@ -17,6 +17,8 @@ EXTRA_FILE = "bnnmd.txt"
 KEYS = ("format_version", "type_names", "cutoff", "num_layers", "num_samples", "energy_unit", "length_unit",
         "dtype", "calibration_forces", "calibration_energy", "method", "samples_sha256", "bnnmd_version",
         "torch_version")
+#: Keys written only when known: the halt threshold (model force unit) and the rule that gave it.
+OPTIONAL_KEYS = ("halt_threshold", "halt_rule")
 
 Value = Union[str, int, float, List[str], StdMap]
 
@@ -26,7 +28,7 @@ def to_text(meta: Dict[str, Value]) -> str:
     if missing:
         raise ValueError(f"metadata lacks {', '.join(missing)}")
     lines = []
-    for key in KEYS:
+    for key in KEYS + tuple(k for k in OPTIONAL_KEYS if meta.get(k) is not None):
         v = meta[key]
         v = (" ".join(v) if isinstance(v, (list, tuple)) else repr(v) if isinstance(v, float)
              else v.to_text() if isinstance(v, StdMap) else str(v))
@@ -46,8 +48,9 @@ def from_text(text: str) -> Dict[str, Value]:
     for key in ("format_version", "num_layers", "num_samples"):
         if key in meta:
             out[key] = int(meta[key])
-    if "cutoff" in meta:
-        out["cutoff"] = float(meta["cutoff"])
+    for key in ("cutoff", "halt_threshold"):
+        if key in meta:
+            out[key] = float(meta[key])
     for key in ("calibration_forces", "calibration_energy"):
         if key in meta:
             out[key] = StdMap.from_text(str(meta[key]))

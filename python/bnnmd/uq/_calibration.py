@@ -312,6 +312,8 @@ class Calibration:
     metrics_before: Dict[str, Any] = field(default_factory=dict)
     metrics_after: Dict[str, Any] = field(default_factory=dict)
     path: Optional[Path] = None
+    #: what the halt rules of bnnmd.uq._halt need (validation frames); None: not recorded
+    halt: Optional[Any] = None
 
     def __post_init__(self):
         self.maps = {q: m if isinstance(m, StdMap) else StdMap.scale(m) for q, m in self.maps.items()}
@@ -333,6 +335,8 @@ class Calibration:
         d["fitted_on"] = self.fitted_on
         d["metrics_before"] = self.metrics_before
         d["metrics_after"] = self.metrics_after
+        if self.halt is not None:
+            d["halt"] = self.halt.to_dict()
         return d
 
     @classmethod
@@ -349,8 +353,14 @@ class Calibration:
                 maps[q] = StdMap.from_dict(d.get(q, {"kind": "scale", "factor": 1.0}))
             except CalibrationError as exc:
                 raise CalibrationError(f"{where}{q}: {exc}; {fix}") from None
+        from bnnmd.uq._halt import HaltStatistics
+
+        try:
+            halt = HaltStatistics.from_dict(d.get("halt"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"{where}halt statistics are malformed ({exc}); {fix}") from None
         return cls(maps, dict(d.get("fitted_on") or {}), dict(d.get("metrics_before") or {}),
-                   dict(d.get("metrics_after") or {}), None if path is None else Path(path))
+                   dict(d.get("metrics_after") or {}), None if path is None else Path(path), halt)
 
     def save(self, path: PathLike) -> Path:
         """Write atomically as JSON (``samples/calibration.json`` by convention)."""

@@ -379,6 +379,11 @@ def calibrate(samples_or_model, data, k: Optional[int] = None, batch_size: int =
     widths = {q: before.get(f"{q}.nece_bin_width") for q in QUANTITIES}
     cal.metrics_before = before
     cal.metrics_after = metrics_of(raw.calibrated(cal), auc_threshold, widths)
+    if raw.forces is not None:
+        from bnnmd.uq._halt import halt_statistics
+
+        f = raw.forces
+        cal.halt = halt_statistics(f.mu, f.sigma, f.y, dataset.n_atoms, cal.map("forces"), raw.force_unit, desc)
     if save and loaded.samples_dir is not None:
         cal.save(loaded.samples_dir / CALIBRATION_FILE)
     return cal

@@ -1,0 +1,112 @@
+"""When MD should stop: a threshold on the per-atom force std, from a rule on validation data.
+
+``bnn-eval --calibrate-on split:val`` records :class:`HaltStatistics` of the calibrated model
+on the validation frames in ``samples/calibration.json``; ``bnn-export`` turns them into one
+number with a rule (``--halt-rule``), stores it in the exported file, and prints it. LAMMPS
+reads it as ``c_unc[5]`` of ``compute bnn/atom``, so an input halts with
+
+    variable ratio equal c_unc[4]/c_unc[5]      # largest per-atom std / the model's threshold
+    fix stop all halt 20 v_ratio > 1.0 error soft
+
+Rules (``NAME:FACTOR``):
+
+``envelope:F``
+    F x the largest per-atom total force std the calibrated model predicts on any validation
+    frame: the run stops once some atom is F times more uncertain than anything seen on data
+    like the training data.
+``rmse:F``
+    F x the validation force RMSE (per component): the run stops once the model itself expects
+    an atom's force error of F x its typical error.
+
+The per-atom std is the one LAMMPS computes (:func:`bnnmd.deploy._aggregate.force_stats`: a
+per-component std, calibrated). ``bench/halt_truth.py`` compares the rules against DFT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+HALT_RULES = ("envelope", "rmse")
+DEFAULT_HALT_RULE = "envelope:1.5"
+
+
+class HaltRuleError(ValueError):
+    """A halt rule that cannot be applied; the message says why and what to give instead."""
+
+
+@dataclass
+class HaltStatistics:
+    """What the rules need, from the calibrated model on validation frames (model units)."""
+
+    frame_max_std: List[float]  # per frame: the largest per-atom total force std
+    frame_max_std_epistemic: List[float]  # per frame: the largest per-atom epistemic force std
+    force_rmse: float  # per component
+    force_unit: str
+    data: str = ""
+
+    def to_dict(self) -> dict:
+        return {"frame_max_std": [float(x) for x in self.frame_max_std],
+                "frame_max_std_epistemic": [float(x) for x in self.frame_max_std_epistemic],
+                "force_rmse": float(self.force_rmse), "force_unit": self.force_unit, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]) -> Optional["HaltStatistics"]:
+        if not d:
+            return None
+        return cls([float(x) for x in d["frame_max_std"]], [float(x) for x in d["frame_max_std_epistemic"]],
+                   float(d["force_rmse"]), str(d["force_unit"]), str(d.get("data", "")))
+
+
+def per_atom_stds(mu: np.ndarray, sigma: np.ndarray, calibration) -> Dict[str, np.ndarray]:
+    """Per-atom calibrated stds from per-component predictions ``mu, sigma [k, 3 n]`` (x, y, z of
+    each atom in a row, uncalibrated), as the C++ evaluator computes them."""
+    from bnnmd.deploy._aggregate import force_stats
+
+    k = mu.shape[0]
+    forces = np.asarray(mu, dtype=np.float64).reshape(k, -1, 3)
+    sig = np.asarray(sigma, dtype=np.float64).reshape(k, -1, 3)[:, :, 0]  # shared by x, y, z
+    return force_stats(forces, sig, calibration)
+
+
+def halt_statistics(mu, sigma, y, n_atoms, calibration, force_unit: str, data: str = "") -> HaltStatistics:
+    """:class:`HaltStatistics` of frames with ``n_atoms`` atoms each; ``mu, sigma [k, 3 N]``
+    uncalibrated, ``y [3 N]`` the reference forces, ``calibration`` the forces' std map."""
+    stats = per_atom_stds(mu, sigma, calibration)
+    frame = np.repeat(np.arange(len(n_atoms)), np.asarray(n_atoms))
+    total, epi = stats["forces_std"], stats["forces_std_epistemic"]
+    maxima = np.full(len(n_atoms), -np.inf)
+    np.maximum.at(maxima, frame, total)
+    maxima_epi = np.full(len(n_atoms), -np.inf)
+    np.maximum.at(maxima_epi, frame, epi)
+    err = np.asarray(mu).mean(axis=0) - np.asarray(y)
+    return HaltStatistics(maxima.tolist(), maxima_epi.tolist(), float(np.sqrt(np.mean(err ** 2))), force_unit,
+                          data)
+
+
+def parse_rule(rule: str) -> Tuple[str, float]:
+    name, _, factor = str(rule).partition(":")
+    try:
+        f = float(factor)
+    except ValueError:
+        f = float("nan")
+    if name not in HALT_RULES or not np.isfinite(f) or f <= 0:
+        raise HaltRuleError(f"halt rule {rule!r}: use NAME:FACTOR with NAME one of {', '.join(HALT_RULES)} "
+                            f"and FACTOR > 0, e.g. {DEFAULT_HALT_RULE} or rmse:3")
+    return name, f
+
+
+def halt_threshold(stats: HaltStatistics, rule: str = DEFAULT_HALT_RULE) -> Tuple[float, str]:
+    """The threshold (model force unit) of ``rule`` and a one-line description of it."""
+    name, f = parse_rule(rule)
+    n = len(stats.frame_max_std)
+    if name == "envelope":
+        base = max(stats.frame_max_std)
+        what = f"the largest per-atom force std on {n} validation frames"
+    else:
+        base = stats.force_rmse
+        what = f"the force RMSE on {n} validation frames"
+    value = f * base
+    return value, f"{rule}: {f:g} x {what} ({base:.4g} {stats.force_unit}) = {value:.4g} {stats.force_unit}"
