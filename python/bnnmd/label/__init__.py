@@ -1,0 +1,17 @@
+"""Reference labels (energies and forces) from quantum chemistry: the ground truth for the
+uncertainty, and new training data for frames the model was unsure about.
+
+:class:`PySCFLabeller` runs Kohn-Sham DFT with pyscf (default PBE/def2-SVP, the level of the
+rMD17 data) and caches every result on disk, so an interrupted labelling resumes without
+recomputing. Energies and forces come back in kcal/mol and kcal/mol/A (:mod:`bnnmd.units`).
+
+Examples
+--------
+>>> from bnnmd.label import PySCFLabeller  # doctest: +SKIP
+>>> labeller = PySCFLabeller(cache="labels/")  # doctest: +SKIP
+>>> energy, forces = labeller(atoms)  # doctest: +SKIP
+"""
+
+from bnnmd.label._pyscf import Label, LabelError, PySCFLabeller, label_frames
+
+__all__ = ["Label", "LabelError", "PySCFLabeller", "label_frames"]
