@@ -1,0 +1,113 @@
+"""Ground truth for a trajectory's uncertainty: the model's true force error on DFT-labelled frames.
+
+For each chosen frame of an :class:`~bnnmd.analysis.UncertaintyTrajectory` of a molecule, the
+exported model predicts forces and per-atom stds (:class:`bnnmd.calculator.BNNCalculator`, the
+C++ evaluator LAMMPS uses) and a labeller (:class:`bnnmd.label.PySCFLabeller`) gives the
+reference forces. The per-atom error is ``|F_model - F_DFT| / sqrt(3)``: the RMS error per
+component, on the scale of the per-component stds and of a force RMSE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from bnnmd import units
+
+
+@dataclass
+class TruthFrames:
+    """Per labelled frame (in trajectory order): the largest true per-atom error and predicted stds."""
+
+    frames: List[int]
+    steps: List[int]
+    max_error: List[float]  # max over atoms of |dF| / sqrt(3), model force unit
+    max_std: List[float]  # max over atoms of the calibrated total std
+    max_std_epistemic: List[float]
+    max_std_aleatoric: List[float]
+    worst_atom: List[int]  # index of the atom with the largest true error
+    dft_energy: List[float]
+    model_energy: List[float]
+    failed: Dict[int, str] = field(default_factory=dict)  # step -> why the label failed
+    unit: str = "kcal/mol/A"
+
+    def first_error_above(self, tolerance: float) -> Optional[int]:
+        """The first labelled step whose largest per-atom error exceeds ``tolerance`` (None: none)."""
+        for step, err in zip(self.steps, self.max_error):
+            if err > tolerance:
+                return step
+        return None
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, "steps": self.steps, "max_error": self.max_error, "max_std": self.max_std,
+                "max_std_epistemic": self.max_std_epistemic, "max_std_aleatoric": self.max_std_aleatoric,
+                "worst_atom": self.worst_atom, "dft_energy": self.dft_energy, "model_energy": self.model_energy,
+                "failed": {str(k): v for k, v in self.failed.items()}, "unit": self.unit}
+
+
+def molecule_atoms(traj, frame: int):
+    """Frame ``frame`` as an isolated molecule (no cell): atoms moved to their images nearest to atom 0
+    one bond at a time, so that a molecule split by the periodic box is whole again."""
+    import ase
+
+    pos = traj.positions(frame)
+    box = traj.box(frame)
+    if box is not None:
+        from MDAnalysis.lib.mdamath import triclinic_vectors
+
+        cell = np.asarray(triclinic_vectors(box), dtype=np.float64)
+        inv = np.linalg.inv(cell)
+        placed = [0]
+        todo = list(range(1, len(pos)))
+        while todo:  # attach the atom nearest (minimum image) to any placed atom
+            best = None
+            for j in todo:
+                d = pos[j] - pos[placed]
+                d -= np.round(d @ inv) @ cell
+                r = np.linalg.norm(d, axis=1)
+                i = int(np.argmin(r))
+                if best is None or r[i] < best[0]:
+                    best = (r[i], j, pos[placed[i]] + d[i])
+            _, j, p = best
+            pos[j] = p
+            placed.append(j)
+            todo.remove(j)
+    return ase.Atoms(symbols=list(traj.elements), positions=pos)
+
+
+def dft_truth(traj, model_path, labeller, frames: Sequence[int], processes: int = 1) -> TruthFrames:
+    """Label ``frames`` of ``traj`` and compare them with the model in ``model_path`` (see the module)."""
+    from bnnmd.calculator import BNNCalculator
+    from bnnmd.deploy import read_metadata
+    from bnnmd.label import LabelError, label_frames
+
+    meta = read_metadata(model_path)
+    eu, lu = meta["energy_unit"], meta["length_unit"]
+    if (eu, lu) != ("kcal/mol", "A"):
+        raise ValueError(f"dft_truth compares in kcal/mol and A (the labeller's units); the model is in {eu}, {lu}")
+    frames = sorted(set(int(f) for f in frames))
+    atoms_list = [molecule_atoms(traj, f) for f in frames]
+    labels = label_frames(labeller, atoms_list, processes)
+    calc = BNNCalculator(str(model_path))
+    to_kcal = units.energy_factor("eV", "kcal/mol")
+    out = TruthFrames([], [], [], [], [], [], [], [], [], unit="kcal/mol/A")
+    for f, atoms, label in zip(frames, atoms_list, labels):
+        step = int(traj.steps[f])
+        if isinstance(label, LabelError):
+            out.failed[step] = str(label)
+            continue
+        atoms.calc = calc
+        forces = atoms.get_forces() * to_kcal
+        err = np.linalg.norm(forces - label.forces, axis=1) / np.sqrt(3.0)
+        out.frames.append(f)
+        out.steps.append(step)
+        out.max_error.append(float(err.max()))
+        out.worst_atom.append(int(err.argmax()))
+        out.max_std.append(float(calc.results["forces_std"].max() * to_kcal))
+        out.max_std_epistemic.append(float(calc.results["forces_std_epistemic"].max() * to_kcal))
+        out.max_std_aleatoric.append(float(calc.results["forces_std_aleatoric"].max() * to_kcal))
+        out.dft_energy.append(float(label.energy))
+        out.model_energy.append(float(atoms.get_potential_energy() * to_kcal))
+    return out
