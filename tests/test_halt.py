@@ -35,8 +35,9 @@ def test_rules():
     assert text == ("envelope:1.5: 1.5 x the largest per-atom force std on 3 validation frames "
                     "(3 kcal/mol/A) = 4.5 kcal/mol/A")
     assert halt_threshold(s, "rmse:3")[0] == pytest.approx(2.4)
+    assert halt_threshold(s, "median:1.2")[0] == pytest.approx(2.4)
     for bad in ("envelope", "sigma:2", "rmse:-1", "rmse:x"):
-        with pytest.raises(HaltRuleError, match="use NAME:FACTOR with NAME one of envelope, rmse"):
+        with pytest.raises(HaltRuleError, match="use NAME:FACTOR with NAME one of envelope, median, rmse"):
             parse_rule(bad)
     assert HaltStatistics.from_dict(s.to_dict()) == s
 

@@ -66,3 +66,21 @@ def test_true_error_is_the_model_against_the_labels(tmp_path):
     assert truth.first_error_above(0.0) == 0
     assert truth.first_error_above(max(truth.max_error)) is None
     assert len(list((tmp_path / "labels").glob("*.npz"))) == 2
+
+
+def test_frame_errors_by_hand(tmp_path):
+    from bnnmd.analysis import frame_errors
+
+    write_samples(tmp_path / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=2)
+    model = export(tmp_path / "samples", tmp_path / "model.pth")
+    ds = bundled_dataset("rmd17_ethanol_test").subset(range(3))
+    got = frame_errors(model, ds)
+    calc = BNNCalculator(str(model))
+    kcal = units.energy_factor("eV", "kcal/mol")
+    for i in range(3):
+        a = ds.to_ase(i)
+        a.calc = calc
+        d = a.get_forces() * kcal - ds.forces[9 * i:9 * i + 9]
+        assert got["max_error"][i] == pytest.approx(np.sqrt((d ** 2).sum(axis=1) / 3).max(), rel=1e-9)
+        assert got["max_std"][i] == pytest.approx(calc.results["forces_std"].max() * kcal, rel=1e-9)
+    assert len(frame_errors(model, ds, n=2)["max_error"]) == 2

@@ -47,6 +47,25 @@ class TruthFrames:
                 "failed": {str(k): v for k, v in self.failed.items()}, "unit": self.unit}
 
 
+def frame_errors(model_path, dataset, n: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """On (the first ``n``) labelled frames of ``dataset`` (kcal/mol, A): each frame's largest true
+    per-atom error ``|dF| / sqrt 3`` (``"max_error"``) and largest predicted total std (``"max_std"``),
+    from the exported model. Their spread on test data is the in-distribution baseline of
+    :func:`dft_truth` (e.g. its 99th percentile as the tolerance)."""
+    from bnnmd.calculator import BNNCalculator
+
+    calc = BNNCalculator(str(model_path))
+    to_kcal = units.energy_factor("eV", "kcal/mol")
+    errors, stds = [], []
+    for i in range(len(dataset) if n is None else min(n, len(dataset))):
+        atoms = dataset.to_ase(i)
+        atoms.calc = calc
+        ref = dataset.forces[dataset.offsets[i]:dataset.offsets[i + 1]]
+        errors.append(float(np.linalg.norm(atoms.get_forces() * to_kcal - ref, axis=1).max() / np.sqrt(3.0)))
+        stds.append(float(calc.results["forces_std"].max() * to_kcal))
+    return {"max_error": np.array(errors), "max_std": np.array(stds)}
+
+
 def molecule_atoms(traj, frame: int):
     """Frame ``frame`` as an isolated molecule (no cell): atoms moved to their images nearest to atom 0
     one bond at a time, so that a molecule split by the periodic box is whole again."""

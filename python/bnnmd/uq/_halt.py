@@ -14,6 +14,10 @@ Rules (``NAME:FACTOR``):
     F x the largest per-atom total force std the calibrated model predicts on any validation
     frame: the run stops once some atom is F times more uncertain than anything seen on data
     like the training data.
+``median:F``
+    F x the median over validation frames of the largest per-atom total std of a frame: like
+    ``envelope`` but not set by the one most uncertain validation frame (30 frames make the
+    maximum a noisy statistic).
 ``rmse:F``
     F x the validation force RMSE (per component): the run stops once the model itself expects
     an atom's force error of F x its typical error.
@@ -29,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-HALT_RULES = ("envelope", "rmse")
+HALT_RULES = ("envelope", "median", "rmse")
 DEFAULT_HALT_RULE = "envelope:1.5"
 
 
@@ -105,6 +109,9 @@ def halt_threshold(stats: HaltStatistics, rule: str = DEFAULT_HALT_RULE) -> Tupl
     if name == "envelope":
         base = max(stats.frame_max_std)
         what = f"the largest per-atom force std on {n} validation frames"
+    elif name == "median":
+        base = float(np.median(stats.frame_max_std))
+        what = f"the median over {n} validation frames of a frame's largest per-atom force std"
     else:
         base = stats.force_rmse
         what = f"the force RMSE on {n} validation frames"
