@@ -60,8 +60,8 @@ def test_calibration_file_keeps_the_statistics(calibrated):
 def test_export_applies_the_default_rule(calibrated, tmp_path):
     d, cal = calibrated
     meta = read_metadata(export(d / "samples", tmp_path / "m.pth"))
-    assert meta["halt_threshold"] == pytest.approx(1.5 * max(cal.halt.frame_max_std), rel=1e-12)
-    assert meta["halt_rule"].startswith("envelope:1.5: ")
+    assert meta["halt_threshold"] == pytest.approx(1.5 * np.median(cal.halt.frame_max_std), rel=1e-12)
+    assert meta["halt_rule"].startswith("median:1.5: ")
     with pytest.raises(ExportError, match="halt rule 'sigma:3'"):
         export(d / "samples", tmp_path / "bad.pth", halt_rule="sigma:3")
 

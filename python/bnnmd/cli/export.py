@@ -20,9 +20,10 @@ def main(argv=None) -> int:
     parser.add_argument("--freeze", action="store_true", help="torch.jit.freeze the module (inlines parameters)")
     parser.add_argument("--halt-rule", default=None, metavar="NAME:FACTOR",
                         help="the halt threshold stored in the model (LAMMPS: c_unc[5] of compute bnn/atom), from "
-                             "the validation statistics of bnn-eval --calibrate-on: envelope:F (F x the largest "
-                             "per-atom force std on validation frames; default envelope:1.5) or rmse:F (F x the "
-                             "validation force RMSE)")
+                             "the validation statistics of bnn-eval --calibrate-on: median:F (F x the median over "
+                             "validation frames of a frame's largest per-atom force std; default median:1.5), "
+                             "envelope:F (F x the largest on any validation frame) or rmse:F (F x the validation "
+                             "force RMSE)")
     args = parser.parse_args(argv)
 
     from bnnmd.cli._errors import guarded

@@ -1,0 +1,422 @@
+"""Does the uncertainty halt fire before the trajectory goes bad? Ground truth from DFT (pyscf).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/halt_truth.py [--molecules ethanol,malonaldehyde]
+        [--run ethanol=RUN_DIR] [--compare-run ethanol=RUN_DIR] [--nsteps 4000] [--stride 100]
+        [--processes 2]
+
+Per molecule (rMD17; ethanol from the bundled data, the others from ../shared/data/rmd17):
+
+1. train with the demo's recipe (examples/demo/train.yaml with the molecule's files), or reuse
+   ``--run MOLECULE=RUN_DIR``; calibrate on the validation frames (bnn-eval --calibrate-on) and
+   export (the halt statistics go into the model);
+2. LAMMPS heats the molecule with the demo's ramp (thermostat target 300 K -> 8000 K over 20000
+   steps, i.e. 1840 K at step 4000) for ``--nsteps`` steps of 0.5 fs, with no halt, dumping
+   positions and per-atom stds every 20 steps;
+3. pyscf PBE/def2-SVP (rMD17's level) labels every ``--stride``-th step, then every dump frame
+   between the last labelled frame under the tolerance and the first above it;
+4. the true largest per-atom force error (|dF|/sqrt 3) per labelled frame against the predicted
+   stds; tolerance = 3 x the model's force RMSE on the rMD17 test file;
+5. for each halt rule (bnnmd.uq._halt, plus the old demo rule "2 x the largest std on the test
+   frames"): the step where it fires on the dumped stds (checked every 20 steps, as fix halt
+   does), and the steps of garbage before it (halt step - first step above the tolerance);
+6. per labelled frame, ROC-AUC of detecting "error above the tolerance" from the largest total,
+   epistemic and aleatoric std, and Spearman's rho between largest std and largest error; the
+   same on the same trajectory for the posterior's first sample alone (k = 1) and, with
+   ``--compare-run MOLECULE=RUN_DIR``, for another run's samples;
+7. the geometry report (bnnmd.analysis.geometry_report) of the trajectory.
+
+Writes bench/results/halt_truth.json, bench/results/halt_truth_<molecule>.png and prints a
+Markdown table for docs/results.md. Labels are cached in the work directory: a rerun (or a
+killed run) does not recompute them. About 40-60 minutes on 2 cores with training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "rmd17"
+BIN = Path(sys.executable).parent
+RULES = ("envelope:1.0", "envelope:1.25", "envelope:1.5", "median:1.15", "median:1.25", "median:1.5", "rmse:1.5",
+         "rmse:2", "rmse:3")
+DUMP_EVERY = 20
+# the demo's heating ramp: the thermostat's target goes from 300 K to 8000 K over 20000 steps
+T0, THOT, RAMP_STEPS = 300.0, 8000.0, 20000
+
+
+def log(msg: str) -> None:
+    print(f"[halt_truth {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(cmd, cwd=None) -> None:
+    log("$ " + " ".join(str(c) for c in cmd))
+    subprocess.run([str(c) for c in cmd], cwd=cwd, check=True)
+
+
+def data_files(molecule: str):
+    if molecule == "ethanol":
+        return "bundled:rmd17_ethanol_train", "bundled:rmd17_ethanol_test"
+    train, test = SHARED / f"rmd17_{molecule}_train_01.npz", SHARED / f"rmd17_{molecule}_test_01.npz"
+    if not train.exists():
+        sys.exit(f"halt_truth: {train} not found; the molecules other than ethanol need ../shared/data/rmd17")
+    return str(train), str(test)
+
+
+def train(molecule: str, work: Path, given: dict) -> Path:
+    if molecule in given:
+        return Path(given[molecule]).resolve()
+    run_dir = work / "run"
+    if (run_dir / "samples" / "sample_007.pt").exists():
+        log(f"{molecule}: reusing {run_dir}")
+        return run_dir
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "examples" / "demo" / "train.yaml").read_text())
+    cfg["data"]["train"], cfg["data"]["test"] = data_files(molecule)
+    (work / "train.yaml").write_text(yaml.safe_dump(cfg))
+    run([BIN / "bnn-train", work / "train.yaml", "--out", run_dir] + (["--resume"] if run_dir.exists() else []))
+    return run_dir
+
+
+def variant(samples: Path, work: Path, name: str, files) -> Path:
+    """A samples directory holding only ``files`` (copies), calibrated on its own."""
+    d = work / name / "samples"
+    if not d.exists():
+        d.mkdir(parents=True)
+        for i, f in enumerate(files):
+            shutil.copy(f, d / f"sample_{i:03d}.pt")
+        shutil.copy(samples.parent / "split.json", d.parent / "split.json")
+        shutil.copy(samples.parent / "config.yaml", d.parent / "config.yaml")
+    return d
+
+
+def calibrate_and_export(samples: Path, model: Path, test: str):
+    from bnnmd.uq import calibrate, evaluate
+
+    cal = calibrate(samples, "split:val")
+    ev = evaluate(samples, test)
+    from bnnmd.deploy import export
+
+    export(samples, model)
+    return cal, ev.metrics
+
+
+def heat(model: Path, molecule_frame, md: Path, nsteps: int) -> Path:
+    from ase.io.lammpsdata import write_lammps_data
+
+    dump = md / "traj.dump"
+    if dump.exists() and (md / "done").exists():
+        return dump
+    md.mkdir(parents=True, exist_ok=True)
+    atoms = molecule_frame.copy()
+    atoms.set_cell([30.0, 30.0, 30.0])
+    atoms.center()
+    atoms.pbc = True
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_lammps_data(md / "mol.data", atoms, specorder=elements, units="real", masses=True)
+    (md / "in.lmp").write_text(f"""units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data mol.data
+pair_style bnn
+pair_coeff * * {model} {' '.join(elements)}
+compute unc all bnn/atom
+thermo_style custom step temp pe c_unc[4] c_unc[5]
+thermo {DUMP_EVERY}
+dump traj all custom {DUMP_EVERY} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create 300 12345 mom yes rot yes
+fix heat all nvt temp {T0} {T0 + (THOT - T0) * nsteps / RAMP_STEPS} 50.0
+timestep 0.5
+run {nsteps}
+""")
+    run([BIN / "lmp", "-in", "in.lmp", "-log", "log.lammps", "-screen", "none"], cwd=md)
+    (md / "done").write_text("")
+    return dump
+
+
+def temperatures(log_path: Path) -> dict:
+    """Step -> instantaneous temperature (K) from the thermo rows of a LAMMPS log."""
+    temps, on = {}, False
+    for line in log_path.read_text().splitlines():
+        words = line.split()
+        if words[:2] == ["Step", "Temp"]:
+            on = True
+            continue
+        if on:
+            try:
+                temps[int(words[0])] = float(words[1])
+            except (ValueError, IndexError):
+                on = False
+    return temps
+
+
+def std_along(traj, model: Path):
+    """Largest per-atom total and epistemic std of ``model`` on every frame of ``traj`` (kcal/mol/A)."""
+    from bnnmd import units
+    from bnnmd.analysis import molecule_atoms
+    from bnnmd.calculator import BNNCalculator
+
+    calc = BNNCalculator(str(model))
+    k = units.energy_factor("eV", "kcal/mol")
+    tot, epi = [], []
+    for f in range(traj.n_frames):
+        a = molecule_atoms(traj, f)
+        a.calc = calc
+        a.get_forces()
+        tot.append(float(calc.results["forces_std"].max() * k))
+        epi.append(float(calc.results["forces_std_epistemic"].max() * k))
+    return np.array(tot), np.array(epi)
+
+
+def first_above(steps, values, threshold):
+    """The first step (> 0, as fix halt checks during the run) where ``values`` exceed ``threshold``."""
+    for s, v in zip(steps, values):
+        if s > 0 and v > threshold:
+            return int(s)
+    return None
+
+
+def detection(labels, scores):
+    from bnnmd.uq import roc_auc
+
+    labels = np.asarray(labels, dtype=bool)
+    auc = float(roc_auc(np.asarray(scores), labels)) if 0 < labels.sum() < len(labels) else None
+    return auc
+
+
+def spearman(a, b):
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def test_frames(model: Path, test: str):
+    """On the test frames: the largest per-atom std (the old demo rule used 2x that of the 200
+    bundled frames) and each frame's largest true per-atom error (the truth's in-distribution spread)."""
+    from bnnmd.analysis import frame_errors
+    from bnnmd.uq import resolve_data
+
+    ds, _ = resolve_data(test)
+    fe = frame_errors(model, ds)
+    return float(fe["max_std"][:200].max()), fe["max_error"]
+
+
+def label_check(labeller, test: str, n: int, processes: int):
+    """pyscf against the rMD17 labels on n test frames: force MAE and the energy offset."""
+    from bnnmd.label import LabelError, label_frames
+    from bnnmd.uq import resolve_data
+
+    ds, _ = resolve_data(test)
+    idx = list(range(0, len(ds), max(len(ds) // n, 1)))[:n]
+    labels = label_frames(labeller, [ds.to_ase(i) for i in idx], processes)
+    dF, dE = [], []
+    for i, lab in zip(idx, labels):
+        if isinstance(lab, LabelError):
+            continue
+        dF.append(np.abs(lab.forces - ds.forces[ds.offsets[i]:ds.offsets[i + 1]]).ravel())
+        dE.append(lab.energy - float(ds.energy[i]))
+    return {"frames": len(dE), "force_mae": float(np.mean(np.concatenate(dF))),
+            "force_max": float(np.max(np.concatenate(dF))), "energy_offset_mean": float(np.mean(dE)),
+            "energy_offset_std": float(np.std(dE))}
+
+
+def molecule_bench(molecule: str, args, out_root: Path) -> dict:
+    from bnnmd.analysis import dft_truth, geometry_report, read_trajectory
+    from bnnmd.deploy import read_metadata
+    from bnnmd.label import PySCFLabeller
+    from bnnmd.uq import resolve_data
+    from bnnmd.uq._halt import DEFAULT_HALT_RULE, halt_threshold
+
+    work = out_root / molecule
+    work.mkdir(parents=True, exist_ok=True)
+    given = dict(x.split("=", 1) for x in args.run)
+    _, test = data_files(molecule)
+    run_dir = train(molecule, work, given)
+    samples_all = sorted((run_dir / "samples").glob("sample_*.pt"))
+    samples = variant(run_dir / "samples", work, "k8", samples_all)
+    model = work / "k8" / "model.pth"
+    cal, metrics = calibrate_and_export(samples, model, test)
+    tolerance = 3.0 * metrics["forces.rmse"]
+    log(f"{molecule}: test force MAE {metrics['forces.mae']:.3f} RMSE {metrics['forces.rmse']:.3f}; tolerance "
+        f"{tolerance:.3f} kcal/mol/A")
+
+    ds, _ = resolve_data(test)
+    dump = heat(model, ds.to_ase(0), work / "md", args.nsteps)
+    elements = sorted(set(ds.to_ase(0).get_chemical_symbols()))
+    traj = read_trajectory(dump, data=work / "md" / "mol.data", elements=elements)
+    dumped_max = traj.values("total").max(axis=1)
+
+    labeller = PySCFLabeller(cache=out_root / "labels", max_cycle=60)
+    stride = max(args.stride // DUMP_EVERY, 1)
+    frames = list(range(0, traj.n_frames, stride))
+    truth = dft_truth(traj, model, labeller, frames, processes=args.processes)
+    first = truth.first_error_above(tolerance)
+    if first is not None:  # every dump frame between the last one under and the first one above
+        i = truth.steps.index(first)
+        lo = truth.frames[i - 1] if i > 0 else 0
+        truth = dft_truth(traj, model, labeller, sorted(set(truth.frames) | set(range(lo, truth.frames[i] + 1))),
+                          processes=args.processes)
+        first = truth.first_error_above(tolerance)
+    log(f"{molecule}: {len(truth.steps)} labelled frames ({len(truth.failed)} failed); first error above the "
+        f"tolerance at step {first}")
+
+    test_max, test_errors = test_frames(model, test)
+    q99 = float(np.percentile(test_errors, 99))
+    first_q99 = truth.first_error_above(q99)
+    temps = temperatures(work / "md" / "log.lammps")
+    thresholds = {rule: halt_threshold(cal.halt, rule)[0] for rule in RULES}
+    thresholds["test-max x2 (old demo)"] = 2.0 * test_max
+    rules = {}
+    for rule, thr in thresholds.items():
+        halt = first_above(traj.steps, dumped_max, thr)
+        rules[rule] = {"threshold": thr, "halt_step": halt, "temperature": temps.get(halt),
+                       "garbage_steps": (None if first is None or halt is None else max(0, halt - first)),
+                       "garbage_steps_q99": (None if first_q99 is None or halt is None else max(0, halt - first_q99)),
+                       "margin_steps": (None if first is None or halt is None else first - halt)}
+    geo = geometry_report(traj)
+    unphys = geo.first_unphysical
+
+    labels = np.array(truth.max_error) > tolerance
+    posterior = {"k8": {"auc_total": detection(labels, truth.max_std),
+                        "auc_epistemic": detection(labels, truth.max_std_epistemic),
+                        "auc_aleatoric": detection(labels, truth.max_std_aleatoric),
+                        "spearman_total": spearman(truth.max_std, truth.max_error),
+                        "spearman_epistemic": spearman(truth.max_std_epistemic, truth.max_error)}}
+    compare = {"k1 (first sample)": [samples_all[0]]}
+    for other in (dict(x.split("=", 1) for x in args.compare_run).get(molecule),):
+        if other:
+            compare[Path(other).name] = sorted((Path(other) / "samples").glob("sample_*.pt"))
+    for name, files in compare.items():
+        d = variant(run_dir / "samples", work, name.split()[0], files)
+        m = d.parent / "model.pth"
+        vcal, vmetrics = calibrate_and_export(d, m, test)
+        tot, epi = std_along(traj, m)
+        lab_idx = np.array(truth.frames)
+        thr = halt_threshold(vcal.halt, DEFAULT_HALT_RULE)[0]
+        halt = first_above(traj.steps, tot, thr)
+        posterior[name] = {
+            "k": len(files), "test_force_mae": vmetrics["forces.mae"],
+            "auc_total": detection(labels, tot[lab_idx]),
+            "auc_epistemic": detection(labels, epi[lab_idx]) if len(files) > 1 else None,
+            "spearman_total": spearman(tot[lab_idx], truth.max_error),
+            "halt_step_default_rule": halt,
+        }
+    result = {
+        "molecule": molecule, "run": str(run_dir), "test_force_mae": metrics["forces.mae"],
+        "test_force_rmse": metrics["forces.rmse"], "test_force_mll": metrics["forces.mll"],
+        "tolerance": tolerance, "nsteps": args.nsteps, "first_error_step": first,
+        "first_error_temperature": temps.get(first),
+        "test_frame_max_error_quantiles": {q: float(np.percentile(test_errors, q)) for q in (50, 90, 99)},
+        "test_frames_above_tolerance": float(np.mean(test_errors > tolerance)),
+        "tolerance_q99": q99, "first_error_step_q99": first_q99,
+        "first_unphysical": None if unphys is None else {"step": unphys["step"],
+                                                          "description": unphys["description"]},
+        "first_bond_change": None if geo.first_bond_change is None else geo.first_bond_change["step"],
+        "rules": rules, "posterior": posterior, "truth": truth.to_dict(),
+        "exported_rule": read_metadata(model)["halt_rule"],
+        "dft_vs_rmd17": label_check(labeller, test, 6, args.processes),
+    }
+    plot(result, traj.steps, dumped_max, out_root.parent / f"halt_truth_{molecule}.png")
+    return result
+
+
+def plot(result, steps, dumped_max, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = result["truth"]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    ax.plot(np.asarray(steps) * 0.5e-3, dumped_max, lw=0.8, color="tab:blue", label="largest predicted std (LAMMPS)")
+    ax.plot(np.asarray(t["steps"]) * 0.5e-3, t["max_error"], "o-", ms=3, color="tab:red",
+            label="largest true force error (PBE/def2-SVP)")
+    from bnnmd.uq._halt import DEFAULT_HALT_RULE
+
+    ax.axhline(result["tolerance"], color="tab:red", ls=":", lw=0.8, label="tolerance 3 x test RMSE")
+    ax.axhline(result["tolerance_q99"], color="tab:red", ls="--", lw=0.8,
+               label="tolerance q99 (largest error on 99 % of test frames)")
+    for rule, colour in ((DEFAULT_HALT_RULE, "tab:green"), ("test-max x2 (old demo)", "tab:grey")):
+        r = result["rules"][rule]
+        ax.axhline(r["threshold"], color=colour, ls="--", lw=0.8, label=f"threshold {rule}")
+        if r["halt_step"] is not None:
+            ax.axvline(r["halt_step"] * 0.5e-3, color=colour, lw=0.8)
+    if result["first_unphysical"]:
+        ax.axvline(result["first_unphysical"]["step"] * 0.5e-3, color="k", ls="-.", lw=0.8,
+                   label="first unphysical geometry")
+    ax.set_yscale("log")
+    ax.set_xlabel("time (ps); thermostat target 300 K + 770 K/ps")
+    ax.set_ylabel("kcal/mol/A")
+    ax.set_title(f"rMD17 {result['molecule']}: uncertainty vs DFT truth")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(results) -> str:
+    lines = ["| molecule | rule | threshold | halt step (T / K) | garbage steps (3 x RMSE) | garbage steps (q99) |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        for rule, v in r["rules"].items():
+            t = "" if v["temperature"] is None else f" ({v['temperature']:.0f})"
+            lines.append(f"| {r['molecule']} | {rule} | {v['threshold']:.2f} | {v['halt_step']}{t} | "
+                         f"{v['garbage_steps']} | {v['garbage_steps_q99']} |")
+    lines += ["", "| molecule | tolerance 3 x RMSE | first step above (T / K) | test frames above | q99 of test frames "
+              "| first step above q99 | first unphysical |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        t = "" if r["first_error_temperature"] is None else f" ({r['first_error_temperature']:.0f})"
+        lines.append(f"| {r['molecule']} | {r['tolerance']:.2f} | {r['first_error_step']}{t} | "
+                     f"{100 * r['test_frames_above_tolerance']:.1f} % | {r['tolerance_q99']:.2f} | "
+                     f"{r['first_error_step_q99']} | {(r['first_unphysical'] or {}).get('step')} |")
+    from bnnmd.uq._halt import DEFAULT_HALT_RULE
+
+    lines += ["", f"| molecule | samples | AUC total | AUC epistemic | Spearman total | halt step ({DEFAULT_HALT_RULE}) |",
+              "|---|---|---|---|---|---|"]
+    for r in results:
+        for name, p in r["posterior"].items():
+            auc = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+            halt = r["rules"][DEFAULT_HALT_RULE]["halt_step"] if name == "k8" else p.get("halt_step_default_rule")
+            lines.append(f"| {r['molecule']} | {name} | {auc(p['auc_total'])} | {auc(p.get('auc_epistemic'))} | "
+                         f"{p['spearman_total']:.3f} | {halt} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--molecules", default="ethanol,malonaldehyde")
+    parser.add_argument("--run", action="append", default=[], metavar="MOLECULE=RUN_DIR",
+                        help="reuse a trained run (its samples) instead of training")
+    parser.add_argument("--compare-run", action="append", default=[], metavar="MOLECULE=RUN_DIR",
+                        help="another run whose samples are compared on the same trajectory")
+    parser.add_argument("--nsteps", type=int, default=4000)
+    parser.add_argument("--stride", type=int, default=100, help="label every STRIDE-th step (multiple of 20)")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--work", default=str(REPO / "bench" / "results" / "halt_truth_work"))
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    t0 = time.perf_counter()
+    out_root = Path(args.work)
+    results = []
+    for molecule in args.molecules.split(","):
+        results.append(molecule_bench(molecule, args, out_root))
+    doc = {"results": results, "seconds": time.perf_counter() - t0, "command": " ".join(sys.argv)}
+    path = REPO / "bench" / "results" / "halt_truth.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(table(results))
+    log(f"wrote {path} in {doc['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
