@@ -193,3 +193,28 @@ def test_fine_tuning_prior_centred_on_an_earlier_run(tmp_path):
     # the chain starts at the centre and a tight prior keeps it within about its width
     assert tight < 2 * 0.05
     assert wide > 2 * tight
+
+
+def test_prior_centred_per_chain_on_a_samples_directory(tmp_path):
+    """Each chain starts at (and is centred on) the last sample of the same chain of the earlier run."""
+    from bnnmd.train import Trainer
+
+    first = train(tiny("sghmc"), tmp_path / "first", progress=False)
+    metas = [torch.load(p, weights_only=True) for p in first.samples]
+    last = {}
+    for m in metas:
+        c = m["meta"]["chain"]
+        if c not in last or m["meta"]["sampler_step"] > last[c]["meta"]["sampler_step"]:
+            last[c] = m
+    assert sorted(last) == [0, 1] and last[0]["meta"]["sampler_step"] == last[1]["meta"]["sampler_step"]
+    cfg = tiny("sghmc", training={"prior_centre": str(tmp_path / "first" / "samples"), "prior_std": 0.1})
+    t = Trainer(cfg, tmp_path / "fine", progress=False)
+    for name, p in t.model.named_parameters():
+        for c in (0, 1):
+            torch.testing.assert_close(p[c].detach().double(), last[c]["state_dict"][name][0].double())
+    # chains differ, so the centre is per chain, not one sample expanded
+    name = next(n for n, _ in t.model.named_parameters())
+    assert not torch.equal(t.model.state_dict()[name][0], t.model.state_dict()[name][1])
+    with pytest.raises(ConfigError, match=r"its samples come from chains \[0, 1\], this run has 3"):
+        Trainer(tiny("sghmc", training={"prior_centre": str(tmp_path / "first" / "samples")},
+                     sghmc={"chains": 3, "num_samples": 3}), tmp_path / "bad", progress=False)

@@ -74,7 +74,9 @@ class TrainingSection:
     checkpoint_every: int = 200  # steps between checkpoints (also written on Ctrl-C and at the end)
     time_limit: Optional[float] = None  # seconds of training after which the run stops cleanly
     prior_std: float = 1.0  # s of the N(centre, s^2 I) prior
-    prior_centre: Optional[str] = None  # a sample_XXX.pt to centre the prior on (fine-tuning)
+    # a sample_XXX.pt to centre the prior on (fine-tuning), or a samples directory: chain c is
+    # centred on (and starts at) the last sample of that run's chain c
+    prior_centre: Optional[str] = None
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)
 
     def validate(self):

@@ -163,17 +163,21 @@ class Trainer:
                             for s in range(0, len(self.val_set), 32)]
         self.prior_centre = None
         if c.training.prior_centre:
-            sample = read_sample(c.training.prior_centre)
-            if sample["config"]["type_names"] != self.type_mapper.type_names:
-                raise ConfigError(f"training.prior_centre = {c.training.prior_centre}: its type names "
-                                  f"{sample['config']['type_names']} differ from {self.type_mapper.type_names}")
-            sd = sample["state_dict"]
+            samples = prior_centre_samples(c.training.prior_centre, self.k)
             self.prior_centre = []
             for name, p in self.model.named_parameters():
-                if name not in sd or sd[name].shape[1:] != p.shape[1:]:
-                    raise ConfigError(f"training.prior_centre = {c.training.prior_centre}: parameter {name} "
-                                      "does not match this model's architecture (use the same model section)")
-                self.prior_centre.append(sd[name].to(self.device, self.dtype).expand_as(p).clone())
+                parts = []
+                for path, sample in samples:
+                    if sample["config"]["type_names"] != self.type_mapper.type_names:
+                        raise ConfigError(f"training.prior_centre = {path}: its type names "
+                                          f"{sample['config']['type_names']} differ from {self.type_mapper.type_names}")
+                    sd = sample["state_dict"]
+                    if name not in sd or sd[name].shape[1:] != p.shape[1:]:
+                        raise ConfigError(f"training.prior_centre = {path}: parameter {name} does not match "
+                                          "this model's architecture (use the same model section)")
+                    parts.append(sd[name])
+                centre = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+                self.prior_centre.append(centre.to(self.device, self.dtype).expand_as(p).clone())
             # start the chain at the centre: fine-tuning from the earlier run
             with torch.no_grad():
                 for p, c0 in zip(self.model.parameters(), self.prior_centre):
@@ -390,6 +394,30 @@ class Trainer:
                   f"bnn-train CONFIG --out {self.run_dir} --resume", file=sys.stderr, flush=True)
         samples = sorted(self.samples_dir.glob("sample_*.pt")) if self.samples_dir.exists() else []
         return RunResult(self.run_dir, status, self.step, samples, self.method.best_val_force_mae())
+
+
+def prior_centre_samples(spec: Union[str, Path], k: int):
+    """``[(path, sample dict)]`` to centre the prior on: one file (shared by all k chains), or
+    a samples directory: for chain c the last sample its chain c wrote (by ``meta.sampler_step``),
+    so that fine-tuning continues every chain where it ended."""
+    path = Path(spec)
+    if not path.is_dir():
+        return [(path, read_sample(path))]
+    files = sorted(path.glob("sample_*.pt"))
+    if not files:
+        raise ConfigError(f"training.prior_centre = {spec}: a directory without sample_XXX.pt files; give a "
+                          "samples directory written by bnn-train, or one sample file")
+    last: Dict[int, tuple] = {}
+    for f in files:
+        s = read_sample(f)
+        chain = int(s["meta"].get("chain", 0))
+        order = (s["meta"].get("sampler_step", s["meta"].get("step", 0)), f.name)
+        if chain not in last or order > last[chain][0]:
+            last[chain] = (order, f, s)
+    if sorted(last) != list(range(k)):
+        raise ConfigError(f"training.prior_centre = {spec}: its samples come from chains {sorted(last)}, this run "
+                          f"has {k}; use the same sghmc.chains, or give one sample file (shared by all chains)")
+    return [(last[c][1], last[c][2]) for c in range(k)]
 
 
 def train(config: Union[TrainConfig, str, Path], run_dir: Union[str, Path], resume: bool = False,
