@@ -12,6 +12,7 @@ Examples
 >>> energy, forces = labeller(atoms)  # doctest: +SKIP
 """
 
+from bnnmd.label._ase import ASELabeller
 from bnnmd.label._pyscf import Label, LabelError, PySCFLabeller, label_frames
 
-__all__ = ["Label", "LabelError", "PySCFLabeller", "label_frames"]
+__all__ = ["ASELabeller", "Label", "LabelError", "PySCFLabeller", "label_frames"]

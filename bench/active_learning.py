@@ -1,0 +1,132 @@
+"""bnn-learn on rMD17 ethanol, heated: does each round run longer before the halt and err less on hot MD?
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/active_learning.py --start RUN_DIR [--rounds 3] [--out DIR]
+
+``--start``: a bnn-train run of the demo's recipe (``make demo`` leaves one in demo_out/run).
+
+1. A hot test set that no round trains on: LAMMPS heats ethanol with the start model (another
+   velocity seed than the loop's, no halt, 4000 steps with the demo's ramp), and pyscf PBE/def2-SVP
+   labels 24 frames between steps 800 and 3200 (about 600-1500 K).
+2. ``bnn-learn`` (bnnmd.learn) for ``--rounds`` rounds: heating MD with the halt (the demo's ramp,
+   4000 steps at most), 8 selected frames labelled by pyscf PBE/def2-SVP, SGHMC fine-tuning of all
+   chains from where they ended (prior std 0.1) on the old 970 + new frames.
+3. Per round: steps before the halt, DFT calls, force MAE and MLL on the rMD17 test frames and on
+   the hot test set. Writes bench/results/active_learning.json and prints the Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def hot_test_set(start: Path, work: Path, processes: int) -> Path:
+    """24 pyscf-labelled frames of an independent heated trajectory (extxyz, eV and eV/A)."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io.lammpsdata import write_lammps_data
+
+    from bnnmd import units
+    from bnnmd.analysis import molecule_atoms, read_trajectory
+    from bnnmd.data import bundled_dataset
+    from bnnmd.deploy import export
+    from bnnmd.label import LabelError, PySCFLabeller, label_frames
+    from bnnmd.uq import calibrate
+
+    out = work / "hot_test.extxyz"
+    if out.exists():
+        return out
+    md = work / "hot_md"
+    md.mkdir(parents=True, exist_ok=True)
+    model = md / "model.pth"
+    if not model.exists():
+        import shutil
+
+        shutil.copytree(start, md / "run", dirs_exist_ok=True)
+        calibrate(md / "run" / "samples", "split:val")
+        export(md / "run" / "samples", model)
+    atoms = bundled_dataset("rmd17_ethanol_test").to_ase(0)
+    atoms.set_cell([30.0] * 3)
+    atoms.center()
+    atoms.pbc = True
+    write_lammps_data(md / "system.data", atoms, specorder=["C", "H", "O"], units="real", masses=True)
+    (md / "in.lmp").write_text(f"""units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data system.data
+pair_style bnn
+pair_coeff * * {model} C H O
+compute unc all bnn/atom
+dump traj all custom 20 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create 300 777 mom yes rot yes
+fix heat all nvt temp 300 1840 50.0
+timestep 0.5
+run 4000
+""")
+    subprocess.run([str(BIN / "lmp"), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none"], cwd=md, check=True)
+    traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=["C", "H", "O"])
+    frames = [int(f) for f in np.linspace(40, 160, 24)]  # steps 800 .. 3200
+    mols = [molecule_atoms(traj, f) for f in frames]
+    labels = label_frames(PySCFLabeller(cache=work / "labels"), mols, processes)
+    kept = []
+    ev = units.energy_factor("kcal/mol", "eV")
+    for f, a, lab in zip(frames, mols, labels):
+        if isinstance(lab, LabelError):
+            continue
+        a.calc = SinglePointCalculator(a, energy=lab.energy * ev, forces=lab.forces * ev)
+        a.info["step"] = int(traj.steps[f])
+        kept.append(a)
+    ase.io.write(out, kept, format="extxyz")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start", required=True, help="a bnn-train run of the demo's recipe (e.g. demo_out/run)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--select", type=int, default=8)
+    parser.add_argument("--finetune-steps", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "active_learning_work"))
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    t0 = time.perf_counter()
+    work = Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    hot = hot_test_set(Path(args.start).resolve(), work, args.processes)
+    t_hot = time.perf_counter() - t0
+
+    from bnnmd.learn import ActiveLearning, LearnConfig
+
+    cfg = LearnConfig.from_dict({
+        "start": str(Path(args.start).resolve()), "rounds": args.rounds, "max_dft_calls": args.select * args.rounds,
+        "test": "bundled:rmd17_ethanol_test", "hot_test": str(hot),
+        "md": {"nsteps": 4000}, "select": {"n": args.select, "min_gap": 100},
+        "label": {"processes": args.processes},
+        "finetune": {"max_steps": args.finetune_steps},
+    })
+    loop_dir = work / "loop"
+    rep = ActiveLearning(cfg, loop_dir, resume=args.resume and (loop_dir / "state.json").exists()).run()
+    doc = {"report": rep, "seconds": time.perf_counter() - t0, "seconds_hot_test_set": t_hot,
+           "command": " ".join(sys.argv), "hot_test_frames": sum(1 for _ in open(hot) if _.strip().isdigit())}
+    path = REPO / "bench" / "results" / "active_learning.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print((loop_dir / "report.md").read_text())
+    print(f"wrote {path} in {doc['seconds']:.0f} s (hot test set {t_hot:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The configuration of ``bnn-learn``, validated with messages that name the key and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import yaml
+
+
+class LearnError(RuntimeError):
+    """Something the active-learning loop cannot do; the message says why and what to do."""
+
+
+def _section(cls, name: str, d: Optional[dict]):
+    d = dict(d or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise LearnError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)} in the bnn-learn config; "
+                         f"allowed: {', '.join(sorted(known))}")
+    return cls(**d)
+
+
+@dataclass
+class MDSection:
+    """The MD of a round: the built-in heating recipe, or a LAMMPS input template."""
+
+    structure: str = "bundled:rmd17_ethanol_test:0"  # DATASET:FRAME (bnnmd.data) or a file ASE reads
+    template: Optional[str] = None  # LAMMPS input with ${model}, ${data}, ${threshold_ratio}; None: heating
+    temperature: float = 300.0  # K at the start (velocities and thermostat)
+    ramp: float = 770.0  # K/ps of the thermostat target (the demo's)
+    nsteps: int = 4000  # target length of a round's run
+    timestep: float = 0.5  # fs
+    halt_every: int = 20  # steps between halt checks (fix halt N)
+    dump_every: int = 20
+    box: float = 30.0  # A, the periodic box around the molecule (larger than the model's reach)
+    seed: int = 12345  # velocity seed
+
+
+@dataclass
+class SelectSection:
+    n: int = 8  # frames labelled per round at most
+    min_gap: int = 100  # MD steps between picked frames
+
+
+@dataclass
+class LabelSection:
+    labeller: str = "pyscf"  # pyscf, or MODULE:FACTORY returning an ASE calculator
+    xc: str = "pbe"
+    basis: str = "def2-svp"
+    max_cycle: int = 60
+    processes: int = 2
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # for MODULE:FACTORY
+    energy_unit: str = "eV"  # units an ASE calculator returns (pyscf: kcal/mol, handled)
+
+
+@dataclass
+class FinetuneSection:
+    """Overrides of the start run's config for each fine-tuning (SGHMC, prior on the last posterior)."""
+
+    max_steps: int = 1500
+    prior_std: float = 0.1
+    lr: float = 5e-4
+    mass_freeze_step: int = 300
+    burn_in: int = 500
+    sample_interval: int = 100
+    validate_every: int = 250
+
+
+@dataclass
+class LearnConfig:
+    start: str = ""  # a bnn-train run directory (config.yaml, split.json, samples/): round 0's model
+    rounds: int = 3  # fine-tunings at most
+    max_dft_calls: int = 100
+    test: Optional[str] = None  # a labelled dataset for the per-round errors (default: the start run's test)
+    hot_test: Optional[str] = None  # labelled frames of hot MD that no round trains on
+    md: MDSection = field(default_factory=MDSection)
+    select: SelectSection = field(default_factory=SelectSection)
+    label: LabelSection = field(default_factory=LabelSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+
+    @classmethod
+    def from_dict(cls, d: dict, base: Optional[Path] = None) -> "LearnConfig":
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LearnError(f"unknown key(s) {', '.join(unknown)} in the bnn-learn config; allowed: "
+                             f"{', '.join(sorted(known))}")
+        sections = {"md": MDSection, "select": SelectSection, "label": LabelSection, "finetune": FinetuneSection}
+        for name, scls in sections.items():
+            d[name] = _section(scls, name, d.get(name))
+        cfg = cls(**d)
+        if base is not None and cfg.start and not Path(cfg.start).is_absolute():
+            cfg.start = str((base / cfg.start).resolve()) if (base / cfg.start).exists() else cfg.start
+        return cfg.validate()
+
+    @classmethod
+    def load(cls, path) -> "LearnConfig":
+        path = Path(path)
+        try:
+            d = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise LearnError(f"{path}: config file does not exist") from None
+        return cls.from_dict(d, path.parent)
+
+    def validate(self) -> "LearnConfig":
+        start = Path(self.start) if self.start else None
+        if start is None or not (start / "samples").is_dir() or not (start / "split.json").exists():
+            raise LearnError(f"start = {self.start!r}: must be a bnn-train run directory (with samples/ and "
+                             "split.json); train one first, e.g. bnn-train examples/demo/train.yaml --out runs/start")
+        for key in ("rounds", "max_dft_calls"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 0:
+                raise LearnError(f"{key} = {v!r}: must be an integer >= 0")
+        for sec, key, lo in (("md", "nsteps", 1), ("md", "halt_every", 1), ("md", "dump_every", 1),
+                             ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
+                             ("label", "max_cycle", 1), ("finetune", "max_steps", 1)):
+            v = getattr(getattr(self, sec), key)
+            if not isinstance(v, int) or v < lo:
+                raise LearnError(f"{sec}.{key} = {v!r}: must be an integer >= {lo}")
+        if self.md.halt_every % self.md.dump_every and self.md.dump_every % self.md.halt_every:
+            raise LearnError(f"md.halt_every = {self.md.halt_every} and md.dump_every = {self.md.dump_every}: "
+                             "one must divide the other, so that the dump holds the frame the halt fired on")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)

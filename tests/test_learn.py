@@ -1,0 +1,163 @@
+"""bnn-learn: one tiny round end to end (real LAMMPS, real pyscf with a minimal basis, real
+fine-tuning), resume after kill -9, and labeller failures that end in a clear message."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bnnmd.cli.learn import main
+from bnnmd.learn import ActiveLearning, LearnConfig, LearnError
+from bnnmd.train import TrainConfig, train
+
+pytest.importorskip("pyscf")
+
+TEMPLATE = """units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data ${data}
+pair_style bnn
+pair_coeff * * ${model} C H O
+compute unc all bnn/atom
+variable ratio equal c_unc[4]/c_unc[5]
+dump traj all custom 10 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create 300 5 mom yes rot yes
+fix 1 all nve
+fix stop all halt 10 v_ratio > 0.5 error soft
+timestep 0.5
+run 60
+"""
+
+
+@pytest.fixture(scope="module")
+def start_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("learn_start")
+    cfg = TrainConfig.from_dict({
+        "method": "sghmc", "seed": 1, "data": {"n_train": 20, "n_val": 4},
+        "model": {"num_layers": 1, "l_max": 1, "num_features": 4, "cutoff": 4.0, "radial_hidden": 8,
+                  "sigma_hidden": 4},
+        "training": {"batch_size": 4, "max_steps": 30, "validate_every": 10, "checkpoint_every": 10},
+        "sghmc": {"warm_start_steps": 10, "mass_freeze_step": 4, "burn_in": 6, "num_samples": 4,
+                  "sample_interval": 2, "chains": 2}})
+    train(cfg, d / "run", progress=False)
+    (d / "in.template").write_text(TEMPLATE)  # halts at step 10: half the exported threshold
+    return d
+
+
+def learn_config(start_run, **over):
+    d = {"start": str(start_run / "run"), "rounds": 1, "max_dft_calls": 4, "test": "bundled:rmd17_ethanol_test",
+         "md": {"template": str(start_run / "in.template"), "nsteps": 60, "halt_every": 10, "dump_every": 10},
+         "select": {"n": 2, "min_gap": 10}, "label": {"basis": "sto-3g", "processes": 1},
+         "finetune": {"max_steps": 30, "mass_freeze_step": 5, "burn_in": 10, "sample_interval": 5,
+                      "validate_every": 10}}
+    for k, v in over.items():
+        d[k] = {**d[k], **v} if isinstance(v, dict) else v
+    return d
+
+
+def write_config(path, d):
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def test_one_round_end_to_end(start_run, tmp_path):
+    out = tmp_path / "out"
+    rep = ActiveLearning(LearnConfig.from_dict(learn_config(start_run)), out).run()
+    assert rep["status"] == "round budget reached (1 fine-tunings)"
+    assert rep["dft_calls"] == 2
+    r0, r1 = rep["rounds"]
+    assert r0["halt_step"] == 10 and r0["labelled"] == 2 and r1["round"] == 1 and r1["halt_step"] is not None
+    # the fine-tuning trained on the 20 old frames and the 2 new ones, with the old validation frames
+    split = json.loads((out / "round_01" / "split.json").read_text())
+    assert split["train"]["n"] == 22 and split["val"]["n"] == 4
+    with np.load(out / "round_01" / "data.npz") as d, np.load(out / "round_00" / "labels.npz") as lab:
+        np.testing.assert_array_equal(d["forces"][-2:], lab["forces"])
+        np.testing.assert_array_equal(d["coords"][-2:], lab["positions"])
+    assert len(list((out / "round_01" / "run" / "samples").glob("sample_*.pt"))) == 4
+    assert (out / "round_01" / "model.pth").exists()
+    # the labels are pyscf's, cached by geometry
+    import ase
+
+    from bnnmd.label import PySCFLabeller
+
+    assert len(list((out / "labels").glob("*.npz"))) == 2
+    with np.load(out / "round_00" / "labels.npz") as lab:
+        for pos, e in zip(lab["positions"], lab["energy"]):
+            hit = PySCFLabeller(basis="sto-3g", cache=out / "labels").cached(ase.Atoms(lab["numbers"], positions=pos))
+            assert hit is not None and hit.energy == e
+    md = (out / "report.md").read_text()
+    assert "| 0 | 10 | 10 | 2 | 2 |" in md and (out / "report.png").exists()
+
+
+def test_resume_after_kill(start_run, tmp_path):
+    cfg = write_config(tmp_path / "learn.yaml", learn_config(start_run))
+    out = tmp_path / "out"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bnnmd.cli.learn", str(cfg), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill -9 once the frames are selected (labelling or later)
+        state = out / "state.json"
+        if state.exists() and "0.select" in json.loads(state.read_text())["done"]:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = json.loads((out / "state.json").read_text())["done"]
+    assert "0.select" in done_before and "1.md" not in done_before
+    assert main([str(cfg), "--out", str(out)]) == 2  # without --resume: refused, nothing overwritten
+    assert json.loads((out / "state.json").read_text())["done"] == done_before
+    assert main([str(cfg), "--out", str(out), "--resume"]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["dft_calls"] == 2 and state["status"].startswith("round budget reached")
+    assert state["done"][:len(done_before)] == done_before  # nothing redone that was done
+    assert len(list((out / "labels").glob("*.npz"))) == 2
+
+
+def test_scf_failure_keeps_the_state_and_resumes(start_run, tmp_path, capsys):
+    bad = learn_config(start_run, label={"max_cycle": 1})
+    out = tmp_path / "out"
+    assert main([str(write_config(tmp_path / "bad.yaml", bad)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 selected frames could be labelled" in err and "did not converge in 1 cycles" in err
+    assert "rerun with --resume: the state is kept" in err
+    done = json.loads((out / "state.json").read_text())["done"]
+    assert done == ["0.export", "0.evaluate", "0.md", "0.select"]
+    good = write_config(tmp_path / "good.yaml", learn_config(start_run))  # only the label section changed
+    assert main([str(good), "--out", str(out), "--resume"]) == 0
+    # another change than the labeller is refused on resume
+    other = write_config(tmp_path / "other.yaml", learn_config(start_run, rounds=2))
+    assert main([str(other), "--out", str(out), "--resume"]) == 2
+    assert "only the label section may change on resume" in capsys.readouterr().err
+
+
+def test_ase_labeller_and_errors(start_run, tmp_path, capsys):
+    from bnnmd.label import ASELabeller, LabelError
+
+    lab = ASELabeller("ase.calculators.emt:EMT", cache=tmp_path / "cache")
+    import ase
+
+    atoms = ase.Atoms("CO", positions=[[0, 0, 0], [1.2, 0, 0]])
+    got = lab(atoms)
+    from ase.calculators.emt import EMT
+
+    atoms.calc = EMT()
+    assert got.energy == pytest.approx(atoms.get_potential_energy() / 0.04336410390059322)
+    assert lab(atoms).energy == got.energy and len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    with pytest.raises(LabelError, match="labeller 'nosuch.module:Calc' cannot be imported"):
+        ASELabeller("nosuch.module:Calc")
+    missing = write_config(tmp_path / "m.yaml", learn_config(start_run, label={"labeller": "nosuch.module:Calc"}))
+    assert main([str(missing), "--out", str(tmp_path / "m")]) == 2
+    assert "cannot be imported" in capsys.readouterr().err
+    with pytest.raises(LearnError, match="must be a bnn-train run directory"):
+        LearnConfig.from_dict(dict(learn_config(start_run), start=str(tmp_path)))
+    with pytest.raises(LearnError, match=r"unknown key\(s\) md.steps"):
+        LearnConfig.from_dict(learn_config(start_run, md={"steps": 3}))
