@@ -13,14 +13,17 @@ class LearnError(RuntimeError):
     """Something the active-learning loop cannot do; the message says why and what to do."""
 
 
-def _section(cls, name: str, d: Optional[dict]):
-    d = dict(d or {})
+def _known_keys(cls, d: dict, prefix: str = "") -> dict:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise LearnError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)} in the bnn-learn config; "
+        raise LearnError(f"unknown key(s) {', '.join(prefix + k for k in unknown)} in the bnn-learn config; "
                          f"allowed: {', '.join(sorted(known))}")
-    return cls(**d)
+    return d
+
+
+def _section(cls, name: str, d: Optional[dict]):
+    return cls(**_known_keys(cls, dict(d or {}), f"{name}."))
 
 
 @dataclass
@@ -83,12 +86,7 @@ class LearnConfig:
 
     @classmethod
     def from_dict(cls, d: dict, base: Optional[Path] = None) -> "LearnConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise LearnError(f"unknown key(s) {', '.join(unknown)} in the bnn-learn config; allowed: "
-                             f"{', '.join(sorted(known))}")
+        d = _known_keys(cls, dict(d or {}))
         sections = {"md": MDSection, "select": SelectSection, "label": LabelSection, "finetune": FinetuneSection}
         for name, scls in sections.items():
             d[name] = _section(scls, name, d.get(name))
