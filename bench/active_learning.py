@@ -8,8 +8,9 @@
    velocity seed than the loop's, no halt, 4000 steps with the demo's ramp), and pyscf PBE/def2-SVP
    labels 24 frames between steps 800 and 3200 (about 600-1500 K).
 2. ``bnn-learn`` (bnnmd.learn) for ``--rounds`` rounds: heating MD with the halt (the demo's ramp,
-   4000 steps at most), 8 selected frames labelled by pyscf PBE/def2-SVP, SGHMC fine-tuning of all
-   chains from where they ended (prior std 0.1) on the old 970 + new frames.
+   4000 steps at most), 10 selected frames labelled by pyscf PBE/def2-SVP, SGHMC fine-tuning of all
+   chains from where they ended (prior std 0.1; 1200 sampler steps, then 2 samples per chain) on
+   the old 970 + new frames.
 3. Per round: steps before the halt, DFT calls, force MAE and MLL on the rMD17 test frames and on
    the hot test set. Writes bench/results/active_learning.json and prints the Markdown table.
 """
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start", required=True, help="a bnn-train run of the demo's recipe (e.g. demo_out/run)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--select", type=int, default=8)
+    parser.add_argument("--select", type=int, default=10)
     parser.add_argument("--finetune-steps", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "active_learning_work"))

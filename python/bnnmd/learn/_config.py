@@ -67,7 +67,7 @@ class FinetuneSection:
     prior_std: float = 0.1
     lr: float = 5e-4
     mass_freeze_step: int = 300
-    burn_in: int = 500
+    burn_in: int = 1200  # sampler steps on the new data before the first sample
     sample_interval: int = 100
     validate_every: int = 250
 

@@ -220,10 +220,13 @@ run {c.nsteps}
         # the frames the model was unsure about: above the halt threshold, else the most uncertain ones
         n = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state["dft_calls"])
         sel = select_frames(traj, threshold, n, min_gap=self.cfg.select.min_gap)
-        if len(sel.frames) < n:  # fill up with the most uncertain frames below the threshold
-            fmax = traj.values("total").max(axis=1)
-            sel = select_frames(traj, float(np.sort(fmax)[-min(len(fmax), 4 * n)]) - 1e-12, n,
-                                min_gap=self.cfg.select.min_gap)
+        if len(sel.frames) < n:
+            # fill up with the most uncertain frames of the run's second half (where it left the
+            # training distribution), below the threshold; the frames above it stay first
+            late = traj.steps >= traj.steps[-1] / 2
+            fmax = traj.values("total").max(axis=1)[late]
+            below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
+            sel = select_frames(traj, min(below, threshold), n, min_gap=self.cfg.select.min_gap)
         write_selection(traj, sel, self.round_dir(r) / "selection.extxyz")
         self._mark(r, "select", selected_steps=[int(traj.steps[f]) for f in sel.frame_indices],
                    selected_frames=sel.frame_indices)
