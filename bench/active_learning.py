@@ -11,8 +11,10 @@
    4000 steps at most), 10 selected frames labelled by pyscf PBE/def2-SVP, SGHMC fine-tuning of all
    chains from where they ended (prior std 0.1; 1200 sampler steps, then 2 samples per chain) on
    the old 970 + new frames.
-3. Per round: steps before the halt, DFT calls, force MAE and MLL on the rMD17 test frames and on
-   the hot test set. Writes bench/results/active_learning.json and prints the Markdown table.
+3. Per round: steps before the halt (the loop's own run, and the mean over ``--seeds`` more runs
+   of the round's model with other velocity seeds: one chaotic trajectory is a noisy measure),
+   DFT calls, force MAE and MLL on the rMD17 test frames and on the hot test set. Writes
+   bench/results/active_learning.json and prints the Markdown table.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "active_learning_work"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seeds", type=int, default=5, help="extra MD runs per round's model to time the halt")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
@@ -119,7 +122,22 @@ def main(argv=None) -> int:
         "finetune": {"max_steps": args.finetune_steps},
     })
     loop_dir = work / "loop"
-    rep = ActiveLearning(cfg, loop_dir, resume=args.resume and (loop_dir / "state.json").exists()).run()
+    loop = ActiveLearning(cfg, loop_dir, resume=args.resume and (loop_dir / "state.json").exists())
+    rep = loop.run()
+    from bnnmd.learn import run_md
+
+    halts = {}
+    for row in rep["rounds"]:
+        r = row["round"]
+        steps = []
+        for seed in range(1, args.seeds + 1):
+            h = run_md(loop.round_dir(r) / "model.pth", loop.start_structure(), work / "seeds" / f"r{r}_s{seed}",
+                       cfg.md, seed=seed)
+            steps.append(cfg.md.nsteps if h is None else h)
+        halts[r] = steps
+        row["seed_halt_steps"], row["seed_halt_mean"] = steps, float(np.mean(steps))
+        print(f"round {r}: steps before the halt over {args.seeds} seeds {steps}, mean {np.mean(steps):.0f}",
+              flush=True)
     doc = {"report": rep, "seconds": time.perf_counter() - t0, "seconds_hot_test_set": t_hot,
            "command": " ".join(sys.argv), "hot_test_frames": sum(1 for _ in open(hot) if _.strip().isdigit())}
     path = REPO / "bench" / "results" / "active_learning.json"

@@ -120,6 +120,9 @@ def test_resume_after_kill(start_run, tmp_path):
     assert state["dft_calls"] == 2 and state["status"].startswith("round budget reached")
     assert state["done"][:len(done_before)] == done_before  # nothing redone that was done
     assert len(list((out / "labels").glob("*.npz"))) == 2
+    # resuming a finished loop changes nothing
+    assert main([str(cfg), "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "state.json").read_text()) == state
 
 
 def test_scf_failure_keeps_the_state_and_resumes(start_run, tmp_path, capsys):

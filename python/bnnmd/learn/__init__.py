@@ -8,6 +8,6 @@ posterior's chain ended; export. Resumable after a kill at any point. See ``docs
 """
 
 from bnnmd.learn._config import LearnConfig, LearnError
-from bnnmd.learn._loop import PHASES, ActiveLearning, make_labeller
+from bnnmd.learn._loop import PHASES, ActiveLearning, make_labeller, run_md
 
-__all__ = ["ActiveLearning", "LearnConfig", "LearnError", "PHASES", "make_labeller"]
+__all__ = ["ActiveLearning", "LearnConfig", "LearnError", "PHASES", "make_labeller", "run_md"]

