@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -25,3 +26,12 @@ def write_atomic(path: Union[str, os.PathLike], data: Union[str, bytes]) -> Path
             os.unlink(tmp)
         raise
     return path
+
+
+def write_npz_atomic(path: Union[str, os.PathLike], **arrays) -> Path:
+    """``numpy.savez`` of ``arrays`` to ``path``, written atomically (:func:`write_atomic`)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return write_atomic(path, buf.getvalue())

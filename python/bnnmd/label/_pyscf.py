@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
 from bnnmd import units
-from bnnmd._files import write_atomic
-
-PathLike = Union[str, os.PathLike]
+from bnnmd.label._base import CachedLabeller, Label, LabelError, PathLike
 
 
-class LabelError(RuntimeError):
-    """A frame that could not be labelled; the message says why and what to try."""
-
-
-@dataclass
-class Label:
-    """One labelled frame: energy (kcal/mol) and forces ``[n, 3]`` (kcal/mol/A)."""
-
-    energy: float
-    forces: np.ndarray
-    converged: bool = True
-    cycles: int = 0
-
-
-class PySCFLabeller:
+class PySCFLabeller(CachedLabeller):
     """``labeller(atoms) -> Label``: DFT energy and forces of an isolated molecule (no cell).
 
     ``xc`` and ``basis`` are pyscf's names (PBE/def2-SVP is rMD17's level of theory). Closed
@@ -43,36 +22,12 @@ class PySCFLabeller:
 
     def __init__(self, xc: str = "pbe", basis: str = "def2-svp", charge: int = 0, cache: Optional[PathLike] = None,
                  threads: int = 1, max_cycle: int = 100):
+        super().__init__(cache)
         self.xc, self.basis, self.charge = xc, basis, int(charge)
-        self.cache = None if cache is None else Path(cache)
         self.threads, self.max_cycle = int(threads), int(max_cycle)
 
-    def key(self, atoms) -> str:
-        h = hashlib.sha256()
-        h.update(f"{self.xc}|{self.basis}|{self.charge}|".encode())
-        h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-        h.update(np.round(np.asarray(atoms.positions, dtype=np.float64), 8).tobytes())
-        return h.hexdigest()[:24]
-
-    def cached(self, atoms) -> Optional[Label]:
-        if self.cache is None:
-            return None
-        path = self.cache / f"{self.key(atoms)}.npz"
-        if not path.exists():
-            return None
-        with np.load(path) as d:
-            return Label(float(d["energy"]), d["forces"].copy(), bool(d["converged"]), int(d["cycles"]))
-
-    def __call__(self, atoms) -> Label:
-        hit = self.cached(atoms)
-        if hit is not None:
-            return hit
-        label = self._compute(atoms)
-        if self.cache is not None:
-            buf = io.BytesIO()
-            np.savez(buf, energy=label.energy, forces=label.forces, converged=label.converged, cycles=label.cycles)
-            write_atomic(self.cache / f"{self.key(atoms)}.npz", buf.getvalue())
-        return label
+    def method_id(self) -> str:
+        return f"{self.xc}|{self.basis}|{self.charge}|"
 
     def _compute(self, atoms) -> Label:
         try:
