@@ -33,17 +33,19 @@ def _find_calibration(samples_dir: PathLike):
         raise ExportError(str(exc)) from None
 
 
-def read_calibration(samples_dir: PathLike) -> Dict[str, StdMap]:
-    """The calibration maps of ``samples/calibration.json`` (written by ``bnn-eval``); identity when absent."""
-    cal = _find_calibration(samples_dir)
+def _maps(cal) -> Dict[str, StdMap]:
     return {q: StdMap.scale(1.0) if cal is None else cal.map(q) for q in QUANTITIES}
 
 
-def read_halt_threshold(samples_dir: PathLike, rule: str = DEFAULT_HALT_RULE) -> Optional[Tuple[float, str]]:
+def read_calibration(samples_dir: PathLike) -> Dict[str, StdMap]:
+    """The calibration maps of ``samples/calibration.json`` (written by ``bnn-eval``); identity when absent."""
+    return _maps(_find_calibration(samples_dir))
+
+
+def _halt(cal, rule: str) -> Optional[Tuple[float, str]]:
     """``(threshold, description)`` of ``rule`` on the halt statistics that ``bnn-eval --calibrate-on``
-    stored in ``samples/calibration.json``; None when there are none."""
+    stored with the calibration ``cal``; None when there are none."""
     parse_rule(rule)  # a bad rule is an error even without statistics
-    cal = _find_calibration(samples_dir)
     if cal is None or cal.halt is None:
         return None
     return halt_threshold(cal.halt, rule)
@@ -59,8 +61,9 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     ``halt_rule`` (:mod:`bnnmd.uq._halt`; None: ``DEFAULT_HALT_RULE`` when there are statistics,
     else none) goes into the metadata. Returns the path written (atomically).
     """
+    cal = _find_calibration(samples_dir)
     try:
-        halt = read_halt_threshold(samples_dir, halt_rule or DEFAULT_HALT_RULE)
+        halt = _halt(cal, halt_rule or DEFAULT_HALT_RULE)
     except HaltRuleError as exc:
         raise ExportError(str(exc)) from None
     if halt is None and halt_rule is not None:
@@ -81,14 +84,14 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     sha = hashlib.sha256()
     for i in indices:
         sha.update(files[i].read_bytes())
-    cal = read_calibration(samples_dir)
+    maps = _maps(cal)
     cfg = model.config
     meta = {
         "format_version": FORMAT_VERSION, "type_names": list(cfg.type_names), "cutoff": float(cfg.cutoff),
         "num_layers": int(cfg.num_layers), "num_samples": int(model.num_samples),
         "energy_unit": first_meta.get("energy_unit", "kcal/mol"),
         "length_unit": first_meta.get("length_unit", "A"), "dtype": dtype,
-        "calibration_forces": cal["forces"], "calibration_energy": cal["energy"], "method": chosen.method,
+        "calibration_forces": maps["forces"], "calibration_energy": maps["energy"], "method": chosen.method,
         "samples_sha256": sha.hexdigest(), "bnnmd_version": bnnmd.__version__,
         "torch_version": torch.__version__,
         "halt_threshold": None if halt is None else float(halt[0]),
