@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,20 +29,20 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def hot_test_set(start: Path, work: Path, processes: int) -> Path:
     """24 pyscf-labelled frames of an independent heated trajectory (extxyz, eV and eV/A)."""
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.io.lammpsdata import write_lammps_data
 
     from bnnmd import units
     from bnnmd.analysis import molecule_atoms, read_trajectory
     from bnnmd.data import bundled_dataset
     from bnnmd.deploy import export
     from bnnmd.label import LabelError, PySCFLabeller, label_frames
+    from bnnmd.learn import run_md
+    from bnnmd.learn._config import MDSection
     from bnnmd.uq import calibrate
 
     out = work / "hot_test.extxyz"
@@ -58,27 +57,9 @@ def hot_test_set(start: Path, work: Path, processes: int) -> Path:
         shutil.copytree(start, md / "run", dirs_exist_ok=True)
         calibrate(md / "run" / "samples", "split:val")
         export(md / "run" / "samples", model)
-    atoms = bundled_dataset("rmd17_ethanol_test").to_ase(0)
-    atoms.set_cell([30.0] * 3)
-    atoms.center()
-    atoms.pbc = True
-    write_lammps_data(md / "system.data", atoms, specorder=["C", "H", "O"], units="real", masses=True)
-    (md / "in.lmp").write_text(f"""units real
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data system.data
-pair_style bnn
-pair_coeff * * {model} C H O
-compute unc all bnn/atom
-dump traj all custom 20 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
-velocity all create 300 777 mom yes rot yes
-fix heat all nvt temp 300 1840 50.0
-timestep 0.5
-run 4000
-""")
-    subprocess.run([str(BIN / "lmp"), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none"], cwd=md, check=True)
-    traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=["C", "H", "O"])
+    lmp = md / "lammps"  # bnn-learn's heating run (the demo's ramp), another seed, no halt
+    run_md(model, bundled_dataset("rmd17_ethanol_test").to_ase(0), lmp, MDSection(nsteps=4000), seed=777, halt=False)
+    traj = read_trajectory(lmp / "traj.dump", data=lmp / "system.data", elements=["C", "H", "O"])
     frames = [int(f) for f in np.linspace(40, 160, 24)]  # steps 800 .. 3200
     mols = [molecule_atoms(traj, f) for f in frames]
     labels = label_frames(PySCFLabeller(cache=work / "labels"), mols, processes)

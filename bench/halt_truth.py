@@ -49,8 +49,8 @@ BIN = Path(sys.executable).parent
 RULES = ("envelope:1.0", "envelope:1.25", "envelope:1.5", "median:1.15", "median:1.25", "median:1.5", "rmse:1.5",
          "rmse:2", "rmse:3")
 DUMP_EVERY = 20
-# the demo's heating ramp: the thermostat's target goes from 300 K to 8000 K over 20000 steps
-T0, THOT, RAMP_STEPS = 300.0, 8000.0, 20000
+# the demo's heating ramp: the thermostat's target goes from 300 K to 8000 K over 20000 steps of 0.5 fs
+T0, RAMP = 300.0, (8000.0 - 300.0) / (20000 * 0.5e-3)  # K/ps
 
 
 def log(msg: str) -> None:
@@ -111,35 +111,17 @@ def calibrate_and_export(samples: Path, model: Path, test: str):
 
 
 def heat(model: Path, molecule_frame, md: Path, nsteps: int) -> Path:
-    from ase.io.lammpsdata import write_lammps_data
+    """bnn-learn's built-in heating run (bnnmd.learn.run_md: the demo's ramp, velocity seed 12345),
+    without the halt; reused when it finished before."""
+    from bnnmd.learn import run_md
+    from bnnmd.learn._config import MDSection
 
     dump = md / "traj.dump"
     if dump.exists() and (md / "done").exists():
         return dump
-    md.mkdir(parents=True, exist_ok=True)
-    atoms = molecule_frame.copy()
-    atoms.set_cell([30.0, 30.0, 30.0])
-    atoms.center()
-    atoms.pbc = True
-    elements = sorted(set(atoms.get_chemical_symbols()))
-    write_lammps_data(md / "mol.data", atoms, specorder=elements, units="real", masses=True)
-    (md / "in.lmp").write_text(f"""units real
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data mol.data
-pair_style bnn
-pair_coeff * * {model} {' '.join(elements)}
-compute unc all bnn/atom
-thermo_style custom step temp pe c_unc[4] c_unc[5]
-thermo {DUMP_EVERY}
-dump traj all custom {DUMP_EVERY} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
-velocity all create 300 12345 mom yes rot yes
-fix heat all nvt temp {T0} {T0 + (THOT - T0) * nsteps / RAMP_STEPS} 50.0
-timestep 0.5
-run {nsteps}
-""")
-    run([BIN / "lmp", "-in", "in.lmp", "-log", "log.lammps", "-screen", "none"], cwd=md)
+    log(f"LAMMPS: {nsteps} steps of heating in {md}")
+    run_md(model, molecule_frame, md, MDSection(temperature=T0, ramp=RAMP, nsteps=nsteps, dump_every=DUMP_EVERY),
+           halt=False)
     (md / "done").write_text("")
     return dump
 
@@ -253,7 +235,7 @@ def molecule_bench(molecule: str, args, out_root: Path) -> dict:
     ds, _ = resolve_data(test)
     dump = heat(model, ds.to_ase(0), work / "md", args.nsteps)
     elements = sorted(set(ds.to_ase(0).get_chemical_symbols()))
-    traj = read_trajectory(dump, data=work / "md" / "mol.data", elements=elements)
+    traj = read_trajectory(dump, data=work / "md" / "system.data", elements=elements)
     dumped_max = traj.values("total").max(axis=1)
 
     labeller = PySCFLabeller(cache=out_root / "labels", max_cycle=60)

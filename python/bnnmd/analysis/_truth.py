@@ -47,6 +47,11 @@ class TruthFrames:
                 "failed": {str(k): v for k, v in self.failed.items()}, "unit": self.unit}
 
 
+def per_atom_error(forces, reference) -> np.ndarray:
+    """``|F - F_ref| / sqrt 3`` per atom: the RMS error per component, ``[n]``."""
+    return np.linalg.norm(np.asarray(forces) - np.asarray(reference), axis=1) / np.sqrt(3.0)
+
+
 def frame_errors(model_path, dataset, n: Optional[int] = None) -> Dict[str, np.ndarray]:
     """On (the first ``n``) labelled frames of ``dataset`` (kcal/mol, A): each frame's largest true
     per-atom error ``|dF| / sqrt 3`` (``"max_error"``) and largest predicted total std (``"max_std"``),
@@ -61,7 +66,7 @@ def frame_errors(model_path, dataset, n: Optional[int] = None) -> Dict[str, np.n
         atoms = dataset.to_ase(i)
         atoms.calc = calc
         ref = dataset.forces[dataset.offsets[i]:dataset.offsets[i + 1]]
-        errors.append(float(np.linalg.norm(atoms.get_forces() * to_kcal - ref, axis=1).max() / np.sqrt(3.0)))
+        errors.append(float(per_atom_error(atoms.get_forces() * to_kcal, ref).max()))
         stds.append(float(calc.results["forces_std"].max() * to_kcal))
     return {"max_error": np.array(errors), "max_std": np.array(stds)}
 
@@ -119,7 +124,7 @@ def dft_truth(traj, model_path, labeller, frames: Sequence[int], processes: int 
             continue
         atoms.calc = calc
         forces = atoms.get_forces() * to_kcal
-        err = np.linalg.norm(forces - label.forces, axis=1) / np.sqrt(3.0)
+        err = per_atom_error(forces, label.forces)
         out.frames.append(f)
         out.steps.append(step)
         out.max_error.append(float(err.max()))

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from bnnmd._files import write_atomic
+from bnnmd._files import write_atomic, write_npz_atomic
 from bnnmd.learn._config import LearnConfig, LearnError
 
 PHASES = ("export", "evaluate", "md", "select", "label", "finetune")
@@ -58,9 +58,10 @@ def make_labeller(cfg: LearnConfig, cache: Path):
     return ASELabeller(lab.labeller, lab.kwargs, lab.energy_unit, cache=cache)
 
 
-def run_md(model, atoms, md: Path, c, seed: Optional[int] = None) -> Optional[int]:
+def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = True) -> Optional[int]:
     """One MD run of ``c`` (an :class:`~bnnmd.learn._config.MDSection`) with ``model`` from ``atoms``
-    in directory ``md`` (replaced); returns the step the halt fired on, None when it did not."""
+    in directory ``md`` (replaced); returns the step the halt fired on, None when it did not.
+    ``halt=False`` drops the built-in recipe's ``fix halt`` (the run goes to ``c.nsteps``)."""
     from ase.io.lammpsdata import write_lammps_data
 
     md = Path(md)
@@ -91,7 +92,7 @@ thermo {c.dump_every}
 dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
 velocity all create {c.temperature} {c.seed if seed is None else seed} mom yes rot yes
 fix heat all nvt temp {c.temperature} {t_end} {100 * c.timestep}
-fix stop all halt {c.halt_every} v_ratio > 1.0 error soft
+{f"fix stop all halt {c.halt_every} v_ratio > 1.0 error soft" if halt else "# no halt"}
 timestep {c.timestep}
 run {c.nsteps}
 """
@@ -114,6 +115,7 @@ class ActiveLearning:
     def __init__(self, config: LearnConfig, out, resume: bool = False):
         self.cfg = config
         self.out = Path(out)
+        self._start_atoms = None
         self.state_path = self.out / "state.json"
         if self.state_path.exists():
             if not resume:
@@ -218,12 +220,18 @@ class ActiveLearning:
             raise LearnError(f"round {r}: {exc}") from None
         self._mark(r, "md", halt_step=halt, steps_run=halt if halt is not None else self.cfg.md.nsteps)
 
-    def _select(self, r: int) -> None:
-        from bnnmd.analysis import read_trajectory, select_frames, write_selection
+    def _trajectory(self, r: int):
+        """Round ``r``'s MD trajectory with its per-atom stds."""
+        from bnnmd.analysis import read_trajectory
 
         md = self.round_dir(r) / "md"
-        elements = sorted(set(self.start_structure().get_chemical_symbols()))
-        traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
+        elements = sorted(set(self.start_structure().get_chemical_symbols()))  # run_md's type order
+        return read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
+
+    def _select(self, r: int) -> None:
+        from bnnmd.analysis import select_frames, write_selection
+
+        traj = self._trajectory(r)
         threshold = self.state["rounds"][str(r)]["threshold"]
         # the frames the model was unsure about: above the halt threshold, else the most uncertain ones
         n = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state["dft_calls"])
@@ -240,24 +248,20 @@ class ActiveLearning:
                    selected_frames=sel.frame_indices)
 
     def _label(self, r: int) -> None:
-        from bnnmd.analysis import molecule_atoms, read_trajectory
+        from bnnmd.analysis import molecule_atoms
         from bnnmd.label import LabelError, label_frames
 
-        md = self.round_dir(r) / "md"
-        elements = sorted(set(self.start_structure().get_chemical_symbols()))
-        traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
+        traj = self._trajectory(r)
         frames = self.state["rounds"][str(r)]["selected_frames"]
         atoms = [molecule_atoms(traj, f) for f in frames]
         results = label_frames(self.labeller, atoms, self.cfg.label.processes)
         ok = [(a, lab) for a, lab in zip(atoms, results) if not isinstance(lab, LabelError)]
         failed = {int(traj.steps[f]): str(lab) for f, lab in zip(frames, results) if isinstance(lab, LabelError)}
         if ok:
-            import io
-
-            buf = io.BytesIO()
-            np.savez(buf, numbers=ok[0][0].numbers, positions=np.stack([a.positions for a, _ in ok]),
-                     energy=np.array([lab.energy for _, lab in ok]), forces=np.stack([lab.forces for _, lab in ok]))
-            write_atomic(self.round_dir(r) / "labels.npz", buf.getvalue())
+            write_npz_atomic(self.round_dir(r) / "labels.npz", numbers=ok[0][0].numbers,
+                             positions=np.stack([a.positions for a, _ in ok]),
+                             energy=np.array([lab.energy for _, lab in ok]),
+                             forces=np.stack([lab.forces for _, lab in ok]))
         self.state["dft_calls"] += len(frames)
         for step, why in failed.items():
             _log(f"round {r}: the label of step {step} failed, frame skipped: {why}")
@@ -290,11 +294,7 @@ class ActiveLearning:
                     energy.append(d["energy"])
                     forces.append(d["forces"])
         pos, energy, forces = np.concatenate(pos), np.concatenate(energy), np.concatenate(forces)
-        import io
-
-        buf = io.BytesIO()
-        np.savez(buf, nuclear_charges=z, coords=pos, energies=energy, forces=forces)
-        data = write_atomic(nxt / "data.npz", buf.getvalue())
+        data = write_npz_atomic(nxt / "data.npz", nuclear_charges=z, coords=pos, energies=energy, forces=forces)
         new_split = Split(SplitPart(str(data), np.arange(len(energy))), split.val, split.test, seed=split.seed,
                           protocol="random")
         new_split.save(nxt / "split.json")
@@ -318,16 +318,20 @@ class ActiveLearning:
 
     # ---- inputs and the report ---------------------------------------------------------------
     def start_structure(self):
-        spec = self.cfg.md.structure
-        if ":" in spec and not Path(spec).exists():
-            from bnnmd.uq import resolve_data
+        """The MD's starting ``ase.Atoms`` (``md.structure``; read once, a copy per call)."""
+        if self._start_atoms is None:
+            spec = self.cfg.md.structure
+            if ":" in spec and not Path(spec).exists():
+                from bnnmd.uq import resolve_data
 
-            data, _, frame = spec.rpartition(":")
-            ds, _ = resolve_data(data)
-            return ds.to_ase(int(frame))
-        import ase.io
+                data, _, frame = spec.rpartition(":")
+                ds, _ = resolve_data(data)
+                self._start_atoms = ds.to_ase(int(frame))
+            else:
+                import ase.io
 
-        return ase.io.read(spec)
+                self._start_atoms = ase.io.read(spec)
+        return self._start_atoms.copy()
 
     def report(self) -> dict:
         rows: List[Dict] = []
