@@ -19,10 +19,10 @@ envelope, radial MLP of 2 hidden layers x 64; float64; batch 5). Rows:
   best-validation (force MAE, EMA weights) checkpoint; Lightning's ``max_time`` = the budget.
 * ``bnnmd map``: Adam lr 0.01 with ``adam.ema_decay`` 0.999, the same plateau rule, validation
   every epoch, best-validation parameters; ``training.time_limit`` = the budget.
-* ``bnnmd sghmc``: k = 8 samples of one chain; ``sghmc.warm_start_steps`` of Adam + EMA first,
-  then adaptive-mass SGHMC; the whole schedule is planned from a measured step rate to end at
-  ``PLAN_FRACTION`` of the budget (as bench/paper/common.py plans, with the cost of writing
-  the 8 sample files measured apart).
+* ``bnnmd sghmc``: k = 8 samples of one chain; Adam + EMA warm start first, then adaptive-mass
+  SGHMC; ``sghmc.schedule: time`` with ``training.time_limit`` = the budget: the trainer plans
+  the phases from its own step rate so that the 8 samples are written by 0.95 x the budget
+  (``--warm-start-fraction`` of the steps in the warm start; ``bnnmd.train._schedule``).
 
 Test metrics: force MAE, RMSE and energy MAE for every row (nequip's model is evaluated here
 on the test frames through its own Python API; MAE/RMSE are bnnmd.uq's functions on its
@@ -87,15 +87,9 @@ NEQUIP_LOSS = {"total_energy": 1.0, "forces": 1000.0}  # MSE weights, as nequip'
 NEQUIP_PER_ATOM_ENERGY = False  # the energy MSE on total energies (as the NequIP paper's loss)
 BATCH_SIZE = 5
 NUM_SAMPLES = 8  # k of the sghmc row (one chain)
-RATE_FRACTION = 0.01  # the sghmc row's step rate is timed over this share of the budget (3-15 s)
-RATE_WARMUP_STEPS = NUM_SAMPLES + 5  # untimed steps (the first k write samples) before the rate is timed
-PLAN_FRACTION = 0.95  # sghmc plans its schedule to end at this fraction of the budget
-SGHMC_BACKSTOP = 1.2  # sghmc's training.time_limit = this x budget (only a slowed-down machine hits it)
-# the sghmc row's schedule in the proportions of bench/paper/common.py's plan_sghmc: the first
-# WARM_START_FRACTION of the planned steps are the Adam + EMA warm start; of the sampler's steps the
-# mass adapts for the first third, burn-in ends at two thirds, the 8 samples are spread over the rest
+# the sghmc row plans its own schedule in the trainer (sghmc.schedule: time): the first
+# WARM_START_FRACTION of the steps that fit 0.95 x the budget are the Adam + EMA warm start
 WARM_START_FRACTION = float(getattr(C.Scale, "warm_start_fraction", 0.5))
-SAMPLER_MASS_FRACTION, SAMPLER_BURN_IN_FRACTION = 1 / 3, 2 / 3
 NEQUIP_PREDICT_BATCH = 50
 
 #: The architecture, in bnnmd's ModelConfig keys; NEQUIP_KEYS maps them to NequIPGNNModel's.
@@ -456,74 +450,16 @@ def bnnmd_config(method: str, arch, split_path: Path, args, keys: Dict[str, bool
             "early_stopping_patience": 10 ** 6}  # no early stop: the whole budget is used
     if keys["adam.ema_decay"]:
         adam["ema_decay"] = EMA_DECAY if use else 0.0
-    sghmc = {"num_samples": NUM_SAMPLES, "chains": 1, "mass_freeze_step": 1, "burn_in": 1, "sample_interval": 1}
-    if keys["sghmc.warm_start_steps"]:
-        sghmc["warm_start_steps"] = 0  # planned later
+    sghmc = {"num_samples": NUM_SAMPLES, "chains": 1, "schedule": "time",
+             "warm_start_fraction": args.warm_start_fraction if use else 0.0}
     d = {"method": method, "seed": args.seed, "dtype": args.dtype,
          "data": {"train": str(TRAIN_FILE), "test": str(TEST_FILE), "protocol": "rmd17", "split": str(split_path)},
          "model": dict(arch),
          "training": {"batch_size": BATCH_SIZE, "device": "cpu", "max_steps": 10 ** 9,
+                      "time_limit": float(args.budget),  # sghmc: planned to end by 0.95 x this
                       "validate_every": steps_per_epoch, "checkpoint_every": 10 ** 9},
          "sghmc": sghmc, "adam": adam}
     return TrainConfig.from_dict(d)
-
-
-def measure_rate(cfg, workdir: Path, min_time: float, warmup: int = RATE_WARMUP_STEPS) -> Dict[str, float]:
-    """Seconds per step of ``cfg`` after its first ``warmup`` steps, the extra cost of those, one validation.
-
-    Like bench/paper/common.py's ``measure_rate``, but it keeps the cost of writing the samples
-    apart: ``cfg`` still has the placeholder schedule of :func:`bnnmd_config` (a sample at each of
-    the first k steps), and those steps took ~0.6 s each against ~0.09 s for a plain step of this
-    model, so timing from step 4 overestimated the step time 5x and left most of the budget
-    unused. The untimed first ``warmup`` (> k) steps give ``warmup_extra_s`` = what the k sample
-    files (and any first-call warm-up) cost beyond plain steps; the planned run pays it too.
-    """
-    import copy
-
-    from bnnmd.train import Trainer
-
-    d = workdir / f"_rate_{cfg.method}"
-    shutil.rmtree(d, ignore_errors=True)
-    trainer = Trainer(copy.deepcopy(cfg), d, progress=False)
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        trainer.train_step()
-    warm_s = time.perf_counter() - t0
-    times: List[float] = []
-    t0 = time.perf_counter()
-    while len(times) < 10 or time.perf_counter() - t0 < min_time:
-        t1 = time.perf_counter()
-        trainer.train_step()
-        times.append(time.perf_counter() - t1)
-    step_s = float(np.mean(times))
-    t0 = time.perf_counter()
-    trainer.validate()
-    val_s = time.perf_counter() - t0
-    del trainer
-    shutil.rmtree(d, ignore_errors=True)
-    return {"step_s": step_s, "median_step_s": float(np.median(times)), "validate_s": val_s, "timed_steps": len(times),
-            "warmup_steps": warmup, "warmup_extra_s": max(0.0, warm_s - warmup * step_s)}
-
-
-def plan_sghmc(cfg, budget: float, rate: Dict[str, float], warm_fraction: float, warm_key: bool) -> Dict[str, int]:
-    """Fit warm start + sampler + all samples into PLAN_FRACTION of ``budget`` at the measured rate."""
-    s, t = cfg.sghmc, cfg.training
-    per_chain = s.num_samples // s.chains
-    usable = PLAN_FRACTION * budget - rate["warmup_extra_s"]  # the run writes k samples too
-    steps = int(usable / (rate["step_s"] + rate["validate_s"] / t.validate_every))
-    steps = max(steps, 4 * per_chain)
-    warm = int(warm_fraction * steps) if warm_key and USE_NEW_RECIPE_KEYS is not False else 0
-    sampler = steps - warm
-    s.mass_freeze_step = max(1, int(SAMPLER_MASS_FRACTION * sampler))
-    s.burn_in = max(s.mass_freeze_step, int(SAMPLER_BURN_IN_FRACTION * sampler))
-    s.sample_interval = max(1, (sampler - s.burn_in) // max(1, per_chain - 1))
-    if warm_key:
-        s.warm_start_steps = warm
-    t.max_steps = warm + s.burn_in + (per_chain - 1) * s.sample_interval
-    t.time_limit = SGHMC_BACKSTOP * budget
-    cfg.validate()
-    return {"planned_steps": t.max_steps, "warm_start_steps": warm, "mass_freeze_step": s.mass_freeze_step,
-            "burn_in": s.burn_in, "sample_interval": s.sample_interval, "time_limit_s": t.time_limit}
 
 
 def train_bnnmd(cfg, run_dir: Path) -> Dict[str, Any]:
@@ -704,18 +640,13 @@ def main(argv=None) -> int:
             continue
         try:
             cfg = bnnmd_config(method, arch, split_path, args, keys, steps_per_epoch)
-            if method == "map":
-                cfg.training.time_limit = float(args.budget)
-                cfg.validate()
-            else:
-                rate = measure_rate(cfg, workdir, min_time=min(15.0, max(3.0, RATE_FRACTION * args.budget)))
-                plans["sghmc"] = {"rate": rate, **plan_sghmc(cfg, args.budget, rate, args.warm_start_fraction,
-                                                             keys["sghmc.warm_start_steps"])}
-                log(f"sghmc plan: {plans['sghmc']['planned_steps']} steps at {1000 * rate['step_s']:.1f} ms/step "
-                    f"(warm start {plans['sghmc']['warm_start_steps']}, mass frozen at +{cfg.sghmc.mass_freeze_step}, "
-                    f"burn-in +{cfg.sghmc.burn_in}, a sample every {cfg.sghmc.sample_interval})")
             log(f"bnnmd {method}: training for {args.budget:.0f} s")
             info = train_bnnmd(cfg, workdir / f"bnnmd_{method}")
+            if method == "sghmc":
+                plans["sghmc"] = info["schedule"]
+                log(f"sghmc plan: {plans['sghmc']['planned_steps']} steps (warm start "
+                    f"{plans['sghmc']['warm_start_steps']}, mass frozen at +{plans['sghmc']['mass_freeze_step']}, "
+                    f"burn-in +{plans['sghmc']['burn_in']}, a sample every {plans['sghmc']['sample_interval']})")
             log(f"bnnmd {method}: {info['train_status']} after {info['steps']} steps, {info['train_s']:.0f} s, "
                 f"{info['samples']} sample(s); evaluating")
             ev = eval_bnnmd(workdir / f"bnnmd_{method}", test_spec)
@@ -772,8 +703,9 @@ def main(argv=None) -> int:
                         "lr_plateau": f"x{LR_FACTOR} after {LR_PATIENCE} validations, min {MIN_LR}",
                         "validation": f"every {steps_per_epoch} steps (one epoch)",
                         "model_kept": "best validation force MAE", "time_limit": "training.time_limit = budget"},
-                "sghmc": {"num_samples": NUM_SAMPLES, "chains": 1, "plan_fraction": PLAN_FRACTION,
-                          "backstop_time_limit": f"{SGHMC_BACKSTOP} x budget",
+                "sghmc": {"num_samples": NUM_SAMPLES, "chains": 1,
+                          "plan": "in the trainer: sghmc.schedule time, training.time_limit = budget, every sample "
+                                  "by 0.95 x budget (bnnmd.train._schedule)",
                           "warm_start_fraction": args.warm_start_fraction, **plans.get("sghmc", {})},
             },
         },

@@ -159,3 +159,94 @@ def test_shared_warm_start_starts_every_chain_from_chain_0(tmp_path):
     trainer.train_step()  # the last warm-start step
     for name, p in trainer.model.named_parameters():
         assert torch.equal(p.detach(), ema.shadow[name][:1].expand_as(p)), name
+
+
+# ---- sghmc.schedule: time (the wall-clock plan) -------------------------------------------------
+def test_schedule_arithmetic_by_hand():
+    from bnnmd.train import _schedule as S
+
+    # 40 steps in 2 s since the reference: 0.05 s/step; 0.95 x 100 - 10 = 85 s left -> 1700 steps
+    assert S.steps_left(50, 10.0, 10, 8.0, 100.0) == 1700
+    assert S.steps_left(50, 99.0, 10, 8.0, 100.0) == 0  # past the end: nothing left
+    with pytest.raises(ValueError, match="timed step"):
+        S.steps_left(10, 8.0, 10, 8.0, 100.0)
+    assert S.sampler_schedule(900, 4) == (300, 600, 100)  # a third each; 4 samples 100 apart
+    assert S.sampler_schedule(900, 1) == (300, 900, 1)  # one sample: at the last step
+    assert S.sampler_schedule(2, 4) == (4, 8, 1)  # too few steps: the shortest schedule that samples
+    assert S.sampling_schedule(300, 600, 4) == (600, 100)
+    assert S.sampling_schedule(300, 600, 1) == (900, 1)
+
+
+def _fake_clock(trainer, warm_s, sample_s):
+    """Training time as a function of the steps done: ``warm_s`` per warm-start step, ``sample_s`` per
+    sampler step (the planner sees only this clock, so the plan is deterministic)."""
+    def clock():
+        w = trainer.method.plan["warm_start_steps"]
+        w = trainer.step if w is None else min(w, trainer.step)
+        return w * warm_s + (trainer.step - w) * sample_s
+    trainer.clock = clock
+
+
+TIMED = {"schedule": "time", "warm_start_fraction": 0.5, "num_samples": 4, "chains": 2}
+
+
+@pytest.mark.parametrize("sample_s", [0.01, 0.03])  # the sampler as fast as the warm start, and 3x slower
+def test_time_schedule_fills_the_time_limit(tmp_path, sample_s):
+    cfg = tiny("sghmc", training={"max_steps": 10 ** 6, "validate_every": 25, "checkpoint_every": 50,
+                                  "time_limit": 3.0}, sghmc=TIMED)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    _fake_clock(trainer, 0.01, sample_s)
+    run = trainer.run()
+    plan = trainer.method.plan
+    assert run.status == "finished" and len(run.samples) == 4
+    assert plan["stage"] == "done"
+    # the first plan: 0.95 x 3 s at 0.01 s/step = 285 steps, half of them warm start
+    assert plan["warm_start_steps"] == 142
+    end = trainer.clock()
+    assert 0.85 * 3.0 <= end <= 0.95 * 3.0 + sample_s, end  # re-planned on the sampler's own rate
+    metas = [read_sample(f)["meta"] for f in run.samples]
+    assert min(m["step"] for m in metas) > plan["warm_start_steps"]  # no sample from the warm start
+    assert all(m["sampler_step"] >= plan["burn_in"] for m in metas)
+    assert metas[-1]["step"] == run.step == plan["planned_steps"]
+    assert trainer.optimizer.mass_freeze_step == plan["mass_freeze_step"] < plan["burn_in"]
+    import json
+    assert json.loads((tmp_path / "run" / "schedule.json").read_text())["warm_start_steps"] == 142
+
+
+def test_time_schedule_resumes_with_its_plan(tmp_path):
+    cfg = tiny("sghmc", training={"max_steps": 10 ** 6, "validate_every": 25, "checkpoint_every": 20,
+                                  "time_limit": 2.0}, sghmc=TIMED)
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    _fake_clock(full, 0.01, 0.02)
+    full.run()
+    cut = Trainer(cfg, tmp_path / "cut", progress=False)
+    _fake_clock(cut, 0.01, 0.02)
+    assert cut.run(stop_after=120).status == "interrupted"  # after the warm start's end (step 95)
+    again = Trainer(cfg, tmp_path / "cut", progress=False, resume=True)
+    assert again.method.plan == {**cut.method.plan}  # the plan came back from the checkpoint
+    _fake_clock(again, 0.01, 0.02)
+    again.run()
+    a = sorted((tmp_path / "full" / "samples").glob("*.pt"))
+    b = sorted((tmp_path / "cut" / "samples").glob("*.pt"))
+    assert [f.name for f in a] == [f.name for f in b] and len(a) == 4
+    for x, y in zip(a, b):
+        sx, sy = read_sample(x)["state_dict"], read_sample(y)["state_dict"]
+        assert all(torch.equal(sx[k], sy[k]) for k in sx), x.name
+
+
+def test_time_schedule_needs_a_time_limit():
+    from bnnmd.nn import ConfigError
+
+    with pytest.raises(ConfigError, match="training.time_limit.*sghmc.schedule: steps"):
+        tiny("sghmc", sghmc={"schedule": "time"})
+    with pytest.raises(ConfigError, match="sghmc.schedule"):
+        tiny("sghmc", sghmc={"schedule": "clock"})
+
+
+def test_sample_interval_counts_the_writes():
+    from bnnmd.train import _schedule as S
+
+    # 10 s left, 3 more samples per chain costing 1 s each: 7 s of steps of 0.1 s -> 70 steps, 23 apart
+    assert S.sample_interval(0.1, 10.0, 3, 1.0, 5) == 23
+    assert S.sample_interval(None, 10.0, 3, 1.0, 5) == 5
+    assert S.sample_interval(0.1, 1.0, 3, 1.0, 5) == 1

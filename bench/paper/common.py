@@ -446,6 +446,8 @@ def train_run(cfg, run_dir: Path) -> Dict[str, Any]:
         info["warning"] = (f"only {info['samples']} of {cfg.sghmc.num_samples} samples were collected before "
                            f"the time limit (status {result.status}); the machine was slower than the "
                            "planning measurement")
+    if cfg.method == "sghmc":  # the counts the run used (planned in the trainer with schedule: time)
+        info["schedule"].update(trainer.method.schedule())
     if cfg.method != "sghmc":
         info["members_stopped_early"] = int(trainer.method.stopped.sum())
     del trainer

@@ -106,6 +106,10 @@ class SGHMCSection:
     noise: float = 1.0  # 1 = the posterior; 0 = no noise (an Adam-like optimiser)
     noise_start: float = 1.0  # reduced-noise start (paper's suggestion), off at 1.0
     noise_ramp_steps: int = 0  # steps over which noise_start ramps to noise
+    # steps: the counts above; time: warm_start_steps, mass_freeze_step, burn_in and
+    # sample_interval are planned during the run to end by 0.95 x training.time_limit
+    schedule: str = "steps"
+    warm_start_fraction: float = 0.85  # schedule time: the warm start's share of the planned steps
 
     def validate(self):
         _num("sghmc", self, "lr", 0, None, lo_open=True)
@@ -120,6 +124,10 @@ class SGHMCSection:
         _int("sghmc", self, "warm_start_steps", 0)
         if not isinstance(self.warm_start_shared, bool):
             _bad("sghmc", "warm_start_shared", self.warm_start_shared, "must be true or false")
+        if self.schedule not in ("steps", "time"):
+            _bad("sghmc", "schedule", self.schedule, "must be steps (the step counts given) or time "
+                 "(planned to fit training.time_limit)")
+        _num("sghmc", self, "warm_start_fraction", 0, 1, hi_open=True)
         if self.burn_in < self.mass_freeze_step:
             _bad("sghmc", "burn_in", self.burn_in,
                  f"must be >= sghmc.mass_freeze_step ({self.mass_freeze_step}): samples are taken once the mass is frozen")
@@ -183,7 +191,10 @@ class TrainConfig:
                 raise ConfigError(f"model.{key} is set by the trainer ({'data.type_names' if key == 'type_names' else 'the method'}); "
                                   "remove it from the model section")
         ModelConfig.from_dict({**self.model, "type_names": ["H"]})  # validates keys and values
-        if self.method == "sghmc":
+        if self.method == "sghmc" and self.sghmc.schedule == "time" and self.training.time_limit is None:
+            _bad("training", "time_limit", None, "sghmc.schedule: time plans the run to fit training.time_limit; "
+                 "give it in seconds, or use sghmc.schedule: steps")
+        if self.method == "sghmc" and self.sghmc.schedule == "steps":
             s = self.sghmc
             need = s.warm_start_steps + s.burn_in + (s.num_samples // s.chains - 1) * s.sample_interval
             if need > self.training.max_steps:

@@ -96,6 +96,10 @@ class Method:
     def finish(self, trainer: "Trainer") -> None:
         """Write the samples of a finished run."""
 
+    def planned_steps(self) -> Optional[int]:
+        """The steps this run is planned to take, when the method knows (the progress line)."""
+        return None
+
     def progress(self, trainer: "Trainer") -> str:
         return ""
 
@@ -150,7 +154,7 @@ def make_ema(trainer: "Trainer", adam) -> Optional[WeightEMA]:
 class SGHMC(Method):
     """The paper's adaptive-mass SGHMC, after an optional warm start.
 
-    Phases, in global steps (1-based), with ``W = sghmc.warm_start_steps``:
+    Phases, in global steps (1-based), with ``W`` the warm start's steps:
 
     1. ``1..W`` warm start: Adam (``adam.lr``, the EMA of ``adam.ema_decay``) on ``u / |D|``
        from the random initialisation towards a mode of each chain. At step ``W`` the
@@ -159,6 +163,8 @@ class SGHMC(Method):
        until ``s = mass_freeze_step``, the first sample is at ``s = burn_in``, then one per chain
        every ``sample_interval`` steps, at temperature 1 (``sghmc.noise``).
 
+    With ``sghmc.schedule: steps`` these counts are the config's (``W = warm_start_steps``); with
+    ``time`` they are planned during the run to fit ``training.time_limit`` (``_schedule``).
     No sample is written during the warm start.
     """
 
@@ -168,7 +174,18 @@ class SGHMC(Method):
         return self.config.sghmc.chains
 
     def setup(self, trainer: "Trainer") -> None:
-        self.phase = "warm_start" if self.config.sghmc.warm_start_steps > 0 else "sample"
+        s = self.config.sghmc
+        self.timed = s.schedule == "time"
+        if self.timed:  # decided during the run; None = not yet
+            self.plan = {"warm_start_steps": None, "mass_freeze_step": None, "burn_in": None,
+                         "sample_interval": None, "planned_steps": None, "ref_step": None, "ref_elapsed": None,
+                         "stage": "timing"}
+            warm = s.warm_start_fraction > 0
+        else:
+            self.plan = {"warm_start_steps": s.warm_start_steps, "mass_freeze_step": s.mass_freeze_step,
+                         "burn_in": s.burn_in, "sample_interval": s.sample_interval}
+            warm = s.warm_start_steps > 0
+        self.phase = "warm_start" if warm else "sample"
         self._build_phase(trainer)
 
     def _build_phase(self, trainer: "Trainer") -> None:
@@ -181,13 +198,13 @@ class SGHMC(Method):
             s = c.sghmc
             trainer.optimizer = AdaptiveSGHMC(params, dataset_size=len(trainer.train_set), lr=s.lr,
                                               friction=s.friction, beta=s.beta, eps=s.eps,
-                                              mass_freeze_step=s.mass_freeze_step, noise=s.noise,
+                                              mass_freeze_step=self.plan["mass_freeze_step"], noise=s.noise,
                                               noise_start=s.noise_start, noise_ramp_steps=s.noise_ramp_steps,
                                               seed=c.seed)
             trainer.ema = None
 
     def sampler_step(self, step: int) -> int:
-        return step - self.config.sghmc.warm_start_steps
+        return step - (self.plan["warm_start_steps"] or 0)
 
     def loss_scale(self, trainer: "Trainer") -> float:
         # Adam minimises u / |D|; the sampler's gradient is that of u (it divides by |D| itself)
@@ -197,23 +214,109 @@ class SGHMC(Method):
         return "adam.lr" if self.phase == "warm_start" else "sghmc.lr"
 
     def after_step(self, trainer: "Trainer") -> None:
-        s = self.config.sghmc
+        if self.timed:
+            self._plan_step(trainer)
+        p = self.plan
         if self.phase == "warm_start":
-            if trainer.step >= s.warm_start_steps:
+            if p["warm_start_steps"] is not None and trainer.step >= p["warm_start_steps"]:
                 self._end_warm_start(trainer)
             return
         t = self.sampler_step(trainer.step)
-        if t < s.burn_in or (t - s.burn_in) % s.sample_interval:
+        if p["burn_in"] is None or t < p["burn_in"] or (t - p["burn_in"]) % p["sample_interval"]:
             return
         from bnnmd.nn._samples import sample_path, save_sample
 
+        s = self.config.sghmc
+        before = trainer.clock()
+        first = trainer.samples_written == 0
         for chain in range(trainer.k):
             if trainer.samples_written >= s.num_samples:
-                return
+                break
             save_sample(sample_path(trainer.samples_dir, trainer.samples_written), trainer.model, chain, self.name,
                         meta={"step": trainer.step, "sampler_step": t, "chain": chain, "seed": self.config.seed,
                               **trainer.units})
             trainer.samples_written += 1
+        if self.timed and first and self._per_chain() > 1:
+            self._plan_interval(trainer, before)
+
+    def _plan_interval(self, trainer: "Trainer", before: float) -> None:
+        """Decision 4 of ``_schedule``: once the first samples are written, the interval that
+        fits the other samples and the measured cost of writing them into the budget."""
+        from bnnmd.train import _schedule as S
+
+        p, step, now = self.plan, trainer.step, trainer.clock()
+        rest = self._per_chain() - 1
+        timed = step - p["ref_step"]
+        step_s = (before - p["ref_elapsed"]) / timed if timed > 0 else None
+        p["sample_interval"] = S.sample_interval(step_s, S.END_FRACTION * self.config.training.time_limit - now,
+                                                 rest, now - before, p["sample_interval"])
+        p["sample_interval"] = max(1, min(p["sample_interval"],
+                                          (self.config.training.max_steps - step) // rest))
+        p["planned_steps"] = step + rest * p["sample_interval"]
+
+    # ---- the wall-clock plan (sghmc.schedule: time) --------------------------------------------
+    def _per_chain(self) -> int:
+        s = self.config.sghmc
+        return s.num_samples // s.chains
+
+    def _plan_step(self, trainer: "Trainer") -> None:
+        """The decisions of ``bnnmd.train._schedule``, each made once, at the step it belongs to."""
+        from bnnmd.train import _schedule as S
+
+        p, step, now = self.plan, trainer.step, trainer.clock()
+        limit, cap = self.config.training.time_limit, self.config.training.max_steps
+        if p["ref_step"] is None:
+            if step >= S.RATE_SKIP:
+                p["ref_step"], p["ref_elapsed"] = step, now
+            return
+        if p["stage"] == "timing":
+            timed = step - p["ref_step"]
+            if timed < S.PLAN_MIN_STEPS or (now < S.PLAN_SHARE * limit and timed < S.PLAN_MAX_STEPS):
+                return
+            total = min(cap, step + S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit))
+            p["planned_steps"] = total
+            if self.phase == "warm_start":
+                warm = max(step, int(self.config.sghmc.warm_start_fraction * total))
+                p["warm_start_steps"] = warm
+                p["stage"] = "warm_start"
+                if warm > step:
+                    return
+                # the plan point is the warm start's last step: fall through to the sampler's plan
+            else:  # no warm start: the sampler started at step 1
+                p["warm_start_steps"] = 0
+            self._plan_sampler(trainer, total, step)
+            return
+        if p["stage"] == "warm_start" and step >= p["warm_start_steps"]:
+            p["ref_step"], p["ref_elapsed"] = step, now  # the sampler's own rate from here
+            p["stage"] = "sampler_timing"
+            return
+        if p["stage"] == "sampler_timing" and step - p["ref_step"] >= S.PLAN_MIN_STEPS:
+            left = S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit)
+            self._plan_sampler(trainer, min(cap, step + left), step)
+            return
+        if p["stage"] == "sampler" and self.sampler_step(step) >= p["mass_freeze_step"]:
+            t = self.sampler_step(step)
+            if step - p["ref_step"] >= 1:
+                left = S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit)
+            else:
+                left = p["planned_steps"] - step
+            left = min(left, cap - step)
+            p["burn_in"], p["sample_interval"] = S.sampling_schedule(t, left, self._per_chain())
+            p["planned_steps"] = p["warm_start_steps"] + p["burn_in"] + (self._per_chain() - 1) * p["sample_interval"]
+            p["stage"] = "done"
+
+    def _plan_sampler(self, trainer: "Trainer", total: int, step: int) -> None:
+        """Mass freeze, burn-in and interval for a sampler that ends at global step ``total``."""
+        from bnnmd.train import _schedule as S
+
+        p = self.plan
+        done = self.sampler_step(step)  # sampler steps already taken (> 0 only without a warm start)
+        mass, burn, interval = S.sampler_schedule(total - p["warm_start_steps"], self._per_chain())
+        mass = max(mass, done + 1)
+        p.update(mass_freeze_step=mass, burn_in=max(burn, mass), sample_interval=interval, stage="sampler",
+                 planned_steps=p["warm_start_steps"] + max(burn, mass) + (self._per_chain() - 1) * interval)
+        if isinstance(trainer.optimizer, AdaptiveSGHMC):
+            trainer.optimizer.mass_freeze_step = mass
 
     def _end_warm_start(self, trainer: "Trainer") -> None:
         if trainer.ema is not None:
@@ -228,16 +331,39 @@ class SGHMC(Method):
     def stop_status(self, trainer: "Trainer") -> Optional[str]:
         return "finished" if trainer.samples_written >= self.config.sghmc.num_samples else None
 
+    def finish(self, trainer: "Trainer") -> None:
+        """``schedule.json``: the step counts the run used (planned ones with ``schedule: time``)."""
+        import json
+
+        from bnnmd._files import write_atomic
+
+        write_atomic(trainer.run_dir / "schedule.json", json.dumps(self.schedule(), indent=1) + "\n")
+
+    def planned_steps(self) -> Optional[int]:
+        """The steps the schedule takes (None while a wall-clock plan is not made yet)."""
+        p = self.plan
+        if not self.timed:
+            return p["warm_start_steps"] + p["burn_in"] + (self._per_chain() - 1) * p["sample_interval"]
+        return p["planned_steps"]
+
     def progress(self, trainer: "Trainer") -> str:
         if self.phase == "warm_start":
-            return f"warm start {trainer.step}/{self.config.sghmc.warm_start_steps}"
+            return f"warm start {trainer.step}/{self.plan['warm_start_steps'] or '?'}"
         return f"samples {trainer.samples_written}/{self.config.sghmc.num_samples}"
 
+    def schedule(self) -> Dict[str, Any]:
+        """The phases' step counts in use (the plan, with ``sghmc.schedule: time``)."""
+        keys = ("warm_start_steps", "mass_freeze_step", "burn_in", "sample_interval")
+        return {**{k: self.plan[k] for k in keys}, "planned_steps": self.planned_steps(),
+                "schedule": self.config.sghmc.schedule}
+
     def state_dict(self) -> Dict[str, Any]:
-        return {"phase": self.phase}
+        return {"phase": self.phase, "plan": dict(self.plan)}
 
     def load_state_dict(self, state: Dict[str, Any], trainer: "Trainer") -> None:
         self.phase = str(state["phase"])
+        if self.timed:
+            self.plan = dict(state["plan"])
         self._build_phase(trainer)
 
 

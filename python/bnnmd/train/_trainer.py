@@ -190,9 +190,16 @@ class Trainer:
         self.step = 0
         self.samples_written = 0
         self.elapsed = 0.0
+        self._clock_start: Optional[float] = None  # set while run() trains
         torch.manual_seed(self.config.seed)
         if self.resume:
             self._load_checkpoint()
+
+    def clock(self) -> float:
+        """Seconds of training so far, now (``elapsed`` outside :meth:`run`)."""
+        if self._clock_start is None:
+            return self.elapsed
+        return time.perf_counter() - self._clock_start
 
     # ---- potential -------------------------------------------------------------
     def prior_potential(self) -> torch.Tensor:
@@ -322,7 +329,8 @@ class Trainer:
         fh.flush()
         if self.progress:
             extra = self.method.progress(self)
-            msg = (f"[{c.method}] step {self.step}/{c.training.max_steps} | loss {loss:.4g} | "
+            planned = self.method.planned_steps()
+            msg = (f"[{c.method}] step {self.step}/{planned or c.training.max_steps} | loss {loss:.4g} | "
                    f"val force MAE {float(val['force_mae']):.4g} energy MAE {float(val['energy_mae']):.4g} | "
                    f"{rate:.1f} steps/s | {extra}")
             print(msg, file=sys.stderr if not sys.stdout.isatty() else sys.stdout, flush=True)
@@ -345,6 +353,7 @@ class Trainer:
         fh, writer = self._open_log()
         status = "finished"
         start = time.perf_counter() - self.elapsed
+        self._clock_start = start
         loss = math.nan
         last_validated = {"step": self.step, "rate_t": time.perf_counter(), "rate_s": self.step}
 
@@ -369,7 +378,7 @@ class Trainer:
                     raise FloatingPointError(
                         f"the loss became {loss} at step {self.step}; lower the step size "
                         f"({lr_key}) or the batch size noise")
-                self.elapsed = time.perf_counter() - start
+                self.elapsed = self.clock()
                 if self.step % t.validate_every == 0:
                     validate_and_report()
                 if self.step % t.checkpoint_every == 0:
@@ -386,6 +395,7 @@ class Trainer:
                 self.method.finish(self)
             self.save_checkpoint()
         finally:
+            self._clock_start = None
             fh.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
