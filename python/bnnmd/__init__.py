@@ -31,3 +31,5 @@ __version__: str = _core.__version__
 compiled_torch_version: str = _core.torch_version
 
 __all__ = ["__version__", "compiled_torch_version"]
+
+from bnnmd._errors import BnnmdError  # noqa: E402  (the base of every bnnmd error)

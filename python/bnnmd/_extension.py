@@ -7,12 +7,14 @@ We record ``torch.__version__`` at build time and refuse to go on when it differ
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import torch
 
 REBUILD_COMMAND = "pip install --no-build-isolation --no-deps --force-reinstall .  (or: make install)"
 
 
-class TorchVersionMismatch(ImportError):
+class TorchVersionMismatch(BnnmdError, ImportError):
     """``bnnmd._core`` was compiled against a different torch than the one running."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
 
-class AnalysisError(ValueError):
+
+class AnalysisError(BnnmdError, ValueError):
     """A trajectory, topology or request that the analysis cannot serve.
 
     ``str(exc)`` says what is wrong (and in which file) and how to fix it.

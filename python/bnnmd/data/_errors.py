@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 from os import PathLike
 from typing import Optional, Union
 
 
-class DataError(ValueError):
+class DataError(BnnmdError, ValueError):
     """Bad input data.
 
     The message always says where (file and field when known), what is wrong and
@@ -41,3 +43,4 @@ class DataError(ValueError):
         if fix:
             msg += f". Fix: {fix}."
         super().__init__(msg)
+        self.problem, self.fix = problem, fix  # BnnmdError's attributes (its message has this form)

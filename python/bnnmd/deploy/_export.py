@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import hashlib
 import io
 import os
@@ -22,7 +24,7 @@ from bnnmd.uq._halt import DEFAULT_HALT_RULE, HaltRuleError, halt_threshold, par
 PathLike = Union[str, os.PathLike]
 
 
-class ExportError(ValueError):
+class ExportError(BnnmdError, ValueError):
     """Samples that cannot be exported as asked; the message says why and what to do."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import hashlib
 import os
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ from bnnmd._files import write_npz_atomic
 PathLike = Union[str, os.PathLike]
 
 
-class LabelError(RuntimeError):
+class LabelError(BnnmdError, RuntimeError):
     """A frame that could not be labelled; the message says why and what to try."""
 
 

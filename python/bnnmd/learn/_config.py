@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -9,7 +11,7 @@ from typing import Any, Dict, Optional
 import yaml
 
 
-class LearnError(RuntimeError):
+class LearnError(BnnmdError, RuntimeError):
     """Something the active-learning loop cannot do; the message says why and what to do."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional
@@ -9,7 +11,7 @@ from typing import List, Optional
 NONLINEARITIES = ("silu", "ssp", "tanh")
 
 
-class ConfigError(ValueError):
+class ConfigError(BnnmdError, ValueError):
     """A bad configuration value; the message names the key and what is allowed."""
 
 

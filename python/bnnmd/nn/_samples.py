@@ -7,6 +7,8 @@ state dict of a single-sample model, and metadata.
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import io
 import os
 import re
@@ -24,7 +26,7 @@ SAMPLE_FORMAT = 1
 PathLike = Union[str, os.PathLike]
 
 
-class SampleError(ValueError):
+class SampleError(BnnmdError, ValueError):
     """An unusable sample file or directory; the message names it and the fix."""
 
 

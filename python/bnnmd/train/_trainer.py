@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import csv
 import io
 import math
@@ -29,7 +31,7 @@ LOG_COLUMNS = ("step", "epoch", "loss", "val_force_mae", "val_energy_mae", "val_
                "samples", "active_members")
 
 
-class RunError(RuntimeError):
+class RunError(BnnmdError, RuntimeError):
     """A run directory that cannot be used as asked (exists, differs, missing checkpoint)."""
 
 

@@ -23,6 +23,8 @@ Two kinds of map (:class:`StdMap`):
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import json
 import math
 import os
@@ -47,7 +49,7 @@ MIN_PER_BIN = {"forces": 20, "energy": 5}
 PathLike = Union[str, os.PathLike]
 
 
-class CalibrationError(ValueError):
+class CalibrationError(BnnmdError, ValueError):
     """An unusable calibration file or fit; the message names the problem and the fix."""
 
 

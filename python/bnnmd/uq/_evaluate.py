@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ PathLike = Union[str, os.PathLike]
 AUC_THRESHOLD_KCAL_MOL_A = 1.0
 
 
-class EvaluationError(ValueError):
+class EvaluationError(BnnmdError, ValueError):
     """A request bnn-eval cannot serve; the message names the problem and the fix."""
 
 

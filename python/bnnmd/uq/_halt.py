@@ -28,6 +28,8 @@ per-component std, calibrated). ``bench/halt_truth.py`` compares the rules again
 
 from __future__ import annotations
 
+from bnnmd._errors import BnnmdError
+
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -39,7 +41,7 @@ HALT_RULES = ("envelope", "median", "rmse")
 DEFAULT_HALT_RULE = "median:1.5"
 
 
-class HaltRuleError(ValueError):
+class HaltRuleError(BnnmdError, ValueError):
     """A halt rule that cannot be applied; the message says why and what to give instead."""
 
 

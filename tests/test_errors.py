@@ -1,0 +1,41 @@
+"""One error base class: every bnnmd error is a BnnmdError and keeps its built-in base."""
+
+import pytest
+
+import bnnmd
+from bnnmd import BnnmdError
+from bnnmd._extension import TorchVersionMismatch
+from bnnmd.analysis._errors import AnalysisError
+from bnnmd.data import DataError
+from bnnmd.deploy._export import ExportError
+from bnnmd.label import LabelError
+from bnnmd.learn._config import LearnError
+from bnnmd.nn import ConfigError
+from bnnmd.nn._samples import SampleError
+from bnnmd.train import TrainConfig
+from bnnmd.train._trainer import RunError
+from bnnmd.uq._calibration import CalibrationError
+from bnnmd.uq._evaluate import EvaluationError
+from bnnmd.uq._halt import HaltRuleError
+
+BUILTIN = {ConfigError: ValueError, SampleError: ValueError, ExportError: ValueError, LabelError: RuntimeError,
+           RunError: RuntimeError, CalibrationError: ValueError, HaltRuleError: ValueError,
+           EvaluationError: ValueError, DataError: ValueError, LearnError: RuntimeError,
+           AnalysisError: ValueError, TorchVersionMismatch: ImportError}
+
+
+@pytest.mark.parametrize("cls", list(BUILTIN), ids=lambda c: c.__name__)
+def test_every_error_is_a_bnnmd_error(cls):
+    assert issubclass(cls, BnnmdError) and issubclass(cls, BUILTIN[cls])
+    e = cls("the file x is empty", fix="write it again")
+    assert e.problem == "the file x is empty" and e.fix == "write it again"
+    assert "the file x is empty" in str(e) and "write it again" in str(e)  # DataError: "P. Fix: F."
+    if cls is not DataError:
+        assert str(e) == "the file x is empty; write it again"
+    assert str(cls("one message")) == "one message" and cls("one message").fix is None
+
+
+def test_a_real_config_error_is_caught_as_bnnmd_error():
+    assert bnnmd.BnnmdError is BnnmdError
+    with pytest.raises(BnnmdError, match="sghmc.schedule"):
+        TrainConfig.from_dict({"method": "sghmc", "sghmc": {"schedule": "clock"}})
