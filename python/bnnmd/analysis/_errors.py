@@ -19,6 +19,4 @@ class AnalysisError(BnnmdError, ValueError):
     """
 
     def __init__(self, problem: str, fix: str = ""):
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{problem}. Fix: {fix}." if fix else problem)
+        super().__init__(problem, fix=fix or None)
