@@ -49,7 +49,9 @@ def test_open_shell_and_parallel_frames():
     oh = ase.Atoms("OH", positions=[[0, 0, 0], [0.97, 0, 0]])  # a radical: UKS
     out = label_frames(lab, [water(), oh, water(0.02)], processes=2)
     assert all(not isinstance(x, LabelError) for x in out)
-    assert out[1].forces[1, 0] == pytest.approx(-out[1].forces[0, 0])
+    # Newton's third law, to the DFT grid's accuracy (no grid response in the gradient: pyscf 2.14
+    # leaves a net force of ~4e-4 kcal/mol/A on this 114 kcal/mol/A pair)
+    assert out[1].forces[1, 0] == pytest.approx(-out[1].forces[0, 0], abs=5e-3)
     assert out[0].energy == pytest.approx(lab(water()).energy, abs=1e-6)
 
 
