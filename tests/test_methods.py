@@ -207,7 +207,7 @@ def test_time_schedule_fills_the_time_limit(tmp_path, sample_s):
     metas = [read_sample(f)["meta"] for f in run.samples]
     assert min(m["step"] for m in metas) > plan["warm_start_steps"]  # no sample from the warm start
     assert all(m["sampler_step"] >= plan["burn_in"] for m in metas)
-    assert metas[-1]["step"] == run.step == plan["planned_steps"]
+    assert metas[-1]["step"] == run.step == trainer.method.planned_steps()
     assert trainer.optimizer.mass_freeze_step == plan["mass_freeze_step"] < plan["burn_in"]
     import json
     assert json.loads((tmp_path / "run" / "schedule.json").read_text())["warm_start_steps"] == 142

@@ -177,8 +177,9 @@ class SGHMC(Method):
         s = self.config.sghmc
         self.timed = s.schedule == "time"
         if self.timed:  # decided during the run; None = not yet
+            # budget_steps: the steps the budget holds at the first plan (until the sampler's plan)
             self.plan = {"warm_start_steps": None, "mass_freeze_step": None, "burn_in": None,
-                         "sample_interval": None, "planned_steps": None, "ref_step": None, "ref_elapsed": None,
+                         "sample_interval": None, "budget_steps": None, "ref_step": None, "ref_elapsed": None,
                          "stage": "timing"}
             warm = s.warm_start_fraction > 0
         else:
@@ -239,25 +240,22 @@ class SGHMC(Method):
         if self.timed and first and self._per_chain() > 1:
             self._plan_interval(trainer, before)
 
-    def _plan_interval(self, trainer: "Trainer", before: float) -> None:
-        """Decision 4 of ``_schedule``: once the first samples are written, the interval that
-        fits the other samples and the measured cost of writing them into the budget."""
-        from bnnmd.train import _schedule as S
-
-        p, step, now = self.plan, trainer.step, trainer.clock()
-        rest = self._per_chain() - 1
-        timed = step - p["ref_step"]
-        step_s = (before - p["ref_elapsed"]) / timed if timed > 0 else None
-        p["sample_interval"] = S.sample_interval(step_s, S.END_FRACTION * self.config.training.time_limit - now,
-                                                 rest, now - before, p["sample_interval"])
-        p["sample_interval"] = max(1, min(p["sample_interval"],
-                                          (self.config.training.max_steps - step) // rest))
-        p["planned_steps"] = step + rest * p["sample_interval"]
-
     # ---- the wall-clock plan (sghmc.schedule: time) --------------------------------------------
     def _per_chain(self) -> int:
         s = self.config.sghmc
         return s.num_samples // s.chains
+
+    def _plan_interval(self, trainer: "Trainer", before: float) -> None:
+        """Decision 4 of ``_schedule``: once the first samples are written (they took from
+        ``before`` to now), the interval that fits the other samples and their writing into the budget."""
+        from bnnmd.train import _schedule as S
+
+        p, step, now = self.plan, trainer.step, trainer.clock()
+        rest = self._per_chain() - 1
+        step_s = S.step_time(step, before, p["ref_step"], p["ref_elapsed"]) if step > p["ref_step"] else None
+        interval = S.sample_interval(step_s, S.END_FRACTION * self.config.training.time_limit - now, rest,
+                                     now - before, p["sample_interval"])
+        p["sample_interval"] = max(1, min(interval, (self.config.training.max_steps - step) // rest))
 
     def _plan_step(self, trainer: "Trainer") -> None:
         """The decisions of ``bnnmd.train._schedule``, each made once, at the step it belongs to."""
@@ -274,12 +272,11 @@ class SGHMC(Method):
             if timed < S.PLAN_MIN_STEPS or (now < S.PLAN_SHARE * limit and timed < S.PLAN_MAX_STEPS):
                 return
             total = min(cap, step + S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit))
-            p["planned_steps"] = total
+            p["budget_steps"] = total
             if self.phase == "warm_start":
-                warm = max(step, int(self.config.sghmc.warm_start_fraction * total))
-                p["warm_start_steps"] = warm
+                p["warm_start_steps"] = max(step, int(self.config.sghmc.warm_start_fraction * total))
                 p["stage"] = "warm_start"
-                if warm > step:
+                if p["warm_start_steps"] > step:
                     return
                 # the plan point is the warm start's last step: fall through to the sampler's plan
             else:  # no warm start: the sampler started at step 1
@@ -295,14 +292,10 @@ class SGHMC(Method):
             self._plan_sampler(trainer, min(cap, step + left), step)
             return
         if p["stage"] == "sampler" and self.sampler_step(step) >= p["mass_freeze_step"]:
-            t = self.sampler_step(step)
-            if step - p["ref_step"] >= 1:
-                left = S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit)
-            else:
-                left = p["planned_steps"] - step
-            left = min(left, cap - step)
-            p["burn_in"], p["sample_interval"] = S.sampling_schedule(t, left, self._per_chain())
-            p["planned_steps"] = p["warm_start_steps"] + p["burn_in"] + (self._per_chain() - 1) * p["sample_interval"]
+            # the mass freezes after the sampler's plan, so steps have been timed since ref_step
+            left = min(cap - step, S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit))
+            p["burn_in"], p["sample_interval"] = S.sampling_schedule(self.sampler_step(step), left,
+                                                                     self._per_chain())
             p["stage"] = "done"
 
     def _plan_sampler(self, trainer: "Trainer", total: int, step: int) -> None:
@@ -313,8 +306,7 @@ class SGHMC(Method):
         done = self.sampler_step(step)  # sampler steps already taken (> 0 only without a warm start)
         mass, burn, interval = S.sampler_schedule(total - p["warm_start_steps"], self._per_chain())
         mass = max(mass, done + 1)
-        p.update(mass_freeze_step=mass, burn_in=max(burn, mass), sample_interval=interval, stage="sampler",
-                 planned_steps=p["warm_start_steps"] + max(burn, mass) + (self._per_chain() - 1) * interval)
+        p.update(mass_freeze_step=mass, burn_in=max(burn, mass), sample_interval=interval, stage="sampler")
         if isinstance(trainer.optimizer, AdaptiveSGHMC):
             trainer.optimizer.mass_freeze_step = mass
 
@@ -340,11 +332,12 @@ class SGHMC(Method):
         write_atomic(trainer.run_dir / "schedule.json", json.dumps(self.schedule(), indent=1) + "\n")
 
     def planned_steps(self) -> Optional[int]:
-        """The steps the schedule takes (None while a wall-clock plan is not made yet)."""
+        """The steps the schedule takes: its last sample's step (a wall-clock plan: the steps the
+        budget holds until the sampler is planned, None before the first plan)."""
         p = self.plan
-        if not self.timed:
-            return p["warm_start_steps"] + p["burn_in"] + (self._per_chain() - 1) * p["sample_interval"]
-        return p["planned_steps"]
+        if p["burn_in"] is None:
+            return p["budget_steps"]
+        return p["warm_start_steps"] + p["burn_in"] + (self._per_chain() - 1) * p["sample_interval"]
 
     def progress(self, trainer: "Trainer") -> str:
         if self.phase == "warm_start":

@@ -2,7 +2,7 @@
 inside the run from its own measured step rate so that all samples are written by
 ``END_FRACTION x training.time_limit``.
 
-Three decisions, each from the rate measured since a reference step (the first ``RATE_SKIP``
+Four decisions, each from the rate measured since a reference step (the first ``RATE_SKIP``
 steps, which hold one-off costs, are not timed):
 
 1. at the plan point (``PLAN_SHARE`` of the time limit, and at least ``PLAN_MIN_STEPS`` timed
@@ -31,12 +31,18 @@ PLAN_MAX_STEPS = 500  # ... or after this many timed steps, whichever comes firs
 RATE_SKIP = 5  # steps before the rate is timed (one-off costs of the first steps)
 
 
-def steps_left(step: int, elapsed: float, ref_step: int, ref_elapsed: float, time_limit: float) -> int:
-    """Steps that fit between ``elapsed`` and ``END_FRACTION * time_limit`` at the rate of the
-    steps ``ref_step+1 .. step`` (which took ``elapsed - ref_elapsed`` seconds, validations included)."""
+def step_time(step: int, elapsed: float, ref_step: int, ref_elapsed: float) -> float:
+    """Seconds per step of the steps ``ref_step+1 .. step``, which took ``elapsed - ref_elapsed``
+    seconds (validations included)."""
     if step <= ref_step or elapsed <= ref_elapsed:
         raise ValueError("the rate needs at least one timed step")
-    step_s = (elapsed - ref_elapsed) / (step - ref_step)
+    return (elapsed - ref_elapsed) / (step - ref_step)
+
+
+def steps_left(step: int, elapsed: float, ref_step: int, ref_elapsed: float, time_limit: float) -> int:
+    """Steps that fit between ``elapsed`` and ``END_FRACTION * time_limit`` at the
+    :func:`step_time` of the steps ``ref_step+1 .. step``."""
+    step_s = step_time(step, elapsed, ref_step, ref_elapsed)
     return max(0, int((END_FRACTION * time_limit - elapsed) / step_s))
 
 
