@@ -59,7 +59,6 @@ PairBNN::PairBNN(LAMMPS *lmp) : Pair(lmp)
   device_request = "cpu";
   uncertainty_requested = 0;
   computed_step = uncertainty_step = -1;
-  energy_std_total = 0.0;
   for (double &g : unc_global) g = 0.0;
   std::string eu, lu;
   if (!lammps_units(update->unit_style, eu, lu))
@@ -303,11 +302,7 @@ void PairBNN::compute(int eflag, int vflag)
     MPI_Allreduce(s.energy.data(), e.data(), k, MPI_DOUBLE, MPI_SUM, world);
     MPI_Allreduce(var.data(), v.data(), k, MPI_DOUBLE, MPI_SUM, world);
     for (double &x : v) x = std::sqrt(x);
-    const bnnmd::EnergyStats es = evaluator->energy_stats(e.data(), v.data(), k);
-    energy_stats.std = es.std;
-    energy_stats.std_epistemic = es.std_epistemic;
-    energy_stats.std_aleatoric = es.std_aleatoric;
-    energy_std_total = es.std;
+    energy_stats = evaluator->energy_stats(e.data(), v.data(), k);
   }
   computed_step = update->ntimestep;
   uncertainty_step = -1;
@@ -357,7 +352,7 @@ void PairBNN::update_uncertainty()
     unc_atom[3 * i + 2] = alea[i];
     local_max = std::max(local_max, tot[i]);
   }
-  const EnergyMoments &es = energy_stats;  // of this step (compute())
+  const bnnmd::EnergyStats &es = energy_stats;  // of this step (compute())
   double global_max = 0.0;
   MPI_Allreduce(&local_max, &global_max, 1, MPI_DOUBLE, MPI_MAX, world);
   unc_global[0] = es.std;
@@ -386,7 +381,7 @@ void *PairBNN::extract(const char *str, int &dim)
 {
   dim = 0;
   if (strcmp(str, "cutoff") == 0) return (void *) &cutoff;
-  if (strcmp(str, "energy_std") == 0) return (void *) &energy_std_total;
+  if (strcmp(str, "energy_std") == 0) return (void *) &energy_stats.std;
   return nullptr;
 }
 

@@ -17,9 +17,7 @@ PairStyle(bnn,PairBNN);
 #include <string>
 #include <vector>
 
-namespace bnnmd {
-class Evaluator;
-}
+#include "bnn_evaluator.h"  // no torch headers
 
 namespace LAMMPS_NS {
 
@@ -62,10 +60,7 @@ class PairBNN : public Pair {
   std::vector<double> sample_sigma;   // [nlocal * k] sigma_F of local atoms
   std::vector<double> unc_atom;       // [nlocal * 3]
   double unc_global[4];
-  double energy_std_total;            // for extract(): this step's, set in compute()
-  struct EnergyMoments {
-    double std = 0, std_epistemic = 0, std_aleatoric = 0;
-  } energy_stats;                     // of all ranks, this step
+  bnnmd::EnergyStats energy_stats;    // of all ranks, this step (compute()); extract("energy_std")
 };
 
 }    // namespace LAMMPS_NS
