@@ -153,9 +153,9 @@ void PairBNN::coeff(int narg, char **arg)
     std::string map;
     for (int t = 1; t <= ntypes; t++) map += " " + std::to_string(t) + "->" + arg[2 + t];
     utils::logmesg(lmp,
-                   "pair_style bnn: {} ({}, k = {} samples, {} layers, cutoff {:.4g} {}, model units {} / {}, "
+                   "pair_style bnn: {} ({} {}, k = {} samples, {} layers, cutoff {:.4g} {}, model units {} / {}, "
                    "calibration forces {}, energy {}) on {}; types{}\n",
-                   model_file, meta.method, k, num_layers, cutoff, lu, meta.energy_unit, meta.length_unit,
+                   model_file, evaluator->format(), meta.method, k, num_layers, cutoff, lu, meta.energy_unit, meta.length_unit,
                    meta.calibration_forces.describe(), meta.calibration_energy.describe(), device_used, map);
   }
 }

@@ -10,8 +10,8 @@
 
 #include <string>
 
-#include "pair_bnn/bnn_evaluator.h"
-#include "pair_bnn/bnn_units.h"
+#include "bnn_evaluator.h"
+#include "bnn_units.h"
 
 #ifndef BNNMD_VERSION
 #define BNNMD_VERSION "0+unknown"
@@ -134,6 +134,7 @@ PYBIND11_MODULE(_core, m) {
 An exported bnnmd model, evaluated by the C++ core (the one the LAMMPS plugin uses).
 
 Evaluator(path, device="cpu", energy_unit="", length_unit="")
+  path: TorchScript (.pth) or AOTInductor package (.pt2; format says which);
   units "" = the model's own; device cpu, cuda, cuda:N or auto.
 compute(positions, types, edge_index, edge_shift, nlocal) -> dict
   means, calibrated stds, and the per-sample outputs under "samples".
@@ -142,6 +143,7 @@ compute(positions, types, edge_index, edge_shift, nlocal) -> dict
            "path"_a, "device"_a = "cpu", "energy_unit"_a = "", "length_unit"_a = "")
       .def_property_readonly("metadata", [](const bnnmd::Evaluator& e) { return metadata_dict(e.metadata()); })
       .def_property_readonly("device", &bnnmd::Evaluator::device)
+      .def_property_readonly("format", &bnnmd::Evaluator::format)
       .def_property_readonly("cutoff", &bnnmd::Evaluator::cutoff)
       .def_property_readonly("energy_unit", &bnnmd::Evaluator::energy_unit)
       .def_property_readonly("length_unit", &bnnmd::Evaluator::length_unit)

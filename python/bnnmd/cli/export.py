@@ -1,4 +1,5 @@
-"""``bnn-export SAMPLES_DIR OUT.pth [--k K | --select I,J,...] [--dtype float32] [--freeze]``."""
+"""``bnn-export SAMPLES_DIR OUT.pth|OUT.pt2 [--k K | --select I,J,...] [--dtype float32] [--freeze]
+[--format torchscript|pt2] [--device cpu|cuda]``."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="bnn-export",
-        description="Stack posterior samples (RUN_DIR/samples) into ONE TorchScript file for LAMMPS "
-                    "(pair_style bnn), the ASE calculator and bnnmd._core.Evaluator.")
+        description="Stack posterior samples (RUN_DIR/samples) into ONE model file for LAMMPS "
+                    "(pair_style bnn), the ASE calculator and bnnmd._core.Evaluator: TorchScript (OUT.pth), "
+                    "or an AOTInductor package compiled ahead of time (OUT.pt2: faster per call; runs only "
+                    "with this torch version on the device it was compiled for).")
     parser.add_argument("samples", help="directory of sample_XXX.pt files written by bnn-train")
-    parser.add_argument("out", help="output file, e.g. model.pth")
+    parser.add_argument("out", help="output file, e.g. model.pth (TorchScript) or model.pt2 (AOTInductor)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--k", type=int, help="export K evenly spaced samples (MC dropout: K masks)")
     group.add_argument("--select", help="comma-separated sample indices, e.g. 0,2,5")
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    parser.add_argument("--freeze", action="store_true", help="torch.jit.freeze the module (inlines parameters)")
+    parser.add_argument("--freeze", action="store_true",
+                        help="TorchScript: torch.jit.freeze the module (inlines parameters)")
+    parser.add_argument("--format", choices=["torchscript", "pt2"], default=None,
+                        help="default: pt2 for an OUT ending in .pt2, torchscript otherwise")
+    parser.add_argument("--device", default="cpu",
+                        help=".pt2: the device to compile for (cpu, cuda, cuda:N); default cpu")
     parser.add_argument("--halt-rule", default=None, metavar="NAME:FACTOR",
                         help="the halt threshold stored in the model (LAMMPS: c_unc[5] of compute bnn/atom), from "
                              "the validation statistics of bnn-eval --calibrate-on: median:F (F x the median over "
@@ -37,7 +45,7 @@ def main(argv=None) -> int:
             except ValueError:
                 raise ExportError(f"--select {args.select!r}: give comma-separated integers, e.g. 0,2,5") from None
         path = export(args.samples, args.out, k=args.k, select=select, dtype=args.dtype, freeze=args.freeze,
-                      halt_rule=args.halt_rule)
+                      halt_rule=args.halt_rule, fmt=args.format, device=args.device)
         meta = read_metadata(path)
         print(f"bnn-export: wrote {path}: k={meta['num_samples']} samples ({meta['method']}), types "
               f"{' '.join(meta['type_names'])}, cutoff {meta['cutoff']} {meta['length_unit']}, "

@@ -1,4 +1,9 @@
-"""``bnn-export``: k posterior samples -> ONE stacked TorchScript file with metadata."""
+"""``bnn-export``: k posterior samples -> ONE stacked model file with metadata.
+
+Two formats hold the same model and the same metadata: TorchScript (``.pth``, any other suffix)
+and an AOTInductor package (``.pt2``, :mod:`bnnmd.deploy._pt2`), chosen by the suffix of the
+output or by ``fmt``.
+"""
 
 from __future__ import annotations
 
@@ -53,10 +58,27 @@ def _halt(cal, rule: str) -> Optional[Tuple[float, str]]:
     return halt_threshold(cal.halt, rule)
 
 
+#: The export formats: TorchScript and AOTInductor.
+FORMATS = ("torchscript", "pt2")
+
+
+def format_of(out: PathLike, fmt: Optional[str] = None) -> str:
+    """``fmt`` when given, else ``pt2`` for a ``.pt2`` file and ``torchscript`` for anything else."""
+    if fmt is None:
+        return "pt2" if Path(out).suffix == ".pt2" else "torchscript"
+    if fmt not in FORMATS:
+        raise ExportError(f"format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
+    if fmt == "torchscript" and Path(out).suffix == ".pt2":
+        raise ExportError(f"{out}: a .pt2 name for a TorchScript file; name it .pth or use --format pt2")
+    return fmt
+
+
 def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
            select: Optional[Sequence[int]] = None, dtype: str = "float64", freeze: bool = False,
-           halt_rule: Optional[str] = None) -> Path:
-    """Stack samples of ``samples_dir`` into one TorchScript file ``out``.
+           halt_rule: Optional[str] = None, fmt: Optional[str] = None, device: str = "cpu") -> Path:
+    """Stack samples of ``samples_dir`` into one model file ``out``: TorchScript, or an AOTInductor
+    package for a ``.pt2`` name or ``fmt="pt2"`` (compiled for ``device``, checked against the eager
+    model before it is written).
 
     MC-dropout runs hold one sample: ``k`` is then the number of dropout masks. With halt
     statistics in ``samples/calibration.json`` (``bnn-eval --calibrate-on``), the threshold of
@@ -73,6 +95,12 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
                           f"bnn-eval {samples_dir} --data split:val --calibrate-on split:val first")
     if dtype not in ("float64", "float32"):
         raise ExportError(f"dtype {dtype!r}: use float64 or float32")
+    fmt = format_of(out, fmt)
+    if fmt == "torchscript" and device != "cpu":
+        raise ExportError(f"device {device!r} is for .pt2 packages; a TorchScript file runs on any device "
+                          "(choose it in pair_style bnn or BNNCalculator)")
+    if freeze and fmt == "pt2":
+        raise ExportError("--freeze is for TorchScript; a .pt2 package is compiled and needs no freezing")
     if k is not None and select is not None:
         raise ExportError("give either --k or --select, not both")
     try:
@@ -99,6 +127,8 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
         "halt_threshold": None if halt is None else float(halt[0]),
         "halt_rule": None if halt is None else halt[1],
     }
+    if fmt == "pt2":
+        return _export_pt2(model, chosen.method, to_text(meta), out, device)
     module = script(DeployedModel(model))
     if freeze:
         module = torch.jit.freeze(module.eval())
@@ -107,8 +137,28 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     return write_atomic(out, buf.getvalue())
 
 
+def _export_pt2(model, method: str, meta_text: str, out: PathLike, device: str) -> Path:
+    from bnnmd.deploy._pt2 import compile_package
+
+    if method == "mc_dropout":
+        raise ExportError("MC-dropout samples draw random masks in every call, which a .pt2 package cannot "
+                          "reproduce; export them to TorchScript (OUT.pth)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ExportError(f"device {device!r}: torch sees no CUDA GPU here; compile the .pt2 on the machine "
+                          "(and torch) that will run it, or export with --device cpu")
+    try:
+        return compile_package(DeployedModel(model.to(device)), meta_text, out, device)
+    except RuntimeError as exc:
+        if "compiled .pt2 differs" in str(exc):
+            raise ExportError(f"{exc}; nothing was written. Export to TorchScript (OUT.pth) instead and report "
+                              "this with the torch version") from None
+        raise
+
+
 def read_metadata(path: PathLike) -> Dict:
-    """The metadata of an exported file (raises :class:`ExportError` for other files)."""
+    """The metadata of an exported file, TorchScript or .pt2 (raises :class:`ExportError` for other files)."""
+    if Path(path).suffix == ".pt2":
+        return _read_pt2_metadata(path)
     extra = {EXTRA_FILE: ""}
     try:
         torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
@@ -119,3 +169,16 @@ def read_metadata(path: PathLike) -> Dict:
         raise ExportError(f"{path}: a TorchScript file without bnnmd metadata; export it with bnn-export")
     text = extra[EXTRA_FILE]
     return from_text(text.decode() if isinstance(text, bytes) else text)
+
+
+def _read_pt2_metadata(path: PathLike) -> Dict:
+    from bnnmd.deploy._pt2 import METADATA_KEY, read_package_metadata
+
+    try:
+        text = read_package_metadata(path).get(METADATA_KEY, "")
+    except Exception as exc:
+        raise ExportError(f"{path}: not an AOTInductor package this torch can load ({type(exc).__name__}); "
+                          "export one with bnn-export SAMPLES_DIR OUT.pt2") from None
+    if not text:
+        raise ExportError(f"{path}: a .pt2 package without bnnmd metadata; export it with bnn-export")
+    return from_text(text)

@@ -52,13 +52,17 @@ class SpeciesLinear(nn.Module):
         self.dim_out = o3.Irreps(irreps_out).dim
         self.linears = nn.ModuleList(
             [StackedLinear(irreps_in, irreps_out, num_samples) for _ in range(num_types)])
+        self.traceable = False  # torch.export: every linear on every atom, no data-dependent sizes
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor, s0: int = 0, s1: int = -1) -> torch.Tensor:
         out = x.new_zeros(x.shape[0], x.shape[1], self.dim_out)
         for t, lin in enumerate(self.linears):
-            idx = torch.nonzero(atom_type == t).squeeze(-1)
-            if idx.numel() > 0:
-                out = out.index_copy(1, idx, lin(x.index_select(1, idx), s0, s1))
+            if self.traceable:
+                out = out + (atom_type == t).to(x.dtype).unsqueeze(-1) * lin(x, s0, s1)
+            else:
+                idx = torch.nonzero(atom_type == t).squeeze(-1)
+                if idx.numel() > 0:
+                    out = out.index_copy(1, idx, lin(x.index_select(1, idx), s0, s1))
         return out
 
 

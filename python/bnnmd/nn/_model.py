@@ -102,6 +102,18 @@ class StochasticNequIP(nn.Module):
         self.message_dim = max(b.message_dim for b in self.blocks)
         # samples x edges x message width per pass; 2**23 elements = 64 MB in float64
         self.max_chunk_elements = 2 ** 23
+        # True while torch.export traces the model (bnn-export to .pt2): one pass over all samples
+        # and no ghost pruning, so that no branch depends on the data or the edge count
+        self.traceable = False
+
+    @torch.jit.unused
+    def set_traceable(self, traceable: bool) -> None:
+        """Make the forward pass free of data-dependent branches and shapes (for ``torch.export``):
+        all samples in one pass, no ghost pruning, every species' self-connection on every atom.
+        The outputs are the same; only the work done differs."""
+        for m in self.modules():
+            if hasattr(m, "traceable"):
+                m.traceable = bool(traceable)
 
     # ---- sample dimension ----------------------------------------------------
     @torch.jit.unused
@@ -174,6 +186,8 @@ class StochasticNequIP(nn.Module):
             raise RuntimeError("StochasticNequIP computes forces by autograd: call it with gradients "
                                "enabled, not under torch.no_grad() or inference_mode()")
         k = self.num_samples
+        if self.traceable:
+            return self._forward_samples(data, 0, -1)
         chunk = self.chunk_size(data[K.EDGE_INDEX].shape[1])
         if chunk >= k:
             return self._forward_samples(data, 0, -1)
@@ -212,7 +226,7 @@ class StochasticNequIP(nn.Module):
         # only atoms with energy_mask 1 count (LAMMPS: local atoms, not ghosts); forces still reach all
         mask: Optional[torch.Tensor] = data.get(K.ENERGY_MASK)
         hops: Optional[torch.Tensor] = None
-        if mask is not None and bool((mask <= 0).any()):
+        if mask is not None and not self.traceable and bool((mask <= 0).any()):
             # layer l (1..L) only needs to update atoms within L - l hops of a counted atom:
             # drop the messages nothing counted depends on (most of LAMMPS's ghost shell)
             hops = self._hops(mask, edge_index)

@@ -1,6 +1,8 @@
 #include "bnn_evaluator.h"
 
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/cuda.h>
+#include <torch/headeronly/version.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -16,7 +18,11 @@ namespace bnnmd {
 
 namespace {
 
-const char* kExtraFile = "bnnmd.txt";
+const char* kExtraFile = "bnnmd.txt";  // TorchScript: the extra file; .pt2: the package metadata key
+
+// The model's outputs, in the order of a .pt2 graph's outputs (bnnmd.deploy._pt2.OUTPUT_KEYS).
+const char* kOutputKeys[] = {"total_energy", "atomic_energy", "forces", "total_energy_std", "forces_std", "virial"};
+constexpr int kNumOutputs = 6;
 
 [[noreturn]] void fail(const std::string& msg) { throw std::runtime_error(msg); }
 
@@ -179,11 +185,133 @@ Metadata parse_metadata(const std::string& text, const std::string& path) {
   return m;
 }
 
+// One exported model behind one call: inputs (pos, types, edges, shifts, nlocal) on the model's
+// device and dtype -> the kNumOutputs tensors in kOutputKeys order.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::vector<torch::Tensor> run(const torch::Tensor& pos, const torch::Tensor& types,
+                                         const torch::Tensor& edges, const torch::Tensor& shifts,
+                                         int64_t nlocal) = 0;
+};
+
+namespace {
+
+bool is_pt2(const std::string& path) {
+  return path.size() >= 4 && path.compare(path.size() - 4, 4, ".pt2") == 0;
+}
+
+// TorchScript (.pth): torch::jit::load, a dict of outputs.
+class ScriptBackend : public Backend {
+ public:
+  ScriptBackend(const std::string& path, const torch::Device& device, std::string* meta_text) {
+    std::unordered_map<std::string, std::string> extra{{kExtraFile, ""}};
+    try {
+      module_ = torch::jit::load(path, device, extra);
+    } catch (const std::exception& e) {
+      fail("'" + path + "' is not a TorchScript archive that this torch can load; export a model with "
+           "bnn-export SAMPLES_DIR OUT.pth (" + std::string(e.what()).substr(0, 200) + ")");
+    }
+    if (extra[kExtraFile].empty())
+      fail("'" + path + "' is a TorchScript file but not a bnnmd model (no bnnmd.txt metadata); "
+           "export one with bnn-export SAMPLES_DIR OUT.pth");
+    *meta_text = extra[kExtraFile];
+    module_.eval();
+  }
+  std::vector<torch::Tensor> run(const torch::Tensor& pos, const torch::Tensor& types, const torch::Tensor& edges,
+                                 const torch::Tensor& shifts, int64_t nlocal) override {
+    std::vector<torch::jit::IValue> inputs{pos, types, edges, shifts, nlocal};
+    torch::AutoGradMode grad(true);  // forces are gradients: never run under no_grad
+    c10::impl::GenericDict out = module_.forward(inputs).toGenericDict();
+    std::vector<torch::Tensor> r;
+    for (const char* key : kOutputKeys) r.push_back(out.at(key).toTensor().detach());
+    return r;
+  }
+
+ private:
+  torch::jit::Module module_;
+};
+
+// AOTInductor package (.pt2): compiled for one torch (major.minor) and one device type; atom and
+// edge counts >= 2 (smaller inputs are padded with two ghost atoms joined by two edges: ghosts
+// carry no energy and their forces are dropped, so the padding changes nothing).
+class Pt2Backend : public Backend {
+ public:
+  Pt2Backend(const std::string& path, const torch::Device& device, std::string* meta_text) {
+    std::unordered_map<std::string, std::string> meta;
+    try {
+      meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+    } catch (const std::exception& e) {
+      fail("'" + path + "' is not an AOTInductor package that this torch can read; export a model with "
+           "bnn-export SAMPLES_DIR OUT.pt2 (" + std::string(e.what()).substr(0, 200) + ")");
+    }
+    auto it = meta.find(kExtraFile);
+    if (it == meta.end() || it->second.empty())
+      fail("'" + path + "' is an AOTInductor package but not a bnnmd model (no bnnmd.txt metadata); "
+           "export one with bnn-export SAMPLES_DIR OUT.pt2");
+    *meta_text = it->second;
+    // refuse what cannot run before loading the compiled code
+    const std::string here = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
+    const Metadata m = parse_metadata(*meta_text, path);
+    const std::string there = m.torch_version.substr(0, m.torch_version.find('.', m.torch_version.find('.') + 1));
+    if (there != here)
+      fail("'" + path + "' was compiled by torch " + m.torch_version + " and this bnnmd runs torch " + here +
+           ".x: a .pt2 package runs only with the torch version that compiled it; re-export it here with "
+           "bnn-export SAMPLES_DIR OUT.pt2, or use the TorchScript file (OUT.pth), which any torch loads");
+    const std::string compiled_for = meta.count("AOTI_DEVICE_KEY") ? meta["AOTI_DEVICE_KEY"] : "cpu";
+    const std::string wanted = device.is_cuda() ? "cuda" : "cpu";
+    if (compiled_for != wanted)
+      fail("'" + path + "' was compiled for " + compiled_for + " and is asked to run on " + device.str() +
+           ": a .pt2 package runs only on the device type it was compiled for; re-export with bnn-export "
+           "SAMPLES_DIR OUT.pt2 --device " + wanted + ", or run it on " + compiled_for);
+    try {
+      loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+          path, "model", /*run_single_threaded=*/false, /*num_runners=*/1,
+          device.is_cuda() && device.has_index() ? device.index() : -1);
+    } catch (const std::exception& e) {
+      fail("'" + path + "' cannot be loaded by this torch (" + std::string(e.what()).substr(0, 300) +
+           "); re-export it here with bnn-export SAMPLES_DIR OUT.pt2, or use the TorchScript file (OUT.pth)");
+    }
+  }
+  std::vector<torch::Tensor> run(const torch::Tensor& pos, const torch::Tensor& types, const torch::Tensor& edges,
+                                 const torch::Tensor& shifts, int64_t nlocal) override {
+    const int64_t n = pos.size(0), ne = edges.size(1);
+    std::vector<torch::Tensor> in;
+    if (n >= 2 && ne >= 2) {
+      in = {pos, types, edges, shifts};
+    } else {
+      // two ghosts at distance 1 (model units) from each other, far from every atom, joined both ways
+      torch::Tensor far = pos.numel() ? pos.abs().max() + 1000.0 : torch::zeros({}, pos.options());
+      torch::Tensor p2 = torch::stack({far.expand({3}), far.expand({3}) + torch::tensor({1.0, 0.0, 0.0}, pos.options())});
+      torch::Tensor e2 = torch::tensor({n, n + 1, n + 1, n}, edges.options()).view({2, 2});
+      in = {torch::cat({pos, p2}), torch::cat({types, torch::zeros({2}, types.options())}), torch::cat({edges, e2}, 1),
+            torch::cat({shifts, torch::zeros({2, 3}, shifts.options())})};
+    }
+    in.push_back(torch::scalar_tensor(nlocal, edges.options()));  // 0-d int64
+    std::vector<torch::Tensor> out = loader_->run(in);
+    if (static_cast<int>(out.size()) != kNumOutputs)
+      fail("the .pt2 package returned " + std::to_string(out.size()) + " outputs, not " +
+           std::to_string(kNumOutputs) + "; re-export it with this bnnmd's bnn-export");
+    if (in[0].size(0) != n) {  // drop the padding: atomic energies [k, N], forces [k, N, 3], stds [k, N]
+      out[1] = out[1].narrow(1, 0, n);
+      out[2] = out[2].narrow(1, 0, n);
+      out[4] = out[4].narrow(1, 0, n);
+    }
+    return out;
+  }
+
+ private:
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader_;
+};
+
+}  // namespace
+
 struct Evaluator::Impl {
-  torch::jit::Module module;
+  std::unique_ptr<Backend> backend;
   Metadata meta;
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat64;
+  std::string format;          // "torchscript" or "pt2"
   std::string energy_unit, length_unit;
   double to_model_length = 1;  // x evaluator length -> model length
   double energy_out = 1;       // x model energy -> evaluator energy
@@ -199,18 +327,15 @@ Evaluator::Evaluator(const std::string& path, const std::string& device, const s
     if (!probe) fail("model file '" + path + "' cannot be opened (missing or unreadable)");
   }
   impl_->device = choose_device(device);
-  std::unordered_map<std::string, std::string> extra{{kExtraFile, ""}};
-  try {
-    impl_->module = torch::jit::load(path, impl_->device, extra);
-  } catch (const std::exception& e) {
-    fail("'" + path + "' is not a TorchScript archive that this torch can load; export a model with "
-         "bnn-export SAMPLES_DIR OUT.pth (" + std::string(e.what()).substr(0, 200) + ")");
+  std::string meta_text;
+  if (is_pt2(path)) {
+    impl_->format = "pt2";
+    impl_->backend = std::make_unique<Pt2Backend>(path, impl_->device, &meta_text);
+  } else {
+    impl_->format = "torchscript";
+    impl_->backend = std::make_unique<ScriptBackend>(path, impl_->device, &meta_text);
   }
-  if (extra[kExtraFile].empty())
-    fail("'" + path + "' is a TorchScript file but not a bnnmd model (no bnnmd.txt metadata); "
-         "export one with bnn-export SAMPLES_DIR OUT.pth");
-  impl_->meta = parse_metadata(extra[kExtraFile], path);
-  impl_->module.eval();
+  impl_->meta = parse_metadata(meta_text, path);
   impl_->dtype = impl_->meta.dtype == "float32" ? torch::kFloat32 : torch::kFloat64;
   impl_->energy_unit = energy_unit.empty() ? impl_->meta.energy_unit : energy_unit;
   impl_->length_unit = length_unit.empty() ? impl_->meta.length_unit : length_unit;
@@ -225,6 +350,7 @@ Evaluator::~Evaluator() = default;
 
 const Metadata& Evaluator::metadata() const { return impl_->meta; }
 std::string Evaluator::device() const { return impl_->device.str(); }
+const std::string& Evaluator::format() const { return impl_->format; }
 double Evaluator::cutoff() const { return impl_->meta.cutoff * impl_->length_out; }
 double Evaluator::halt_threshold() const {
   return impl_->meta.halt_threshold * impl_->energy_out / impl_->length_out;
@@ -248,15 +374,11 @@ SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n,
   torch::Tensor t_edges = torch::from_blob(const_cast<int64_t*>(edges), {2, n_edges}, i64).clone();
   torch::Tensor t_shift =
       torch::from_blob(const_cast<double*>(shifts), {n_edges, 3}, f64).clone() * I.to_model_length;
-  std::vector<torch::jit::IValue> inputs{t_pos.to(I.device, I.dtype), t_types.to(I.device),
-                                         t_edges.to(I.device), t_shift.to(I.device, I.dtype),
-                                         static_cast<int64_t>(nlocal)};
-  c10::impl::GenericDict out = [&] {
-    torch::AutoGradMode grad(true);  // forces are gradients: never run under no_grad
-    return const_cast<torch::jit::Module&>(I.module).forward(inputs).toGenericDict();
-  }();
-  auto take = [&](const char* key, double scale) {
-    torch::Tensor t = out.at(key).toTensor().detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  std::vector<torch::Tensor> out =
+      I.backend->run(t_pos.to(I.device, I.dtype), t_types.to(I.device), t_edges.to(I.device),
+                     t_shift.to(I.device, I.dtype), static_cast<int64_t>(nlocal));
+  auto take = [&](int index, double scale) {
+    torch::Tensor t = out[index].detach().to(torch::kCPU, torch::kFloat64).contiguous();
     std::vector<double> v(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
     for (double& x : v) x *= scale;
     return v;
@@ -265,12 +387,12 @@ SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n,
   s.k = I.meta.num_samples;
   s.n = n;
   const double e = I.energy_out, fl = I.energy_out / I.length_out;
-  s.energy = take("total_energy", e);
-  s.energy_std = take("total_energy_std", e);
-  s.atomic_energy = take("atomic_energy", e);
-  s.forces = take("forces", fl);
-  s.forces_std = take("forces_std", fl);
-  s.virial = take("virial", e);
+  s.energy = take(0, e);         // kOutputKeys order
+  s.atomic_energy = take(1, e);
+  s.forces = take(2, fl);
+  s.energy_std = take(3, e);
+  s.forces_std = take(4, fl);
+  s.virial = take(5, e);
   return s;
 }
 

@@ -1,4 +1,5 @@
-// bnnmd evaluator core: loads an exported bnnmd model (TorchScript + metadata), runs it on
+// bnnmd evaluator core: loads an exported bnnmd model (TorchScript .pth or AOTInductor .pt2, both
+// with the same metadata), runs it on
 // one configuration and aggregates the k samples into means and uncertainties.
 // No LAMMPS dependency: used by the LAMMPS pair style and by the pybind11 module bnnmd._core.
 // Torch headers stay out of this header (private implementation).
@@ -55,8 +56,11 @@ struct EnergyStats {
   double mean = 0, std = 0, std_epistemic = 0, std_aleatoric = 0;
 };
 
+class Backend;  // one per export format (bnn_evaluator.cpp)
+
 class Evaluator {
  public:
+  // path: a TorchScript file, or an AOTInductor package when it ends in .pt2.
   // energy_unit/length_unit: the units of inputs and outputs ("" = the model's own).
   // device: "cpu", "cuda", "cuda:N" or "auto" (cuda when torch sees a GPU).
   Evaluator(const std::string& path, const std::string& device = "cpu",
@@ -67,6 +71,7 @@ class Evaluator {
 
   const Metadata& metadata() const;
   std::string device() const;
+  const std::string& format() const;  // "torchscript" (.pth and any other name) or "pt2" (.pt2)
   double cutoff() const;  // in the evaluator's length unit
   const std::string& energy_unit() const;
   const std::string& length_unit() const;

@@ -1,0 +1,203 @@
+"""The ``.pt2`` (AOTInductor) export: the same numbers as TorchScript and the eager model, in the C++
+evaluator, the ASE calculator and LAMMPS on 1 and 2 ranks; packages it cannot run are refused.
+
+One package is compiled (by the ``bnn-export`` command line, ~1 min) and shared by the tests.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from bnnmd import _core
+from bnnmd.calculator import BNNCalculator
+from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, neighbour_list
+from bnnmd.deploy import ExportError, export, read_metadata
+from bnnmd.nn.testing import random_periodic_atoms
+
+from test_deploy import CUTOFF, TYPES, _inputs, cpp_metadata, write_samples
+from test_lammps import SINGLE_POINT, molecule, parse_single_point, periodic_box, run_lammps
+
+BIN = sys.executable.rsplit("/", 1)[0]
+#: outputs defined on local atoms only: TorchScript prunes ghost messages that no counted energy
+#: needs (so a ghost's own atomic energy and sigma_F are partial there); the .pt2 graph does not
+LOCAL_ONLY = ("atomic_energy", "forces_std")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(samples dir, the eager model, TorchScript path, .pt2 path) of one k = 3 model."""
+    d = tmp_path_factory.mktemp("pt2")
+    ds = bundled_dataset("rmd17_ethanol_train").subset(range(20))
+    model = write_samples(d / "samples", ds, k=3, seed=4)
+    pth = export(d / "samples", d / "model.pth")
+    r = subprocess.run([f"{BIN}/bnn-export", str(d / "samples"), str(d / "model.pt2")], capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"bnn-export: wrote {d / 'model.pt2'}: k=3 samples" in r.stdout
+    return d, ds, model.eval(), pth, d / "model.pt2"
+
+
+def _compare(a, b, nlocal, rtol=1e-10, atol=1e-10):
+    for key in a:
+        x, y = np.asarray(a[key]), np.asarray(b[key])
+        if key in LOCAL_ONLY:
+            x, y = x[:, :nlocal], y[:, :nlocal]
+        np.testing.assert_allclose(y, x, rtol=rtol, atol=atol, err_msg=key)
+
+
+def test_metadata_is_the_torchscript_files(models):
+    d, ds, model, pth, pt2 = models
+    meta = read_metadata(pt2)
+    assert meta == read_metadata(pth)
+    ev = _core.Evaluator(str(pt2))
+    assert ev.format == "pt2" and _core.Evaluator(str(pth)).format == "torchscript"
+    assert cpp_metadata(ev) == meta
+
+
+@pytest.mark.parametrize("frame", [0, 7])
+def test_pt2_equals_torchscript_equals_eager(models, frame):
+    d, ds, model, pth, pt2 = models
+    f, types, g = _inputs(ds, frame)
+    eager = model(GraphDataset(ds, TypeMapper(TYPES), CUTOFF).batch([frame]))
+    args = (f["positions"], types, g.edge_index, g.shift_vector)
+    got = _core.Evaluator(str(pt2)).compute(*args, len(types))["samples"]
+    want = _core.Evaluator(str(pth)).compute(*args, len(types))["samples"]
+    _compare(want, got, len(types))
+    np.testing.assert_allclose(got["forces"], eager["forces"].detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["total_energy"], eager["total_energy"][:, 0].detach().numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("nlocal", [1, 5, 8])
+def test_ghost_atoms_get_forces_but_no_energy(models, nlocal):
+    """Atoms >= nlocal are LAMMPS ghosts: the same energies and forces on every atom as TorchScript."""
+    d, ds, model, pth, pt2 = models
+    f, types, g = _inputs(ds, 3)
+    args = (f["positions"], types, g.edge_index, g.shift_vector, nlocal)
+    got = _core.Evaluator(str(pt2)).compute(*args)["samples"]
+    _compare(_core.Evaluator(str(pth)).compute(*args)["samples"], got, nlocal)
+    np.testing.assert_allclose(got["total_energy"], got["atomic_energy"][:, :nlocal].sum(1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_atoms, n_edges", [(1, 0), (2, 0), (2, 2), (3, 1)])
+def test_inputs_below_the_compiled_minimum_are_padded_exactly(models, n_atoms, n_edges):
+    """The package takes >= 2 atoms and >= 2 edges: a rank with fewer (LAMMPS) still gets the right answer."""
+    d, ds, model, pth, pt2 = models
+    f, types, g = _inputs(ds, 0)
+    pos, types = f["positions"][:n_atoms], types[:n_atoms]
+    edges = neighbour_list(pos, CUTOFF).edge_index[:, :n_edges]
+    args = (pos, types, edges, np.zeros((edges.shape[1], 3)), n_atoms)
+    _compare(_core.Evaluator(str(pth)).compute(*args)["samples"], _core.Evaluator(str(pt2)).compute(*args)["samples"],
+             n_atoms)
+
+
+def test_calculator_on_a_periodic_cell(models):
+    """BNNCalculator with a .pt2 equals the TorchScript one: energies, forces, stress, stds."""
+    d, ds, model, pth, pt2 = models
+    atoms = random_periodic_atoms(30, 8.0, min_distance=1.1, seed=3)
+    got, want = atoms.copy(), atoms.copy()
+    got.calc, want.calc = BNNCalculator(pt2), BNNCalculator(pth)
+    assert got.get_potential_energy() == pytest.approx(want.get_potential_energy(), rel=1e-12)
+    np.testing.assert_allclose(got.get_forces(), want.get_forces(), rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(got.get_stress(), want.get_stress(), rtol=1e-9, atol=1e-12)
+    for key in ("forces_std", "forces_std_epistemic", "forces_std_aleatoric", "energy_std"):
+        np.testing.assert_allclose(got.calc.results[key], want.calc.results[key], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("system", ["molecule", "periodic"])
+def test_lammps_pt2_equals_torchscript(tmp_path, models, system):
+    d, ds, model, pth, pt2 = models
+    atoms = molecule() if system == "molecule" else periodic_box()
+    r = run_lammps(tmp_path / "pt2", atoms, SINGLE_POINT, model=pt2)
+    assert re.search(r"pair_style bnn: \S+model\.pt2 \(pt2 sghmc, k = 3", r.stdout)
+    got = parse_single_point(tmp_path / "pt2", r)
+    want = parse_single_point(tmp_path / "pth", run_lammps(tmp_path / "pth", atoms, SINGLE_POINT, model=pth))
+    assert got["energy"] == pytest.approx(want["energy"], rel=1e-12)
+    np.testing.assert_allclose(got["atoms"], want["atoms"], rtol=1e-9, atol=1e-10)
+    assert got["energy_std"] == pytest.approx(want["energy_std"], rel=1e-9)
+    np.testing.assert_allclose(got["pressure_virial"], want["pressure_virial"], rtol=1e-8,
+                               atol=1e-9 * np.abs(want["pressure_virial"]).max())
+
+
+def test_lammps_pt2_two_ranks_equal_one_rank(tmp_path, models):
+    d, ds, model, pth, pt2 = models
+    atoms = periodic_box(n=60, length=11.0, seed=2)
+    one = parse_single_point(tmp_path / "np1", run_lammps(tmp_path / "np1", atoms, SINGLE_POINT, model=pt2))
+    two = parse_single_point(tmp_path / "np2", run_lammps(tmp_path / "np2", atoms, SINGLE_POINT, nprocs=2,
+                                                          model=pt2))
+    assert two["energy"] == pytest.approx(one["energy"], rel=1e-13)
+    np.testing.assert_allclose(two["atoms"], one["atoms"], rtol=1e-10, atol=1e-11)
+    assert two["energy_std"] == pytest.approx(one["energy_std"], rel=1e-11)
+    np.testing.assert_allclose(two["pressure_virial"], one["pressure_virial"], rtol=1e-9)
+
+
+def _repackaged(src, dst, old, new):
+    """A copy of the package ``src`` with ``old`` replaced by ``new`` in its metadata files."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("_metadata.json"):
+                assert old.encode() in data
+                data = data.replace(old.encode(), new.encode())
+            zout.writestr(item, data)
+    return dst
+
+
+def test_a_package_from_another_torch_is_refused(models, tmp_path):
+    d, ds, model, pth, pt2 = models
+    v = read_metadata(pt2)["torch_version"]
+    other = _repackaged(pt2, tmp_path / "other.pt2", f"torch_version {v}", "torch_version 2.99.0")
+    with pytest.raises(RuntimeError, match=r"compiled by torch 2\.99\.0 and this bnnmd runs torch "
+                                           rf"{torch.__version__.rsplit('.', 1)[0]}\.x.*re-export"):
+        _core.Evaluator(str(other))
+    r = run_lammps(tmp_path / "lmp", molecule(), "run 0\n", model=other, check=False)
+    assert r.returncode != 0 and "compiled by torch 2.99.0" in r.stdout + r.stderr
+
+
+def test_a_package_for_another_device_is_refused(models, tmp_path):
+    d, ds, model, pth, pt2 = models
+    cuda = _repackaged(pt2, tmp_path / "cuda.pt2", '"AOTI_DEVICE_KEY": "cpu"', '"AOTI_DEVICE_KEY": "cuda"')
+    with pytest.raises(RuntimeError, match="compiled for cuda and is asked to run on cpu.*--device cpu"):
+        _core.Evaluator(str(cuda), "cpu")
+
+
+def test_not_a_package(tmp_path):
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(RuntimeError, match="not an AOTInductor package"):
+        _core.Evaluator(str(bad))
+    with pytest.raises(ExportError, match="not an AOTInductor package"):
+        read_metadata(bad)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pt2_errors")
+    write_samples(d / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(5)))
+    write_samples(d / "dropout", bundled_dataset("rmd17_ethanol_train").subset(range(5)), k=1,
+                  method="mc_dropout", dropout=0.1)
+    return d
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(out="m.pt2", freeze=True), "--freeze is for TorchScript"),
+    (dict(out="m.pth", fmt="pt2x"), "format 'pt2x' is unknown"),
+    (dict(out="m.pt2", fmt="torchscript"), "a .pt2 name for a TorchScript file"),
+    (dict(out="m.pth", device="cuda"), "device 'cuda' is for .pt2 packages"),
+    (dict(out="m.pt2", device="cuda"), "torch sees no CUDA GPU"),
+    (dict(out="m.pt2", samples="dropout"), "MC-dropout samples draw random masks"),
+])
+def test_export_errors(samples, kwargs, message):
+    if "torch sees no CUDA GPU" in message and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    kwargs = dict(kwargs)
+    out = samples / kwargs.pop("out")
+    with pytest.raises(ExportError, match=re.escape(message)):
+        export(samples / kwargs.pop("samples", "samples"), out, **kwargs)
+    assert not out.exists()
+    assert not [p for p in samples.iterdir() if p.name.startswith(".m.")]  # no half-written package left
