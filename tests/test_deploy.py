@@ -101,6 +101,49 @@ def test_ghost_atoms_get_forces_but_no_energy(molecule_run):
     np.testing.assert_allclose(part["forces"][:, a, c], -(e[0] - e[1]) / (2 * eps), rtol=1e-5, atol=1e-6)
 
 
+# ---- Python twins of the C++ core (the package calls the C++ code; these are the references) ----
+def reference_energy_stats(energy, energy_std, calibration):
+    epi, alea = np.var(energy), np.mean(np.square(energy_std))
+    c2 = float(calibration.factor_at(np.sqrt(epi + alea))) ** 2
+    epi, alea = epi * c2, alea * c2
+    return {"energy": float(np.mean(energy)), "energy_std": float(np.sqrt(epi + alea)),
+            "energy_std_epistemic": float(np.sqrt(epi)), "energy_std_aleatoric": float(np.sqrt(alea))}
+
+
+def reference_force_stats(forces, forces_std, calibration):
+    epi = np.var(forces, axis=0).mean(axis=-1)  # mean over x, y, z of the variance over samples
+    alea = np.mean(np.square(forces_std), axis=0)
+    c2 = calibration.factor_at(np.sqrt(epi + alea)) ** 2
+    epi, alea = epi * c2, alea * c2
+    return {"forces": forces.mean(axis=0), "forces_std": np.sqrt(epi + alea),
+            "forces_std_epistemic": np.sqrt(epi), "forces_std_aleatoric": np.sqrt(alea)}
+
+
+def reference_metadata(text):
+    """bnnmd.txt read in Python: key, space, value; numbers, lists and maps converted."""
+    meta = dict(line.partition(" ")[::2] for line in text.splitlines() if line.strip())
+    for key in ("format_version", "num_layers", "num_samples"):
+        meta[key] = int(meta[key])
+    for key in ("cutoff", "halt_threshold"):
+        if key in meta:
+            meta[key] = float(meta[key])
+    for key in ("calibration_forces", "calibration_energy"):
+        meta[key] = StdMap.from_text(meta[key])
+    meta["type_names"] = meta["type_names"].split()
+    return meta
+
+
+def test_metadata_reader_equals_python_twin(molecule_run, tmp_path):
+    d, ds, _ = molecule_run
+    for name, fmap in (("plain.pth", StdMap.scale(1.0)), ("iso.pth", ISOTONIC)):
+        path = _exported_with_calibration(d, name, fmap, StdMap.scale(0.7))
+        extra = {"bnnmd.txt": ""}
+        torch.jit.load(str(path), _extra_files=extra)
+        text = extra["bnnmd.txt"].decode()
+        assert read_metadata(path) == reference_metadata(text) == cpp_metadata(_core.Evaluator(str(path)))
+        assert read_metadata(path)["calibration_forces"] == fmap
+
+
 def cpp_metadata(ev):
     """The C++ evaluator's metadata with its calibration maps as bnnmd.uq.StdMap."""
     meta = dict(ev.metadata)
@@ -132,14 +175,16 @@ def test_aggregation_equals_numpy_reference(molecule_run, fmap, emap):
     assert meta["calibration_forces"] == fmap and meta["calibration_energy"] == emap
     rng = np.random.default_rng(0)
     forces, sig = rng.normal(scale=0.3, size=(5, 7, 3)), rng.uniform(0.05, 3, size=(5, 7))
-    got, want = ev.force_stats(forces, sig), force_stats(forces, sig, fmap)
+    got, want = ev.force_stats(forces, sig), reference_force_stats(forces, sig, fmap)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-13)
+        np.testing.assert_allclose(force_stats(forces, sig, fmap)[key], want[key], rtol=1e-13)
     for trial in range(6):  # energies whose total std falls below, between and above the knots
         e, es = rng.normal(scale=0.2 * trial, size=5), rng.uniform(0.05, 0.3 * (trial + 1), 5)
-        got, want = ev.energy_stats(e, es), energy_stats(e, es, emap)
+        got, want = ev.energy_stats(e, es), reference_energy_stats(e, es, emap)
         for key in want:
             assert got[key] == pytest.approx(want[key], rel=1e-13)
+            assert energy_stats(e, es, emap)[key] == pytest.approx(want[key], rel=1e-13)
     if fmap.kind == "isotonic":  # the map really acts: factors differ across atoms
         ratio = ev.force_stats(forces, sig)["forces_std"] / force_stats(forces, sig)["forces_std"]
         assert ratio.max() - ratio.min() > 0.2 and 0.9 - 1e-12 <= ratio.min() and ratio.max() <= 1.8 + 1e-12

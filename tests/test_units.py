@@ -22,5 +22,5 @@ def test_round_trip_and_lammps_styles():
 def test_unknown_unit_lists_supported():
     with pytest.raises(ValueError, match="unknown energy unit 'kcal'.*kcal/mol"):
         units.energy_factor("kcal", "eV")
-    with pytest.raises(ValueError, match="unknown length unit 'Ang'.*A, nm"):
+    with pytest.raises(ValueError, match="unknown length unit 'Ang'.*A, Bohr, nm"):
         units.length_factor("Ang", "A")

@@ -396,7 +396,7 @@ SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n,
   return s;
 }
 
-EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_std, int k) const {
+EnergyStats energy_stats(const double* energy, const double* energy_std, int k, const StdMap& calibration) {
   EnergyStats r;
   double mean = 0, alea = 0, epi = 0;
   for (int s = 0; s < k; ++s) mean += energy[s];
@@ -407,7 +407,7 @@ EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_s
   }
   epi /= k;
   alea /= k;
-  const double c = impl_->cal_energy.factor_at(std::sqrt(epi + alea));
+  const double c = calibration.factor_at(std::sqrt(epi + alea));
   epi *= c * c;
   alea *= c * c;
   r.mean = mean;
@@ -417,8 +417,8 @@ EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_s
   return r;
 }
 
-void Evaluator::force_stats(const double* forces, const double* forces_std, int k, int n, double* mean,
-                            double* std_total, double* std_epistemic, double* std_aleatoric) const {
+void force_stats(const double* forces, const double* forces_std, int k, int n, const StdMap& calibration,
+                 double* mean, double* std_total, double* std_epistemic, double* std_aleatoric) {
   for (int i = 0; i < n; ++i) {
     double epi = 0, alea = 0;
     for (int c = 0; c < 3; ++c) {
@@ -438,13 +438,22 @@ void Evaluator::force_stats(const double* forces, const double* forces_std, int 
         alea += sd * sd;
       }
     alea /= k;
-    const double cf = impl_->cal_forces.factor_at(std::sqrt(epi + alea));
+    const double cf = calibration.factor_at(std::sqrt(epi + alea));
     epi *= cf * cf;
     alea *= cf * cf;
     std_epistemic[i] = std::sqrt(epi);
     std_aleatoric[i] = std::sqrt(alea);
     std_total[i] = std::sqrt(epi + alea);
   }
+}
+
+EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_std, int k) const {
+  return bnnmd::energy_stats(energy, energy_std, k, impl_->cal_energy);
+}
+
+void Evaluator::force_stats(const double* forces, const double* forces_std, int k, int n, double* mean,
+                            double* std_total, double* std_epistemic, double* std_aleatoric) const {
+  bnnmd::force_stats(forces, forces_std, k, n, impl_->cal_forces, mean, std_total, std_epistemic, std_aleatoric);
 }
 
 }  // namespace bnnmd

@@ -56,6 +56,17 @@ struct EnergyStats {
   double mean = 0, std = 0, std_epistemic = 0, std_aleatoric = 0;
 };
 
+// The mixture moments of k samples (the one implementation: the evaluator, LAMMPS and Python's
+// bnnmd.deploy.energy_stats / force_stats all call these; tests/test_deploy.py holds a NumPy twin).
+// Energies: mean and calibrated total/epistemic/aleatoric std of k energies and their sigma_E.
+EnergyStats energy_stats(const double* energy, const double* energy_std, int k, const StdMap& calibration);
+// Per-atom force mean [n*3] and stds [n] (total, epistemic, aleatoric), calibrated:
+// epistemic^2 = mean over x,y,z of the variance of the k forces; aleatoric^2 = mean of
+// sigma_F^2; total^2 = their sum; each variance x factor_at(total)^2. forces [k*n*3],
+// forces_std [k*n] (nullptr: aleatoric = 0).
+void force_stats(const double* forces, const double* forces_std, int k, int n, const StdMap& calibration,
+                 double* mean, double* std_total, double* std_epistemic, double* std_aleatoric);
+
 class Backend;  // one per export format (bnn_evaluator.cpp)
 
 class Evaluator {
@@ -84,13 +95,11 @@ class Evaluator {
   SampleOutput evaluate(const double* pos, const int64_t* types, int n, int nlocal,
                         const int64_t* edges, const double* shifts, int64_t n_edges) const;
 
-  // Mixture moments of the k energies, with the energy calibration applied.
+  // Mixture moments of the k energies, with the model's energy calibration (in these units) applied.
   EnergyStats energy_stats(const double* energy, const double* energy_std, int k) const;
 
-  // Per-atom force mean [n*3] and stds [n] (total, epistemic, aleatoric), calibrated:
-  // epistemic^2 = mean over x,y,z of the variance of the k forces; aleatoric^2 = mean of
-  // sigma_F^2; total^2 = their sum. forces [k*n*3] (summed over ranks for ghosts first),
-  // forces_std [k*n] (nullptr: aleatoric = 0).
+  // bnnmd::force_stats with the model's force calibration (in these units); forces [k*n*3] summed
+  // over ranks for ghosts first.
   void force_stats(const double* forces, const double* forces_std, int k, int n, double* mean,
                    double* std_total, double* std_epistemic, double* std_aleatoric) const;
 

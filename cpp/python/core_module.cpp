@@ -59,6 +59,30 @@ py::dict metadata_dict(const bnnmd::Metadata& m) {
 using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
+void check_energies(const F64& energy, const F64& energy_std) {
+  if (energy.ndim() != 1 || energy.size() != energy_std.size() || energy.size() < 1)
+    throw py::value_error("energy and energy_std must have the same length k >= 1");
+}
+
+py::dict energy_dict(const bnnmd::EnergyStats& r) {
+  return py::dict("energy"_a = r.mean, "energy_std"_a = r.std, "energy_std_epistemic"_a = r.std_epistemic,
+                  "energy_std_aleatoric"_a = r.std_aleatoric);
+}
+
+// fn(k, n, mean, total, epistemic, aleatoric) fills the arrays
+template <typename Fn>
+py::dict force_dict(const F64& forces, const F64& forces_std, Fn fn) {
+  if (forces.ndim() != 3 || forces.shape(2) != 3 || forces_std.ndim() != 2 || forces.shape(0) < 1 ||
+      forces_std.shape(0) != forces.shape(0) || forces_std.shape(1) != forces.shape(1))
+    throw py::value_error("forces must be (k, n, 3) and forces_std (k, n), k >= 1");
+  const int k = static_cast<int>(forces.shape(0)), n = static_cast<int>(forces.shape(1));
+  py::array_t<double> mean({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(3)});
+  py::array_t<double> tot(n), epi(n), alea(n);
+  fn(k, n, mean.mutable_data(), tot.mutable_data(), epi.mutable_data(), alea.mutable_data());
+  return py::dict("forces"_a = mean, "forces_std"_a = tot, "forces_std_epistemic"_a = epi,
+                  "forces_std_aleatoric"_a = alea);
+}
+
 py::dict compute(const bnnmd::Evaluator& ev, F64 pos, I64 types, I64 edge_index, F64 edge_shift, int nlocal) {
   const int n = static_cast<int>(types.size());
   if (pos.ndim() != 2 || pos.shape(0) != n || pos.shape(1) != 3)
@@ -151,23 +175,36 @@ compute(positions, types, edge_index, edge_shift, nlocal) -> dict
       .def("compute", &compute, "positions"_a, "types"_a, "edge_index"_a, "edge_shift"_a, "nlocal"_a)
       .def("energy_stats",
            [](const bnnmd::Evaluator& ev, F64 energy, F64 energy_std) {
-             if (energy.size() != energy_std.size() || energy.size() < 1)
-               throw py::value_error("energy and energy_std must have the same length k >= 1");
-             auto r = ev.energy_stats(energy.data(), energy_std.data(), static_cast<int>(energy.size()));
-             return py::dict("energy"_a = r.mean, "energy_std"_a = r.std,
-                             "energy_std_epistemic"_a = r.std_epistemic, "energy_std_aleatoric"_a = r.std_aleatoric);
-           }, "energy"_a, "energy_std"_a, "The C++ aggregation of k energies (calibrated).")
+             check_energies(energy, energy_std);
+             return energy_dict(ev.energy_stats(energy.data(), energy_std.data(), static_cast<int>(energy.size())));
+           }, "energy"_a, "energy_std"_a, "The C++ aggregation of k energies (with the model's calibration).")
       .def("force_stats",
            [](const bnnmd::Evaluator& ev, F64 forces, F64 forces_std) {
-             if (forces.ndim() != 3 || forces.shape(2) != 3 || forces_std.ndim() != 2 ||
-                 forces_std.shape(0) != forces.shape(0) || forces_std.shape(1) != forces.shape(1))
-               throw py::value_error("forces must be (k, n, 3) and forces_std (k, n)");
-             const int k = static_cast<int>(forces.shape(0)), n = static_cast<int>(forces.shape(1));
-             py::array_t<double> mean({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(3)});
-             py::array_t<double> tot(n), epi(n), alea(n);
-             ev.force_stats(forces.data(), forces_std.data(), k, n, mean.mutable_data(), tot.mutable_data(),
-                            epi.mutable_data(), alea.mutable_data());
-             return py::dict("forces"_a = mean, "forces_std"_a = tot, "forces_std_epistemic"_a = epi,
-                             "forces_std_aleatoric"_a = alea);
-           }, "forces"_a, "forces_std"_a, "The C++ aggregation of k per-sample forces (calibrated).");
+             return force_dict(forces, forces_std, [&](int k, int n, double* m, double* t, double* e, double* a) {
+               ev.force_stats(forces.data(), forces_std.data(), k, n, m, t, e, a);
+             });
+           }, "forces"_a, "forces_std"_a, "The C++ aggregation of k per-sample forces (with the model's calibration).");
+
+  m.def("energy_stats",
+        [](F64 energy, F64 energy_std, const std::string& calibration) {
+          check_energies(energy, energy_std);
+          const bnnmd::StdMap map = bnnmd::parse_std_map(calibration, "calibration map");
+          return energy_dict(bnnmd::energy_stats(energy.data(), energy_std.data(), static_cast<int>(energy.size()), map));
+        }, "energy"_a, "energy_std"_a, "calibration"_a = "scale 1.0",
+        "Mixture moments of k energies [k] and their sigma_E [k], calibrated by a map written as in bnnmd.txt: "
+        "the one implementation behind bnnmd.deploy.energy_stats and the evaluator.");
+  m.def("force_stats",
+        [](F64 forces, F64 forces_std, const std::string& calibration) {
+          const bnnmd::StdMap map = bnnmd::parse_std_map(calibration, "calibration map");
+          return force_dict(forces, forces_std, [&](int k, int n, double* mn, double* t, double* e, double* a) {
+            bnnmd::force_stats(forces.data(), forces_std.data(), k, n, map, mn, t, e, a);
+          });
+        }, "forces"_a, "forces_std"_a, "calibration"_a = "scale 1.0",
+        "Per-atom force mean and stds of k per-sample forces [k, n, 3] and sigma_F [k, n], calibrated: "
+        "the one implementation behind bnnmd.deploy.force_stats and the evaluator.");
+  m.def("parse_metadata",
+        [](const std::string& text, const std::string& path) { return metadata_dict(bnnmd::parse_metadata(text, path)); },
+        "text"_a, "path"_a = "metadata",
+        "The bnnmd.txt metadata of an exported model as a dict (calibration maps as dicts of kind, std, "
+        "factor); raises for unknown format versions and missing or malformed keys.");
 }

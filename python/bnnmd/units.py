@@ -1,8 +1,8 @@
 """The one table of units.
 
 bnnmd stores, next to every dataset and exported model, the energy and length
-unit its numbers are in. Conversions go through this table only; the LAMMPS
-plugin has the same numbers in C++ and a test compares the two.
+unit its numbers are in. Conversions go through this table only, which is the C++ core's
+(the LAMMPS plugin uses the same one).
 
 Factors convert a value *in the named unit* to the base units eV and Angstrom.
 
@@ -18,21 +18,12 @@ from __future__ import annotations
 
 from typing import Dict
 
-# The values of ase.units (ASE's default, CODATA 2014), written out so that the
-# C++ side can carry the same digits: tests/test_units.py compares them with ASE.
-ENERGY_UNITS: Dict[str, float] = {
-    "eV": 1.0,
-    "meV": 1e-3,
-    "kcal/mol": 0.04336410390059322,
-    "kJ/mol": 0.010364269574711572,
-    "Hartree": 27.211386024367243,
-}
+from bnnmd import _core
 
-LENGTH_UNITS: Dict[str, float] = {
-    "A": 1.0,
-    "nm": 10.0,
-    "Bohr": 0.5291772105638411,
-}
+# The table lives in the C++ core (cpp/evaluator/bnn_units.h: the values of ase.units, CODATA 2014,
+# written out); tests/test_units.py compares it with ASE. Factors to eV and Angstrom.
+ENERGY_UNITS: Dict[str, float] = dict(_core.units_table()["energy"])
+LENGTH_UNITS: Dict[str, float] = dict(_core.units_table()["length"])
 
 #: Units of each LAMMPS ``units`` style that bnnmd supports.
 LAMMPS_UNITS: Dict[str, Dict[str, str]] = {

@@ -1,4 +1,5 @@
-"""Python twin of the C++ evaluator's aggregation (tests compare the two)."""
+"""The mixture moments of k samples, computed by the C++ core (the one implementation that LAMMPS,
+the evaluator and these functions share; tests/test_deploy.py holds a NumPy twin as reference)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ from typing import Dict, Union
 
 import numpy as np
 
+from bnnmd import _core
 from bnnmd.uq._calibration import StdMap
 
 Calibration = Union[StdMap, float]
 
 
-def _factor(calibration: Calibration, s):
-    m = calibration if isinstance(calibration, StdMap) else StdMap.scale(calibration)
-    return m.factor_at(s)
+def _map_text(calibration: Calibration) -> str:
+    return (calibration if isinstance(calibration, StdMap) else StdMap.scale(float(calibration))).to_text()
 
 
 def energy_stats(energy: np.ndarray, energy_std: np.ndarray, calibration: Calibration = 1.0) -> Dict[str, float]:
@@ -22,12 +23,8 @@ def energy_stats(energy: np.ndarray, energy_std: np.ndarray, calibration: Calibr
     ``calibration``: a :class:`~bnnmd.uq.StdMap` (or a scale factor) applied to the uncalibrated
     total std; every variance is multiplied by its factor squared.
     """
-    epi = np.var(energy)
-    alea = np.mean(np.square(energy_std))
-    c2 = float(_factor(calibration, np.sqrt(epi + alea))) ** 2
-    epi, alea = epi * c2, alea * c2
-    return {"energy": float(np.mean(energy)), "energy_std": float(np.sqrt(epi + alea)),
-            "energy_std_epistemic": float(np.sqrt(epi)), "energy_std_aleatoric": float(np.sqrt(alea))}
+    return _core.energy_stats(np.asarray(energy, dtype=np.float64).reshape(-1),
+                              np.asarray(energy_std, dtype=np.float64).reshape(-1), _map_text(calibration))
 
 
 def force_stats(forces: np.ndarray, forces_std: np.ndarray, calibration: Calibration = 1.0) -> Dict[str, np.ndarray]:
@@ -37,9 +34,5 @@ def force_stats(forces: np.ndarray, forces_std: np.ndarray, calibration: Calibra
     aleatoric^2 = mean over samples of sigma_F^2; total^2 = the sum; all times
     ``c(total)^2`` of the calibration map. A per-component std, in force units.
     """
-    epi = np.var(forces, axis=0).mean(axis=-1)
-    alea = np.mean(np.square(forces_std), axis=0)
-    c2 = _factor(calibration, np.sqrt(epi + alea)) ** 2
-    epi, alea = epi * c2, alea * c2
-    return {"forces": forces.mean(axis=0), "forces_std": np.sqrt(epi + alea),
-            "forces_std_epistemic": np.sqrt(epi), "forces_std_aleatoric": np.sqrt(alea)}
+    return _core.force_stats(np.asarray(forces, dtype=np.float64), np.asarray(forces_std, dtype=np.float64),
+                             _map_text(calibration))

@@ -19,7 +19,7 @@ import torch
 
 import bnnmd
 from bnnmd._files import write_atomic
-from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION, from_text, to_text
+from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION, parse, to_text
 from bnnmd.deploy._module import DeployedModel
 from bnnmd.nn import SampleError, script
 from bnnmd.nn._samples import choose, load_chosen
@@ -168,7 +168,7 @@ def read_metadata(path: PathLike) -> Dict:
     if not extra[EXTRA_FILE]:
         raise ExportError(f"{path}: a TorchScript file without bnnmd metadata; export it with bnn-export")
     text = extra[EXTRA_FILE]
-    return from_text(text.decode() if isinstance(text, bytes) else text)
+    return _parse(text.decode() if isinstance(text, bytes) else text, path)
 
 
 def _read_pt2_metadata(path: PathLike) -> Dict:
@@ -181,4 +181,11 @@ def _read_pt2_metadata(path: PathLike) -> Dict:
                           "export one with bnn-export SAMPLES_DIR OUT.pt2") from None
     if not text:
         raise ExportError(f"{path}: a .pt2 package without bnnmd metadata; export it with bnn-export")
-    return from_text(text)
+    return _parse(text, path)
+
+
+def _parse(text: str, path: PathLike) -> Dict:
+    try:
+        return parse(text, str(path))
+    except RuntimeError as exc:
+        raise ExportError(str(exc)) from None

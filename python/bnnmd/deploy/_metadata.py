@@ -1,7 +1,9 @@
 """Metadata stored in the exported archive as the extra file ``bnnmd.txt``.
 
 One ``key value`` pair per line (values with spaces are lists), so that the C++
-side reads it without a JSON parser. Both sides check ``format_version``.
+side reads it without a JSON parser. Python writes it (:func:`to_text`); the C++ core reads it,
+for C++ and Python alike (:func:`parse`: ``bnnmd._core.parse_metadata``, which checks
+``format_version``); tests/test_deploy.py holds a Python twin of the reader.
 """
 
 from __future__ import annotations
@@ -38,22 +40,13 @@ def to_text(meta: Dict[str, Value]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def from_text(text: str) -> Dict[str, Value]:
-    meta: Dict[str, Value] = {}
-    for line in text.splitlines():
-        if line.strip():
-            key, _, value = line.partition(" ")
-            meta[key] = value
-    out: Dict[str, Value] = dict(meta)
-    for key in ("format_version", "num_layers", "num_samples"):
-        if key in meta:
-            out[key] = int(meta[key])
-    for key in ("cutoff", "halt_threshold"):
-        if key in meta:
-            out[key] = float(meta[key])
+def parse(text: str, path: str = "metadata") -> Dict[str, Value]:
+    """The metadata written by :func:`to_text`, read by the C++ core (calibration maps as
+    :class:`~bnnmd.uq.StdMap`). Raises ``RuntimeError`` (from C++) for unknown format versions and
+    missing or malformed keys."""
+    from bnnmd import _core
+
+    meta = dict(_core.parse_metadata(text, str(path)))
     for key in ("calibration_forces", "calibration_energy"):
-        if key in meta:
-            out[key] = StdMap.from_text(str(meta[key]))
-    if "type_names" in meta:
-        out["type_names"] = str(meta["type_names"]).split()
-    return out
+        meta[key] = StdMap(**meta[key])
+    return meta
