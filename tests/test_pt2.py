@@ -24,8 +24,9 @@ from test_deploy import CUTOFF, TYPES, _inputs, cpp_metadata, write_samples
 from test_lammps import SINGLE_POINT, molecule, parse_single_point, periodic_box, run_lammps
 
 BIN = sys.executable.rsplit("/", 1)[0]
-#: outputs defined on local atoms only: TorchScript prunes ghost messages that no counted energy
-#: needs (so a ghost's own atomic energy and sigma_F are partial there); the .pt2 graph does not
+#: outputs defined on local atoms only: both formats drop ghost messages that no counted energy needs
+#: (TorchScript inside the model, layer by layer; the evaluator before a .pt2 call, once), so a
+#: ghost's own atomic energy and sigma_F are partial, and differ between the two
 LOCAL_ONLY = ("atomic_energy", "forces_std")
 
 

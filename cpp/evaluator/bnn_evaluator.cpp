@@ -368,6 +368,37 @@ SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n,
            std::to_string(ntypes) + " types");
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  std::vector<int64_t> kept_edges;
+  std::vector<double> kept_shifts;
+  if (I.format == "pt2" && nlocal < n) {
+    // The compiled graph has no data-dependent branches, so the ghost pruning that the TorchScript
+    // model does inside happens here: keep the edges whose centre lies within L - 1 hops of a local
+    // atom (messages flow neighbour -> centre); the others reach no counted energy. Exact.
+    const int L = I.meta.num_layers;
+    std::vector<int> hops(n, L);
+    for (int i = 0; i < nlocal; ++i) hops[i] = 0;
+    for (int layer = 0; layer < L - 1; ++layer) {
+      std::vector<int> next = hops;
+      for (int64_t e = 0; e < n_edges; ++e)
+        next[edges[n_edges + e]] = std::min(next[edges[n_edges + e]], hops[edges[e]] + 1);
+      hops.swap(next);
+    }
+    for (int64_t e = 0; e < n_edges; ++e)
+      if (hops[edges[e]] <= L - 1) {
+        kept_edges.push_back(e);
+        for (int c = 0; c < 3; ++c) kept_shifts.push_back(shifts[e * 3 + c]);
+      }
+    const int64_t m = static_cast<int64_t>(kept_edges.size());
+    std::vector<int64_t> pruned(2 * m);
+    for (int64_t j = 0; j < m; ++j) {
+      pruned[j] = edges[kept_edges[j]];
+      pruned[m + j] = edges[n_edges + kept_edges[j]];
+    }
+    kept_edges.swap(pruned);
+    edges = kept_edges.data();
+    shifts = kept_shifts.data();
+    n_edges = m;
+  }
   // copies of the caller's arrays (from_blob does not own), in model units and dtype
   torch::Tensor t_pos = torch::from_blob(const_cast<double*>(pos), {n, 3}, f64).clone() * I.to_model_length;
   torch::Tensor t_types = torch::from_blob(const_cast<int64_t*>(types), {n}, i64).clone();
