@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/peer_nequip.py --parallel       # nequip on CPU 1 beside bnnmd on CPU 0
     OMP_NUM_THREADS=1 .venv/bin/python bench/peer_nequip.py --smoke          # seconds: proves the script runs
     OMP_NUM_THREADS=1 .venv/bin/python bench/peer_nequip.py --budget 60 --out /tmp/peer60.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/peer_nequip.py --rows map,sghmc --chains 4   # 4 chains x 2 samples
 
 What it measures. rMD17 ethanol (../shared/data/rmd17/rmd17_ethanol_{train,test}_01.npz, kcal/mol
 and A for both codes): 970 training and 30 validation frames of the training file, drawn once
@@ -19,10 +20,13 @@ envelope, radial MLP of 2 hidden layers x 64; float64; batch 5). Rows:
   best-validation (force MAE, EMA weights) checkpoint; Lightning's ``max_time`` = the budget.
 * ``bnnmd map``: Adam lr 0.01 with ``adam.ema_decay`` 0.999, the same plateau rule, validation
   every epoch, best-validation parameters; ``training.time_limit`` = the budget.
-* ``bnnmd sghmc``: k = 8 samples of one chain; Adam + EMA warm start first, then adaptive-mass
-  SGHMC; ``sghmc.schedule: time`` with ``training.time_limit`` = the budget: the trainer plans
-  the phases from its own step rate so that the 8 samples are written by 0.95 x the budget
-  (``--warm-start-fraction`` of the steps in the warm start; ``bnnmd.train._schedule``).
+* ``bnnmd sghmc``: k = 8 samples of one chain (``--chains N``: N chains through the sample
+  dimension, 8 / N samples each, ``sghmc.chains``); Adam + EMA warm start first, then
+  adaptive-mass SGHMC; ``sghmc.schedule: time`` with ``training.time_limit`` = the budget: the
+  trainer plans the phases from its own step rate so that the 8 samples are written by 0.95 x the
+  budget (``--warm-start-fraction`` of the steps in the warm start; ``bnnmd.train._schedule``).
+  Each chain has its own warm start from its own initialisation; ``--warm-start-shared``
+  (``sghmc.warm_start_shared``) starts every chain's sampling from chain 0's warm start.
 
 Test metrics: force MAE, RMSE and energy MAE for every row (nequip's model is evaluated here
 on the test frames through its own Python API; MAE/RMSE are bnnmd.uq's functions on its
@@ -75,8 +79,9 @@ NEQUIP_VENV = REPO / "bench" / ".venv-nequip"
 TORCH_PIN = "torch==2.13.0"  # the CPU build on local disk; keep in step with the project's torch
 
 #: bnnmd's new recipe keys (python/bnnmd/train/_config.py): ``adam.ema_decay`` and
-#: ``sghmc.warm_start_steps``. "auto": use them when the installed bnnmd knows them (otherwise the
-#: rows run without EMA and without a warm start, and the JSON says so); True: require them
+#: ``sghmc.schedule`` (the in-trainer plan, warm start included). "auto": use them when the
+#: installed bnnmd knows them (otherwise the rows run without EMA and without a warm start, and
+#: the JSON says so); True: require them
 #: (error if missing); False: never use them (both set to 0 where they exist, since their
 #: defaults are on).
 USE_NEW_RECIPE_KEYS: Any = "auto"
@@ -86,7 +91,7 @@ LR_FACTOR, LR_PATIENCE, MIN_LR = 0.5, 5, 1e-5  # plateau rule of both codes (bnn
 NEQUIP_LOSS = {"total_energy": 1.0, "forces": 1000.0}  # MSE weights, as nequip's rMD17 examples
 NEQUIP_PER_ATOM_ENERGY = False  # the energy MSE on total energies (as the NequIP paper's loss)
 BATCH_SIZE = 5
-NUM_SAMPLES = 8  # k of the sghmc row (one chain)
+NUM_SAMPLES = 8  # k of the sghmc row, pooled over --chains (default one chain)
 # the sghmc row plans its own schedule in the trainer (sghmc.schedule: time): the first
 # WARM_START_FRACTION of the steps that fit 0.95 x the budget are the Adam + EMA warm start
 WARM_START_FRACTION = float(getattr(C.Scale, "warm_start_fraction", 0.5))
@@ -434,7 +439,7 @@ def new_recipe_keys() -> Dict[str, bool]:
     from bnnmd.train._config import AdamSection, SGHMCSection
 
     have = {"adam.ema_decay": "ema_decay" in {f.name for f in fields(AdamSection)},
-            "sghmc.warm_start_steps": "warm_start_steps" in {f.name for f in fields(SGHMCSection)}}
+            "sghmc.schedule": "schedule" in {f.name for f in fields(SGHMCSection)}}
     if USE_NEW_RECIPE_KEYS is True and not all(have.values()):
         missing = ", ".join(k for k, v in have.items() if not v)
         raise SystemExit(f"error: USE_NEW_RECIPE_KEYS is True but this bnnmd's TrainConfig has no {missing} "
@@ -450,8 +455,10 @@ def bnnmd_config(method: str, arch, split_path: Path, args, keys: Dict[str, bool
             "early_stopping_patience": 10 ** 6}  # no early stop: the whole budget is used
     if keys["adam.ema_decay"]:
         adam["ema_decay"] = EMA_DECAY if use else 0.0
-    sghmc = {"num_samples": NUM_SAMPLES, "chains": 1, "schedule": "time",
+    sghmc = {"num_samples": NUM_SAMPLES, "chains": args.chains, "schedule": "time",
              "warm_start_fraction": args.warm_start_fraction if use else 0.0}
+    if args.warm_start_shared:
+        sghmc["warm_start_shared"] = True
     d = {"method": method, "seed": args.seed, "dtype": args.dtype,
          "data": {"train": str(TRAIN_FILE), "test": str(TEST_FILE), "protocol": "rmd17", "split": str(split_path)},
          "model": dict(arch),
@@ -557,7 +564,13 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="split, initialisation and minibatch seed (both codes)")
     p.add_argument("--warm-start-fraction", type=float, default=WARM_START_FRACTION,
                    help=f"share of the sghmc row's steps spent in the Adam + EMA warm start (default "
-                        f"{WARM_START_FRACTION}; needs bnnmd's sghmc.warm_start_steps)")
+                        f"{WARM_START_FRACTION}; needs bnnmd's sghmc.schedule)")
+    p.add_argument("--chains", type=int, default=1,
+                   help=f"sghmc row: chains through the sample dimension (sghmc.chains; default 1), "
+                        f"{NUM_SAMPLES} samples in all, so it must divide {NUM_SAMPLES}")
+    p.add_argument("--warm-start-shared", action="store_true",
+                   help="sghmc row: every chain starts sampling from chain 0's warm start "
+                        "(sghmc.warm_start_shared; default: each chain its own)")
     p.add_argument("--nequip-venv", default=str(NEQUIP_VENV), help="throw-away environment for nequip "
                    "(created when missing; default bench/.venv-nequip)")
     p.add_argument("--nequip-version", default=None, help="pin nequip (default: what pip resolves)")
@@ -578,6 +591,8 @@ def parse_args(argv):
         p.error("--budget must be > 0 seconds")
     if not 0 <= a.warm_start_fraction < 1:
         p.error("--warm-start-fraction must be in [0, 1)")
+    if a.chains < 1 or NUM_SAMPLES % a.chains:
+        p.error(f"--chains must be a positive divisor of {NUM_SAMPLES} (the samples are pooled over chains)")
     if a.parallel and (not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2):
         p.error("--parallel needs two usable CPUs")
     a.workdir = Path(a.workdir or ("/tmp/bnnmd_peer_nequip_smoke" if a.smoke else "/tmp/bnnmd_peer_nequip"))
@@ -703,7 +718,8 @@ def main(argv=None) -> int:
                         "lr_plateau": f"x{LR_FACTOR} after {LR_PATIENCE} validations, min {MIN_LR}",
                         "validation": f"every {steps_per_epoch} steps (one epoch)",
                         "model_kept": "best validation force MAE", "time_limit": "training.time_limit = budget"},
-                "sghmc": {"num_samples": NUM_SAMPLES, "chains": 1,
+                "sghmc": {"num_samples": NUM_SAMPLES, "chains": args.chains,
+                          "warm_start_shared": args.warm_start_shared,
                           "plan": "in the trainer: sghmc.schedule time, training.time_limit = budget, every sample "
                                   "by 0.95 x budget (bnnmd.train._schedule)",
                           "warm_start_fraction": args.warm_start_fraction, **plans.get("sghmc", {})},

@@ -213,6 +213,29 @@ def test_time_schedule_fills_the_time_limit(tmp_path, sample_s):
     assert json.loads((tmp_path / "run" / "schedule.json").read_text())["warm_start_steps"] == 142
 
 
+def test_time_schedule_ends_a_slowed_warm_start_by_the_clock(tmp_path):
+    """Warm-start steps 3x slower after the plan (a loaded machine): the planned 142 warm steps would
+    take 3.5 s of a 3 s limit and leave no sample; the warm start ends by the clock instead."""
+    cfg = tiny("sghmc", training={"max_steps": 10 ** 6, "validate_every": 25, "checkpoint_every": 50,
+                                  "time_limit": 3.0}, sghmc=TIMED)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    plan = trainer.method.plan
+
+    def clock():
+        w = plan["warm_start_steps"]
+        w = trainer.step if w is None else min(w, trainer.step)
+        return min(w, 40) * 0.01 + max(w - 40, 0) * 0.03 + (trainer.step - w) * 0.01
+    trainer.clock = clock
+    run = trainer.run()
+    assert run.status == "finished" and len(run.samples) == 4
+    # planned at step 25 (0.25 s): 142 warm steps, due by 0.25 + 1.1 x 117 x 0.01 = 1.537 s, passed at
+    # step 78 (0.4 + 38 x 0.03 = 1.54 s)
+    assert plan["warm_start_deadline"] == pytest.approx(1.537)
+    assert plan["warm_start_steps"] == 78
+    assert min(read_sample(f)["meta"]["step"] for f in run.samples) > 78
+    assert trainer.clock() <= 0.95 * 3.0 + 0.01
+
+
 def test_time_schedule_resumes_with_its_plan(tmp_path):
     cfg = tiny("sghmc", training={"max_steps": 10 ** 6, "validate_every": 25, "checkpoint_every": 20,
                                   "time_limit": 2.0}, sghmc=TIMED)

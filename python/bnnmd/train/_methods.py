@@ -275,6 +275,8 @@ class SGHMC(Method):
             p["budget_steps"] = total
             if self.phase == "warm_start":
                 p["warm_start_steps"] = max(step, int(self.config.sghmc.warm_start_fraction * total))
+                step_s = S.step_time(step, now, p["ref_step"], p["ref_elapsed"])
+                p["warm_start_deadline"] = now + S.WARM_START_SLACK * (p["warm_start_steps"] - step) * step_s
                 p["stage"] = "warm_start"
                 if p["warm_start_steps"] > step:
                     return
@@ -283,6 +285,8 @@ class SGHMC(Method):
                 p["warm_start_steps"] = 0
             self._plan_sampler(trainer, total, step)
             return
+        if p["stage"] == "warm_start" and step < p["warm_start_steps"] and now > p.get("warm_start_deadline", now):
+            p["warm_start_steps"] = step  # slower than planned (a loaded machine): end it by the clock
         if p["stage"] == "warm_start" and step >= p["warm_start_steps"]:
             p["ref_step"], p["ref_elapsed"] = step, now  # the sampler's own rate from here
             p["stage"] = "sampler_timing"

@@ -7,7 +7,9 @@ steps, which hold one-off costs, are not timed):
 
 1. at the plan point (``PLAN_SHARE`` of the time limit, and at least ``PLAN_MIN_STEPS`` timed
    steps): the total number of steps the budget holds, and the end of the warm start at
-   ``warm_start_fraction`` of it;
+   ``warm_start_fraction`` of it; if the steps then slow down (a loaded machine) so that the warm
+   start runs ``WARM_START_SLACK`` times over its planned time, it ends there, by the clock, and the
+   sampler is planned on what is left (without this, a 30 % slowdown once left no time to sample);
 2. after ``PLAN_MIN_STEPS`` steps of the sampler, timed on its own steps: the sampler's steps
    left in the budget; the mass adapts for the first third of the sampler
    (:func:`sampler_schedule`; until this plan it adapts);
@@ -29,6 +31,7 @@ PLAN_SHARE = 0.02  # the first plan is made after this share of the time limit .
 PLAN_MIN_STEPS = 20  # ... and at least this many timed steps
 PLAN_MAX_STEPS = 500  # ... or after this many timed steps, whichever comes first
 RATE_SKIP = 5  # steps before the rate is timed (one-off costs of the first steps)
+WARM_START_SLACK = 1.1  # the warm start ends by the clock once it takes this x its planned time
 
 
 def step_time(step: int, elapsed: float, ref_step: int, ref_elapsed: float) -> float:
