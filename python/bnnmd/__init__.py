@@ -13,7 +13,8 @@ bnnmd.train
 bnnmd.uq
     ``bnn-eval``: MAE, RMSE, MLL, NECE, ROC-AUC, recalibration and plots.
 bnnmd.deploy
-    ``bnn-export``: k samples as one TorchScript file for the C++ evaluator and LAMMPS.
+    ``bnn-export``: k samples as one TorchScript (.pth) or AOTInductor (.pt2) file for the C++
+    evaluator and LAMMPS.
 bnnmd.calculator
     The ASE calculator.
 bnnmd.analysis

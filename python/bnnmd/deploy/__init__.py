@@ -1,10 +1,11 @@
-"""Deployment: ``bnn-export`` stacks k samples into ONE TorchScript file; the C++ core evaluates it.
+"""Deployment: ``bnn-export`` stacks k samples into ONE file; the C++ core evaluates it.
 
 The file holds a :class:`DeployedModel` (input contract: positions, type
-indices, edge index, edge shifts, number of local atoms) and metadata
-(``bnnmd.txt``: format version, type names, cutoff, layers, k, units, dtype,
+indices, edge index, edge shifts, number of local atoms) as TorchScript (``.pth``)
+or compiled ahead of time by AOTInductor (``.pt2``, :mod:`bnnmd.deploy._pt2`), and
+metadata (``bnnmd.txt``: format version, type names, cutoff, layers, k, units, dtype,
 calibration, samples hash). ``bnnmd._core.Evaluator`` — the same C++ code the
-LAMMPS plugin runs — loads it and aggregates the k samples.
+LAMMPS plugin runs — loads either and aggregates the k samples.
 """
 
 from bnnmd.deploy._aggregate import energy_stats, force_stats
