@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -57,14 +58,14 @@ class _Flat(torch.nn.Module):
 
 def example_inputs(type_names: Sequence[str], cutoff: float, n: int, seed: int, dtype: torch.dtype,
                    device: str) -> Inputs:
-    """A cluster of ``n`` atoms of every type on a jittered grid (1.3 length units apart), its
-    full graph within ``cutoff`` and two ghosts (``num_local = n - 2``): a tracing and checking
-    input. ``n`` and the edge count differ from every model dimension, so that torch.export
-    cannot mistake one for another."""
+    """A cluster of ``n`` atoms of every type on a jittered grid (0.3 x ``cutoff`` apart, whatever the
+    length unit), its graph within ``cutoff`` and two ghosts (``num_local = n - 2``): a tracing and
+    checking input. A second input of another size (:func:`compile_package`) would reveal a
+    dimension that torch.export had fixed to the first one's value."""
     rng = np.random.default_rng(seed)
     side = int(np.ceil(n ** (1 / 3)))
     grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n]
-    pos = 1.3 * grid + rng.uniform(-0.15, 0.15, size=(n, 3))
+    pos = cutoff * (0.3 * grid + rng.uniform(-0.03, 0.03, size=(n, 3)))
     types = np.arange(n) % len(type_names)
     g = neighbour_list(pos, cutoff)
     return (torch.tensor(pos, dtype=dtype, device=device), torch.tensor(types, device=device),
@@ -84,21 +85,24 @@ def compile_package(deployed: DeployedModel, meta_text: str, out: PathLike, devi
     flat = _Flat(deployed).eval()
     model.set_traceable(True)
     try:
-        example = example_inputs(cfg.type_names, cfg.cutoff, 13, 0, dtype, device)
-        # parameters become constants of the graph (they are not inputs of the deployed model)
-        traced = make_fx(flat, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
-        n, e = Dim("num_atoms", min=MIN_ATOMS), Dim("num_edges", min=MIN_EDGES)
-        program = torch.export.export(traced, example, dynamic_shapes=({0: n}, {0: n}, {1: e}, {0: e}, None),
-                                      strict=False)
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-            part = Path(tmp) / "model.pt2"
-            torch._inductor.aoti_compile_and_package(
-                program, package_path=str(part),
-                inductor_configs={"aot_inductor.metadata": {METADATA_KEY: meta_text}})
-            check_package(part, flat, [example, example_inputs(cfg.type_names, cfg.cutoff, 22, 1, dtype, device)])
-            os.replace(part, out)
+        with warnings.catch_warnings():
+            # torch 2.13's own pytree code, not ours: nothing a user can act on
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            example = example_inputs(cfg.type_names, cfg.cutoff, 13, 0, dtype, device)
+            # parameters become constants of the graph (they are not inputs of the deployed model)
+            traced = make_fx(flat, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*example)
+            n, e = Dim("num_atoms", min=MIN_ATOMS), Dim("num_edges", min=MIN_EDGES)
+            program = torch.export.export(traced, example, dynamic_shapes=({0: n}, {0: n}, {1: e}, {0: e}, None),
+                                          strict=False)
+            out = Path(out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+                part = Path(tmp) / "model.pt2"
+                torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(part),
+                    inductor_configs={"aot_inductor.metadata": {METADATA_KEY: meta_text}})
+                check_package(part, flat, [example, example_inputs(cfg.type_names, cfg.cutoff, 22, 1, dtype, device)])
+                os.replace(part, out)
     finally:
         model.set_traceable(False)
     return out
