@@ -189,6 +189,7 @@ def samples(tmp_path_factory):
     (dict(out="m.pt2", freeze=True), "--freeze is for TorchScript"),
     (dict(out="m.pth", fmt="pt2x"), "format 'pt2x' is unknown"),
     (dict(out="m.pt2", fmt="torchscript"), "a .pt2 name for a TorchScript file"),
+    (dict(out="m.pth", fmt="pt2"), "a .pt2 package needs a name ending in .pt2"),
     (dict(out="m.pth", device="cuda"), "device 'cuda' is for .pt2 packages"),
     (dict(out="m.pt2", device="cuda"), "torch sees no CUDA GPU"),
     (dict(out="m.pt2", samples="dropout"), "MC-dropout samples draw random masks"),

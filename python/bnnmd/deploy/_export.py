@@ -68,8 +68,12 @@ def format_of(out: PathLike, fmt: Optional[str] = None) -> str:
         return "pt2" if Path(out).suffix == ".pt2" else "torchscript"
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
+    # the loaders (C++ evaluator, read_metadata) tell the formats by the suffix: keep the two in step
     if fmt == "torchscript" and Path(out).suffix == ".pt2":
         raise ExportError(f"{out}: a .pt2 name for a TorchScript file; name it .pth or use --format pt2")
+    if fmt == "pt2" and Path(out).suffix != ".pt2":
+        raise ExportError(f"{out}: a .pt2 package needs a name ending in .pt2 (the loaders tell the formats "
+                          "by it); name it OUT.pt2")
     return fmt
 
 
