@@ -185,6 +185,25 @@ Metadata parse_metadata(const std::string& text, const std::string& path) {
   return m;
 }
 
+std::vector<int> hops_from_local(int n, int nlocal, const int64_t* centre, const int64_t* neighbour,
+                                 int64_t n_edges, int max_hops) {
+  std::vector<int> hop(n, max_hops + 1);
+  for (int i = 0; i < nlocal; ++i) hop[i] = 0;
+  for (int level = 0; level < max_hops; ++level)  // breadth first: one sweep of the edges per level
+    for (int64_t e = 0; e < n_edges; ++e)
+      if (hop[centre[e]] == level && hop[neighbour[e]] > level + 1) hop[neighbour[e]] = level + 1;
+  return hop;
+}
+
+std::unordered_map<std::string, std::string> read_pt2_metadata(const std::string& path) {
+  try {
+    return torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+  } catch (const std::exception& e) {
+    fail("'" + path + "' is not an AOTInductor package that this torch can read; export a model with "
+         "bnn-export SAMPLES_DIR OUT.pt2 (" + std::string(e.what()).substr(0, 200) + ")");
+  }
+}
+
 // One exported model behind one call: inputs (pos, types, edges, shifts, nlocal) on the model's
 // device and dtype -> the kNumOutputs tensors in kOutputKeys order.
 class Backend {
@@ -238,13 +257,7 @@ class ScriptBackend : public Backend {
 class Pt2Backend : public Backend {
  public:
   Pt2Backend(const std::string& path, const torch::Device& device, std::string* meta_text) {
-    std::unordered_map<std::string, std::string> meta;
-    try {
-      meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
-    } catch (const std::exception& e) {
-      fail("'" + path + "' is not an AOTInductor package that this torch can read; export a model with "
-           "bnn-export SAMPLES_DIR OUT.pt2 (" + std::string(e.what()).substr(0, 200) + ")");
-    }
+    std::unordered_map<std::string, std::string> meta = read_pt2_metadata(path);
     auto it = meta.find(kExtraFile);
     if (it == meta.end() || it->second.empty())
       fail("'" + path + "' is an AOTInductor package but not a bnnmd model (no bnnmd.txt metadata); "
@@ -373,31 +386,26 @@ SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n,
   if (I.format == "pt2" && nlocal < n) {
     // The compiled graph has no data-dependent branches, so the ghost pruning that the TorchScript
     // model does inside happens here: keep the edges whose centre lies within L - 1 hops of a local
-    // atom (messages flow neighbour -> centre); the others reach no counted energy. Exact.
+    // atom; the others reach no counted energy. Exact. (Input from pair_style bnn is pruned already:
+    // then nothing is dropped and nothing copied.)
     const int L = I.meta.num_layers;
-    std::vector<int> hops(n, L);
-    for (int i = 0; i < nlocal; ++i) hops[i] = 0;
-    for (int layer = 0; layer < L - 1; ++layer) {
-      std::vector<int> next = hops;
-      for (int64_t e = 0; e < n_edges; ++e)
-        next[edges[n_edges + e]] = std::min(next[edges[n_edges + e]], hops[edges[e]] + 1);
-      hops.swap(next);
-    }
+    const std::vector<int> hops = hops_from_local(n, nlocal, edges, edges + n_edges, n_edges, L - 1);
     for (int64_t e = 0; e < n_edges; ++e)
-      if (hops[edges[e]] <= L - 1) {
-        kept_edges.push_back(e);
-        for (int c = 0; c < 3; ++c) kept_shifts.push_back(shifts[e * 3 + c]);
-      }
+      if (hops[edges[e]] <= L - 1) kept_edges.push_back(e);
     const int64_t m = static_cast<int64_t>(kept_edges.size());
-    std::vector<int64_t> pruned(2 * m);
-    for (int64_t j = 0; j < m; ++j) {
-      pruned[j] = edges[kept_edges[j]];
-      pruned[m + j] = edges[n_edges + kept_edges[j]];
+    if (m < n_edges) {
+      std::vector<int64_t> pruned(2 * m);
+      kept_shifts.resize(3 * m);
+      for (int64_t j = 0; j < m; ++j) {
+        pruned[j] = edges[kept_edges[j]];
+        pruned[m + j] = edges[n_edges + kept_edges[j]];
+        for (int c = 0; c < 3; ++c) kept_shifts[3 * j + c] = shifts[kept_edges[j] * 3 + c];
+      }
+      kept_edges.swap(pruned);
+      edges = kept_edges.data();
+      shifts = kept_shifts.data();
+      n_edges = m;
     }
-    kept_edges.swap(pruned);
-    edges = kept_edges.data();
-    shifts = kept_shifts.data();
-    n_edges = m;
   }
   // copies of the caller's arrays (from_blob does not own), in model units and dtype
   torch::Tensor t_pos = torch::from_blob(const_cast<double*>(pos), {n, 3}, f64).clone() * I.to_model_length;

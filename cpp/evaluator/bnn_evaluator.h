@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace bnnmd {
@@ -66,6 +67,20 @@ EnergyStats energy_stats(const double* energy, const double* energy_std, int k, 
 // forces_std [k*n] (nullptr: aleatoric = 0).
 void force_stats(const double* forces, const double* forces_std, int k, int n, const StdMap& calibration,
                  double* mean, double* std_total, double* std_epistemic, double* std_aleatoric);
+
+// Graph distance of every atom (0 .. n-1) from the local atoms (0 .. nlocal-1), following the
+// directed edges centre -> neighbour (messages flow neighbour -> centre, so an atom h hops away
+// reaches a local energy in h layers); atoms more than max_hops away get max_hops + 1. The one
+// rule for dropping what no local energy needs: the pair style keeps the atoms within L hops and
+// the edges whose centre is within L - 1; the evaluator drops those edges for a .pt2 (the
+// TorchScript model does it inside, layer by layer: StochasticNequIP._hops).
+std::vector<int> hops_from_local(int n, int nlocal, const int64_t* centre, const int64_t* neighbour,
+                                 int64_t n_edges, int max_hops);
+
+// The metadata of an AOTInductor package (.pt2) without loading its compiled code: bnnmd.txt under
+// "bnnmd.txt", and AOTInductor's own keys (AOTI_DEVICE_KEY, ...). Throws with the fix for a file
+// that is not a package this torch can read.
+std::unordered_map<std::string, std::string> read_pt2_metadata(const std::string& path);
 
 class Backend;  // one per export format (bnn_evaluator.cpp)
 

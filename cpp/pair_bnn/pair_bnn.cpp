@@ -197,7 +197,7 @@ void PairBNN::compute(int eflag, int vflag)
 
   // directed edges (centre i, neighbour j) over local and ghost atoms; ghosts sit at their
   // image positions, so every shift is zero
-  std::vector<int> centre, neigh;
+  std::vector<int64_t> centre, neigh;
   const int n_i = list->inum + list->gnum;
   for (int ii = 0; ii < n_i; ii++) {
     const int i = list->ilist[ii];
@@ -214,11 +214,8 @@ void PairBNN::compute(int eflag, int vflag)
   // Keep only what the local energies depend on: atoms within L hops of a local atom (graph
   // distance, breadth first) and the edges into atoms within L - 1 hops. Locals keep indices
   // 0 .. nlocal-1; the kept ghosts follow.
-  std::vector<int> hop(nall, num_layers + 1);
-  for (int i = 0; i < nlocal; i++) hop[i] = 0;
-  for (int level = 0; level < num_layers; level++)
-    for (size_t e = 0; e < centre.size(); e++)
-      if (hop[centre[e]] == level && hop[neigh[e]] > level + 1) hop[neigh[e]] = level + 1;
+  const std::vector<int> hop = bnnmd::hops_from_local(nall, nlocal, centre.data(), neigh.data(),
+                                                      static_cast<int64_t>(centre.size()), num_layers);
   std::vector<int> old_of, new_of(nall, -1);
   for (int i = 0; i < nall; i++)
     if (hop[i] <= num_layers) {

@@ -130,6 +130,8 @@ def check_package(path: PathLike, flat: torch.nn.Module, inputs: List[Inputs]) -
 
 
 def read_package_metadata(path: PathLike) -> Dict[str, str]:
-    """The AOTInductor metadata of a ``.pt2`` (``bnnmd.txt`` under :data:`METADATA_KEY`); no model load."""
-    compiled = torch._inductor.aoti_load_package(str(path))
-    return dict(compiled.get_metadata())
+    """The AOTInductor metadata of a ``.pt2`` (``bnnmd.txt`` under :data:`METADATA_KEY`), read by the
+    C++ core without loading the compiled code (raises ``RuntimeError`` for other files)."""
+    from bnnmd import _core
+
+    return dict(_core.read_pt2_metadata(str(path)))
