@@ -1,6 +1,7 @@
 """bnn-learn on rMD17 ethanol, heated: does each round run longer before the halt and err less on hot MD?
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/active_learning.py --start RUN_DIR [--rounds 3] [--out DIR]
+        [--threshold start|round] [--seeds 8]
 
 ``--start``: a bnn-train run of the demo's recipe (``make demo`` leaves one in demo_out/run).
 
@@ -8,11 +9,12 @@
    velocity seed than the loop's, no halt, 4000 steps with the demo's ramp), and pyscf PBE/def2-SVP
    labels 24 frames between steps 800 and 3200 (about 600-1500 K).
 2. ``bnn-learn`` (bnnmd.learn) for ``--rounds`` rounds: heating MD with the halt (the demo's ramp,
-   4000 steps at most), 10 selected frames labelled by pyscf PBE/def2-SVP, SGHMC fine-tuning of all
+   4000 steps at most; the threshold of ``--threshold``, bnn-learn's ``md.threshold``), 10 selected frames labelled by pyscf PBE/def2-SVP, SGHMC fine-tuning of all
    chains from where they ended (prior std 0.1; 1200 sampler steps, then 2 samples per chain) on
    the old 970 + new frames.
 3. Per round: steps before the halt (the loop's own run, and the mean over ``--seeds`` more runs
-   of the round's model with other velocity seeds: one chaotic trajectory is a noisy measure),
+   of the round's model with other velocity seeds, two at a time: one chaotic trajectory is a
+   noisy measure),
    DFT calls, force MAE and MLL on the rMD17 test frames and on the hot test set. Writes
    bench/results/active_learning.json and prints the Markdown table.
 """
@@ -84,7 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "active_learning_work"))
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--seeds", type=int, default=5, help="extra MD runs per round's model to time the halt")
+    parser.add_argument("--seeds", type=int, default=8, help="extra MD runs per round's model to time the halt")
+    parser.add_argument("--threshold", default="start", help="bnn-learn's md.threshold: start, round or a number")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
@@ -98,7 +101,8 @@ def main(argv=None) -> int:
     cfg = LearnConfig.from_dict({
         "start": str(Path(args.start).resolve()), "rounds": args.rounds, "max_dft_calls": args.select * args.rounds,
         "test": "bundled:rmd17_ethanol_test", "hot_test": str(hot),
-        "md": {"nsteps": 4000}, "select": {"n": args.select, "min_gap": 100},
+        "md": {"nsteps": 4000, "threshold": args.threshold if args.threshold in ("start", "round")
+               else float(args.threshold)}, "select": {"n": args.select, "min_gap": 100},
         "label": {"processes": args.processes},
         "finetune": {"max_steps": args.finetune_steps},
     })
@@ -107,19 +111,23 @@ def main(argv=None) -> int:
     rep = loop.run()
     from bnnmd.learn import run_md
 
-    halts = {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    def halt_of(r: int, seed: int) -> int:  # each run is a LAMMPS process of its own
+        h = run_md(loop.round_dir(r) / "model.pth", loop.start_structure(), work / "seeds" / f"r{r}_s{seed}",
+                   cfg.md, seed=seed)
+        return cfg.md.nsteps if h is None else h
+
+    t_seeds = time.perf_counter()
     for row in rep["rounds"]:
         r = row["round"]
-        steps = []
-        for seed in range(1, args.seeds + 1):
-            h = run_md(loop.round_dir(r) / "model.pth", loop.start_structure(), work / "seeds" / f"r{r}_s{seed}",
-                       cfg.md, seed=seed)
-            steps.append(cfg.md.nsteps if h is None else h)
-        halts[r] = steps
+        with ThreadPoolExecutor(2) as pool:
+            steps = list(pool.map(lambda s: halt_of(r, s), range(1, args.seeds + 1)))
         row["seed_halt_steps"], row["seed_halt_mean"] = steps, float(np.mean(steps))
         print(f"round {r}: steps before the halt over {args.seeds} seeds {steps}, mean {np.mean(steps):.0f}",
               flush=True)
     doc = {"report": rep, "seconds": time.perf_counter() - t0, "seconds_hot_test_set": t_hot,
+           "seconds_seed_runs": time.perf_counter() - t_seeds, "threshold": args.threshold,
            "command": " ".join(sys.argv), "hot_test_frames": sum(1 for _ in open(hot) if _.strip().isdigit())}
     path = REPO / "bench" / "results" / "active_learning.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -81,3 +81,20 @@ def test_cli_prints_the_threshold(calibrated, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"halt threshold {2 * cal.halt.force_rmse:.6g} kcal/mol/A per-atom force std" in out
     assert "rule rmse:2: 2 x the force RMSE on 6 validation frames" in out
+
+
+def test_a_fixed_threshold(calibrated, tmp_path, capsys):
+    """--halt-threshold stores the number given (no statistics needed), and nothing else with it."""
+    from bnnmd.cli.export import main
+
+    d, _ = calibrated
+    meta = read_metadata(export(d / "samples", tmp_path / "m.pth", halt_threshold=2.75))
+    assert meta["halt_threshold"] == 2.75 and meta["halt_rule"].startswith("fixed: 2.75 ")
+    write_samples(tmp_path / "plain", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=2)
+    assert main([str(tmp_path / "plain"), str(tmp_path / "p.pth"), "--halt-threshold", "1.5"]) == 0
+    assert "halt threshold 1.5 kcal/mol/A per-atom force std" in capsys.readouterr().out
+    with pytest.raises(ExportError, match="either a halt rule or a halt threshold"):
+        export(d / "samples", tmp_path / "x.pth", halt_rule="rmse:2", halt_threshold=1.0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ExportError, match="must be a number > 0"):
+            export(d / "samples", tmp_path / "x.pth", halt_threshold=bad)

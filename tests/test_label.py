@@ -1,6 +1,8 @@
 """DFT labels from pyscf: forces are the energy's gradient, the cache returns the same label,
 and failures end in a clear message."""
 
+import time
+
 import ase
 import numpy as np
 import pytest
@@ -62,3 +64,21 @@ def test_errors():
     periodic.cell, periodic.pbc = [10, 10, 10], True
     with pytest.raises(LabelError, match="isolated molecules"):
         PySCFLabeller(basis="sto-3g")(periodic)
+
+
+def test_timeout_stops_a_frame_and_keeps_the_others(tmp_path):
+    """A frame over the timeout is stopped with a clear error; frames within it and cached ones are labelled."""
+    from bnnmd.data import bundled_dataset
+
+    ethanol = bundled_dataset("rmd17_ethanol_test").to_ase(0)
+    ethanol.pbc = False
+    slow = PySCFLabeller(basis="def2-tzvp", cache=tmp_path)  # minutes for ethanol on one thread
+    t0 = time.monotonic()
+    out = label_frames(slow, [ethanol], timeout=3)
+    assert time.monotonic() - t0 < 30
+    assert isinstance(out[0], LabelError) and "longer than the timeout (3 s)" in str(out[0])
+    assert "label.timeout" in str(out[0]) and not list(tmp_path.glob("*.npz"))  # nothing cached
+    fast = PySCFLabeller(basis="sto-3g", cache=tmp_path)
+    fast(water())  # cached: answered without a process
+    out = label_frames(fast, [water(), water(0.02), water(0.03)], processes=2, timeout=120)
+    assert [x.energy for x in out] == [fast(a).energy for a in (water(), water(0.02), water(0.03))]

@@ -83,6 +83,12 @@ def test_one_round_end_to_end(start_run, tmp_path):
         np.testing.assert_array_equal(d["coords"][-2:], lab["positions"])
     assert len(list((out / "round_01" / "run" / "samples").glob("sample_*.pt"))) == 4
     assert (out / "round_01" / "model.pth").exists()
+    # md.threshold: start (default): round 1 halts at round 0's calibrated threshold, not its own
+    from bnnmd.deploy import read_metadata
+
+    meta0, meta1 = (read_metadata(out / f"round_0{r}" / "model.pth") for r in (0, 1))
+    assert meta0["halt_rule"].startswith("median:1.5") and meta1["halt_rule"].startswith("fixed")
+    assert r1["threshold"] == r0["threshold"] == meta1["halt_threshold"] == meta0["halt_threshold"]
     # the labels are pyscf's, cached by geometry
     import ase
 
@@ -162,5 +168,11 @@ def test_ase_labeller_and_errors(start_run, tmp_path, capsys):
     assert "cannot be imported" in capsys.readouterr().err
     with pytest.raises(LearnError, match="must be a bnn-train run directory"):
         LearnConfig.from_dict(dict(learn_config(start_run), start=str(tmp_path)))
+    for bad in ("last", 0, -1.0, True):
+        with pytest.raises(LearnError, match=f"md.threshold = {bad!r}: give start"):
+            LearnConfig.from_dict(learn_config(start_run, md={"threshold": bad}))
+    assert LearnConfig.from_dict(learn_config(start_run, md={"threshold": 2.5})).md.threshold == 2.5
+    with pytest.raises(LearnError, match="label.timeout = 0: give seconds > 0"):
+        LearnConfig.from_dict(learn_config(start_run, label={"timeout": 0}))
     with pytest.raises(LearnError, match=r"unknown key\(s\) md.steps"):
         LearnConfig.from_dict(learn_config(start_run, md={"steps": 3}))

@@ -1,5 +1,5 @@
 """``bnn-export SAMPLES_DIR OUT.pth|OUT.pt2 [--k K | --select I,J,...] [--dtype float32] [--freeze]
-[--format torchscript|pt2] [--device cpu|cuda]``."""
+[--format torchscript|pt2] [--device cpu|cuda] [--halt-rule NAME:F | --halt-threshold STD]``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def main(argv=None) -> int:
                              "validation frames of a frame's largest per-atom force std; default median:1.5), "
                              "envelope:F (F x the largest on any validation frame) or rmse:F (F x the validation "
                              "force RMSE)")
+    parser.add_argument("--halt-threshold", type=float, default=None, metavar="STD",
+                        help="store this halt threshold (a per-atom force std in the model's force unit, e.g. "
+                             "kcal/mol/A) instead of a rule's; needs no validation statistics")
     args = parser.parse_args(argv)
 
     from bnnmd.cli._errors import guarded
@@ -45,7 +48,8 @@ def main(argv=None) -> int:
             except ValueError:
                 raise ExportError(f"--select {args.select!r}: give comma-separated integers, e.g. 0,2,5") from None
         path = export(args.samples, args.out, k=args.k, select=select, dtype=args.dtype, freeze=args.freeze,
-                      halt_rule=args.halt_rule, fmt=args.format, device=args.device)
+                      halt_rule=args.halt_rule, fmt=args.format, device=args.device,
+                      halt_threshold=args.halt_threshold)
         meta = read_metadata(path)
         print(f"bnn-export: wrote {path}: k={meta['num_samples']} samples ({meta['method']}), types "
               f"{' '.join(meta['type_names'])}, cutoff {meta['cutoff']} {meta['length_unit']}, "

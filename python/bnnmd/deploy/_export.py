@@ -11,6 +11,7 @@ from bnnmd._errors import BnnmdError
 
 import hashlib
 import io
+import math
 import os
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -79,7 +80,8 @@ def format_of(out: PathLike, fmt: Optional[str] = None) -> str:
 
 def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
            select: Optional[Sequence[int]] = None, dtype: str = "float64", freeze: bool = False,
-           halt_rule: Optional[str] = None, fmt: Optional[str] = None, device: str = "cpu") -> Path:
+           halt_rule: Optional[str] = None, fmt: Optional[str] = None, device: str = "cpu",
+           halt_threshold: Optional[float] = None) -> Path:
     """Stack samples of ``samples_dir`` into one model file ``out``: TorchScript, or an AOTInductor
     package for a ``.pt2`` name or ``fmt="pt2"`` (compiled for ``device``, checked against the eager
     model before it is written).
@@ -87,13 +89,23 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     MC-dropout runs hold one sample: ``k`` is then the number of dropout masks. With halt
     statistics in ``samples/calibration.json`` (``bnn-eval --calibrate-on``), the threshold of
     ``halt_rule`` (:mod:`bnnmd.uq._halt`; None: ``DEFAULT_HALT_RULE`` when there are statistics,
-    else none) goes into the metadata. Returns the path written (atomically).
+    else none) goes into the metadata. ``halt_threshold`` (model force unit) stores that number
+    instead of a rule's: a threshold fixed across models, e.g. bnn-learn's rounds, which keep the
+    start model's. Returns the path written (atomically).
     """
     cal = _find_calibration(samples_dir)
-    try:
-        halt = _halt(cal, halt_rule or DEFAULT_HALT_RULE)
-    except HaltRuleError as exc:
-        raise ExportError(str(exc)) from None
+    if halt_threshold is not None:
+        if halt_rule is not None:
+            raise ExportError("give either a halt rule or a halt threshold, not both")
+        if not (isinstance(halt_threshold, (int, float)) and math.isfinite(halt_threshold) and halt_threshold > 0):
+            raise ExportError(f"halt threshold {halt_threshold!r}: must be a number > 0 (a per-atom force std in "
+                              "the model's force unit)")
+        halt = (float(halt_threshold), f"fixed: {float(halt_threshold):.6g} (given, not from validation data)")
+    else:
+        try:
+            halt = _halt(cal, halt_rule or DEFAULT_HALT_RULE)
+        except HaltRuleError as exc:
+            raise ExportError(str(exc)) from None
     if halt is None and halt_rule is not None:
         raise ExportError(f"halt rule {halt_rule!r} needs validation statistics, and {samples_dir} has none; run "
                           f"bnn-eval {samples_dir} --data split:val --calibrate-on split:val first")

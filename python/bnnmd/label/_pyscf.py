@@ -71,13 +71,82 @@ def _label_one(args):
         return exc
 
 
-def label_frames(labeller: PySCFLabeller, frames: Sequence, processes: int = 1) -> List[Union[Label, LabelError]]:
-    """Label ``frames`` (ase.Atoms) with ``processes`` worker processes (one thread each);
-    a frame that fails gives its :class:`LabelError` in its place."""
-    todo = [(labeller, a) for a in frames]
-    if processes <= 1 or len(todo) <= 1:
-        return [_label_one(t) for t in todo]
-    import multiprocessing as mp
+def _worker(labeller, atoms, conn) -> None:
+    """One frame in its own process: its label or its error goes back through ``conn``."""
+    try:
+        out = _label_one((labeller, atoms))
+    except Exception as exc:  # the labeller's own bug: this frame only, with its name
+        out = LabelError(f"the labeller raised {type(exc).__name__}: {exc}")
+    conn.send(out)
+    conn.close()
 
-    with mp.get_context("spawn").Pool(processes) as pool:
-        return pool.map(_label_one, todo, chunksize=1)
+
+def label_frames(labeller: PySCFLabeller, frames: Sequence, processes: int = 1,
+                 timeout: Optional[float] = None) -> List[Union[Label, LabelError]]:
+    """Label ``frames`` (ase.Atoms) with ``processes`` worker processes (one thread each);
+    a frame that fails gives its :class:`LabelError` in its place.
+
+    ``timeout``: seconds of wall clock per frame, its worker's start included; a frame that runs
+    longer is stopped (its process killed) and gets a :class:`LabelError`. With a timeout every
+    frame that is not cached runs in a process of its own."""
+    if timeout is None:
+        todo = [(labeller, a) for a in frames]
+        if processes <= 1 or len(todo) <= 1:
+            return [_label_one(t) for t in todo]
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(processes) as pool:
+            return pool.map(_label_one, todo, chunksize=1)
+    return _label_with_timeout(labeller, frames, max(1, processes), float(timeout))
+
+
+def _label_with_timeout(labeller, frames, processes: int, timeout: float):
+    import multiprocessing as mp
+    import time
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")
+    results: List = [None] * len(frames)
+    pending = []
+    for i, atoms in enumerate(frames):
+        hit = labeller.cached(atoms)
+        if hit is None:
+            pending.append(i)
+        else:
+            results[i] = hit
+    running = {}  # receiving end -> (frame index, process, start time)
+    try:
+        while pending or running:
+            while pending and len(running) < processes:
+                i = pending.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker, args=(labeller, frames[i], send), daemon=True)
+                proc.start()
+                send.close()
+                running[recv] = (i, proc, time.monotonic())
+            left = min(t0 + timeout for _, _, t0 in running.values()) - time.monotonic()
+            for conn in wait(list(running), timeout=max(0.0, left)):
+                i, proc, _ = running.pop(conn)
+                try:
+                    results[i] = conn.recv()
+                except EOFError:
+                    proc.join()
+                    results[i] = LabelError(f"the labeller's process died (exit code {proc.exitcode}) on this "
+                                            "frame; out of memory? try fewer label processes")
+                conn.close()
+                proc.join()
+            now = time.monotonic()
+            for conn, (i, proc, t0) in list(running.items()):
+                if now - t0 >= timeout:
+                    proc.kill()
+                    proc.join()
+                    conn.close()
+                    del running[conn]
+                    results[i] = LabelError(f"labelling took longer than the timeout ({timeout:g} s) and was "
+                                            "stopped; raise the timeout (bnn-learn: label.timeout) or use a "
+                                            "cheaper method or basis")
+    finally:
+        for conn, (_, proc, _) in running.items():
+            proc.kill()
+            proc.join()
+    return results

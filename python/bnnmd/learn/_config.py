@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from bnnmd._errors import BnnmdError
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import yaml
 
@@ -42,6 +43,11 @@ class MDSection:
     dump_every: int = 20
     box: float = 30.0  # A, the periodic box around the molecule (larger than the model's reach)
     seed: int = 12345  # velocity seed
+    # the halt threshold of every round's model: "start" (the start model's, calibrated on the
+    # validation frames, kept for all rounds: a fixed force-error level, so a round that learns runs
+    # longer), "round" (each round's model recalibrated: its threshold falls as it grows sure of the
+    # validation frames), or a number (force std, the model's force unit)
+    threshold: Union[str, float] = "start"
 
 
 @dataclass
@@ -59,6 +65,7 @@ class LabelSection:
     processes: int = 2
     kwargs: Dict[str, Any] = field(default_factory=dict)  # for MODULE:FACTORY
     energy_unit: str = "eV"  # units an ASE calculator returns (pyscf: kcal/mol, handled)
+    timeout: Optional[float] = 1800.0  # s of wall clock per frame (its worker's start included); None: none
 
 
 @dataclass
@@ -121,6 +128,14 @@ class LearnConfig:
             v = getattr(getattr(self, sec), key)
             if not isinstance(v, int) or v < lo:
                 raise LearnError(f"{sec}.{key} = {v!r}: must be an integer >= {lo}")
+        thr = self.md.threshold
+        if not (thr in ("start", "round") or (isinstance(thr, (int, float)) and not isinstance(thr, bool)
+                                              and math.isfinite(thr) and thr > 0)):
+            raise LearnError(f"md.threshold = {thr!r}: give start (the start model's halt threshold for every "
+                             "round), round (each round's own) or a force std > 0 in the model's force unit")
+        t = self.label.timeout
+        if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0):
+            raise LearnError(f"label.timeout = {t!r}: give seconds > 0 per frame, or null for no limit")
         if self.md.halt_every % self.md.dump_every and self.md.dump_every % self.md.halt_every:
             raise LearnError(f"md.halt_every = {self.md.halt_every} and md.dump_every = {self.md.dump_every}: "
                              "one must divide the other, so that the dump holds the frame the halt fired on")

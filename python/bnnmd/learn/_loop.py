@@ -5,7 +5,7 @@ Layout of ``OUT``::
     state.json                 what is done (written atomically after every phase)
     labels/                    the labeller's cache (a killed loop never recomputes a label)
     round_00/run/              round 0's model: a copy of the start run's samples, split and config
-    round_00/model.pth         exported, with its halt threshold
+    round_00/model.pth         exported, with its halt threshold (md.threshold: the start model's by default)
     round_00/eval.json         errors on the fixed test set (and the hot test set)
     round_00/md/               LAMMPS input, log, traj.dump (until the halt or the target length)
     round_00/selection.extxyz  the frames picked for labelling
@@ -194,8 +194,13 @@ class ActiveLearning:
                 shutil.copy(f, run / "samples" / f.name)
             for name in ("split.json", "config.yaml"):
                 shutil.copy(start / name, run / name)
-        calibrate(run / "samples", "split:val")
-        model = export(run / "samples", self.round_dir(r) / "model.pth")
+        calibrate(run / "samples", "split:val")  # the std maps, and the halt statistics
+        thr = self.cfg.md.threshold  # "round": the statistics' own threshold; "start": round 0's from round 1 on
+        if thr == "round" or (thr == "start" and r == 0):
+            fixed = None
+        else:
+            fixed = self.state["rounds"]["0"]["threshold"] if thr == "start" else float(thr)
+        model = export(run / "samples", self.round_dir(r) / "model.pth", halt_threshold=fixed)
         meta = read_metadata(model)
         self._mark(r, "export", threshold=meta["halt_threshold"], halt_rule=meta["halt_rule"])
 
@@ -254,7 +259,7 @@ class ActiveLearning:
         traj = self._trajectory(r)
         frames = self.state["rounds"][str(r)]["selected_frames"]
         atoms = [molecule_atoms(traj, f) for f in frames]
-        results = label_frames(self.labeller, atoms, self.cfg.label.processes)
+        results = label_frames(self.labeller, atoms, self.cfg.label.processes, timeout=self.cfg.label.timeout)
         ok = [(a, lab) for a, lab in zip(atoms, results) if not isinstance(lab, LabelError)]
         failed = {int(traj.steps[f]): str(lab) for f, lab in zip(frames, results) if isinstance(lab, LabelError)}
         if ok:
