@@ -4,11 +4,13 @@ evaluator, the ASE calculator and LAMMPS on 1 and 2 ranks; packages it cannot ru
 One package is compiled (by the ``bnn-export`` command line, ~1 min) and shared by the tests.
 """
 
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,6 +167,41 @@ def test_a_package_for_another_device_is_refused(models, tmp_path):
     cuda = _repackaged(pt2, tmp_path / "cuda.pt2", '"AOTI_DEVICE_KEY": "cpu"', '"AOTI_DEVICE_KEY": "cuda"')
     with pytest.raises(RuntimeError, match="compiled for cuda and is asked to run on cpu.*--device cpu"):
         _core.Evaluator(str(cuda), "cpu")
+
+
+def reference_missing_cpu_features(isa: str, flags) -> str:
+    """Python twin of bnnmd::missing_cpu_features on x86, from /proc/cpuinfo's flag names."""
+    need = {"AVX512": ["avx512f", "avx512dq", "avx512vl", "avx512bw", "fma"], "AVX512_VNNI": ["avx512_vnni"],
+            "AVX2": ["avx2", "fma"]}
+    missing = []
+    for word in isa.upper().split():
+        if word in need:
+            missing += [f.replace("_", "") for f in need[word] if f not in flags]
+        elif word in ("NEON", "VSX", "ZVECTOR") or word.startswith("SVE"):
+            missing.append(word)
+    return ", ".join(missing)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists(),
+                    reason="the twin reads x86 flags from /proc/cpuinfo")
+def test_cpu_features_against_proc_cpuinfo():
+    flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("flags")).split(":", 1)[1].split())
+    for isa in ("AVX512", "AVX512 AVX512_VNNI AMX_TILE", "AVX2", "avx2", "NEON", "SVE256", "VSX", "AVX512 NEON", ""):
+        assert _core.missing_cpu_features(isa) == reference_missing_cpu_features(isa, flags), isa
+    # what this machine's packages are compiled for runs here
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    assert _core.missing_cpu_features(str(pick_vec_isa()).upper()) == ""
+
+
+def test_a_package_for_another_cpu_is_refused(models, tmp_path):
+    d, ds, model, pth, pt2 = models
+    isa = _core.read_pt2_metadata(str(pt2))["AOTI_CPU_ISA"]
+    arm = _repackaged(pt2, tmp_path / "arm.pt2", f'"AOTI_CPU_ISA": "{isa}"', '"AOTI_CPU_ISA": "NEON"')
+    with pytest.raises(RuntimeError, match="compiled for CPUs with NEON and this CPU lacks NEON.*re-export it on "
+                                           "this machine"):
+        _core.Evaluator(str(arm))
 
 
 def test_not_a_package(tmp_path):

@@ -6,6 +6,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -195,6 +196,37 @@ std::vector<int> hops_from_local(int n, int nlocal, const int64_t* centre, const
   return hop;
 }
 
+std::string missing_cpu_features(const std::string& isa) {
+  std::istringstream words(isa);
+  std::string word, missing;
+  auto lacks = [&missing](const std::string& feature) { missing += (missing.empty() ? "" : ", ") + feature; };
+  while (words >> word) {
+    std::transform(word.begin(), word.end(), word.begin(), [](unsigned char c) { return std::toupper(c); });
+#if defined(__x86_64__) || defined(__i386__)
+#define BNNMD_NEED(feature) \
+  if (!__builtin_cpu_supports(feature)) lacks(feature)
+    if (word == "AVX512") {
+      BNNMD_NEED("avx512f");
+      BNNMD_NEED("avx512dq");
+      BNNMD_NEED("avx512vl");
+      BNNMD_NEED("avx512bw");
+      BNNMD_NEED("fma");
+    } else if (word == "AVX512_VNNI") {
+      BNNMD_NEED("avx512vnni");
+    } else if (word == "AVX2") {
+      BNNMD_NEED("avx2");
+      BNNMD_NEED("fma");
+    } else if (word == "NEON" || word.rfind("SVE", 0) == 0 || word == "VSX" || word == "ZVECTOR") {
+      lacks(word);  // another architecture's
+    }
+#undef BNNMD_NEED
+#else
+    if (word.rfind("AVX", 0) == 0 || word.rfind("AMX", 0) == 0) lacks(word);  // x86's
+#endif
+  }
+  return missing;
+}
+
 std::unordered_map<std::string, std::string> read_pt2_metadata(const std::string& path) {
   try {
     return torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
@@ -277,6 +309,13 @@ class Pt2Backend : public Backend {
       fail("'" + path + "' was compiled for " + compiled_for + " and is asked to run on " + device.str() +
            ": a .pt2 package runs only on the device type it was compiled for; re-export with bnn-export "
            "SAMPLES_DIR OUT.pt2 --device " + wanted + ", or run it on " + compiled_for);
+    if (compiled_for == "cpu" && meta.count("AOTI_CPU_ISA")) {
+      const std::string missing = missing_cpu_features(meta["AOTI_CPU_ISA"]);
+      if (!missing.empty())
+        fail("'" + path + "' was compiled for CPUs with " + meta["AOTI_CPU_ISA"] + " and this CPU lacks " + missing +
+             ": its kernels would stop on an illegal instruction; re-export it on this machine (or one with "
+             "the same CPU) with bnn-export SAMPLES_DIR OUT.pt2, or use the TorchScript file (OUT.pth)");
+    }
     try {
       loader_ = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
           path, "model", /*run_single_threaded=*/false, /*num_runners=*/1,

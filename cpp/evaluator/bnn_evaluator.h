@@ -82,6 +82,13 @@ std::vector<int> hops_from_local(int n, int nlocal, const int64_t* centre, const
 // that is not a package this torch can read.
 std::unordered_map<std::string, std::string> read_pt2_metadata(const std::string& path);
 
+// The CPU features that a .pt2 package's kernels were compiled for (AOTInductor's AOTI_CPU_ISA,
+// e.g. "AVX512 AVX512_VNNI AMX_TILE") and this CPU lacks, comma-separated; "" when it has them
+// all. Checked: AVX512 (avx512f/dq/vl/bw, fma), AVX2 (avx2, fma), AVX512_VNNI, and any ISA of
+// another architecture (NEON, SVE, VSX, ZVECTOR on x86; AVX* elsewhere). AMX_TILE is not checked:
+// inductor uses it only for bf16/int8 matrix products, which a float32/float64 model never has.
+std::string missing_cpu_features(const std::string& isa);
+
 class Backend;  // one per export format (bnn_evaluator.cpp)
 
 class Evaluator {

@@ -202,6 +202,9 @@ compute(positions, types, edge_index, edge_shift, nlocal) -> dict
         }, "forces"_a, "forces_std"_a, "calibration"_a = "scale 1.0",
         "Per-atom force mean and stds of k per-sample forces [k, n, 3] and sigma_F [k, n], calibrated: "
         "the one implementation behind bnnmd.deploy.force_stats and the evaluator.");
+  m.def("missing_cpu_features", &bnnmd::missing_cpu_features, "isa"_a,
+        "The CPU features of AOTInductor's AOTI_CPU_ISA (e.g. 'AVX512 AVX512_VNNI') that this CPU lacks, "
+        "comma-separated ('' when none): the check the evaluator makes before loading a .pt2 package.");
   m.def("read_pt2_metadata", &bnnmd::read_pt2_metadata, "path"_a,
         "The metadata of a .pt2 package (bnnmd.txt under 'bnnmd.txt', and AOTInductor's keys), read "
         "without loading its compiled code; the reader the evaluator uses.");
