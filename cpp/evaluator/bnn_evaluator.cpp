@@ -255,7 +255,7 @@ bool is_pt2(const std::string& path) {
 // TorchScript (.pth): torch::jit::load, a dict of outputs.
 class ScriptBackend : public Backend {
  public:
-  ScriptBackend(const std::string& path, const torch::Device& device, std::string* meta_text) {
+  ScriptBackend(const std::string& path, const torch::Device& device, Metadata* meta) {
     std::unordered_map<std::string, std::string> extra{{kExtraFile, ""}};
     try {
       module_ = torch::jit::load(path, device, extra);
@@ -266,7 +266,7 @@ class ScriptBackend : public Backend {
     if (extra[kExtraFile].empty())
       fail("'" + path + "' is a TorchScript file but not a bnnmd model (no bnnmd.txt metadata); "
            "export one with bnn-export SAMPLES_DIR OUT.pth");
-    *meta_text = extra[kExtraFile];
+    *meta = parse_metadata(extra[kExtraFile], path);
     module_.eval();
   }
   std::vector<torch::Tensor> run(const torch::Tensor& pos, const torch::Tensor& types, const torch::Tensor& edges,
@@ -288,16 +288,16 @@ class ScriptBackend : public Backend {
 // carry no energy and their forces are dropped, so the padding changes nothing).
 class Pt2Backend : public Backend {
  public:
-  Pt2Backend(const std::string& path, const torch::Device& device, std::string* meta_text) {
+  Pt2Backend(const std::string& path, const torch::Device& device, Metadata* parsed) {
     std::unordered_map<std::string, std::string> meta = read_pt2_metadata(path);
     auto it = meta.find(kExtraFile);
     if (it == meta.end() || it->second.empty())
       fail("'" + path + "' is an AOTInductor package but not a bnnmd model (no bnnmd.txt metadata); "
            "export one with bnn-export SAMPLES_DIR OUT.pt2");
-    *meta_text = it->second;
+    *parsed = parse_metadata(it->second, path);
     // refuse what cannot run before loading the compiled code
     const std::string here = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
-    const Metadata m = parse_metadata(*meta_text, path);
+    const Metadata& m = *parsed;
     const std::string there = m.torch_version.substr(0, m.torch_version.find('.', m.torch_version.find('.') + 1));
     if (there != here)
       fail("'" + path + "' was compiled by torch " + m.torch_version + " and this bnnmd runs torch " + here +
@@ -379,15 +379,13 @@ Evaluator::Evaluator(const std::string& path, const std::string& device, const s
     if (!probe) fail("model file '" + path + "' cannot be opened (missing or unreadable)");
   }
   impl_->device = choose_device(device);
-  std::string meta_text;
-  if (is_pt2(path)) {
+  if (is_pt2(path)) {  // each backend reads and parses the metadata once, before the compiled code
     impl_->format = "pt2";
-    impl_->backend = std::make_unique<Pt2Backend>(path, impl_->device, &meta_text);
+    impl_->backend = std::make_unique<Pt2Backend>(path, impl_->device, &impl_->meta);
   } else {
     impl_->format = "torchscript";
-    impl_->backend = std::make_unique<ScriptBackend>(path, impl_->device, &meta_text);
+    impl_->backend = std::make_unique<ScriptBackend>(path, impl_->device, &impl_->meta);
   }
-  impl_->meta = parse_metadata(meta_text, path);
   impl_->dtype = impl_->meta.dtype == "float32" ? torch::kFloat32 : torch::kFloat64;
   impl_->energy_unit = energy_unit.empty() ? impl_->meta.energy_unit : energy_unit;
   impl_->length_unit = length_unit.empty() ? impl_->meta.length_unit : length_unit;
