@@ -7,7 +7,8 @@
 
 1. A hot test set that no round trains on: LAMMPS heats ethanol with the start model (another
    velocity seed than the loop's, no halt, 4000 steps with the demo's ramp), and pyscf PBE/def2-SVP
-   labels 24 frames between steps 800 and 3200 (about 600-1500 K).
+   labels 24 frames between steps 800 and 3200 (about 600-1500 K); the frames where the molecule
+   is no longer intact (an atom left it: its bond graph is not connected) are dropped.
 2. ``bnn-learn`` (bnnmd.learn) for ``--rounds`` rounds: heating MD with the halt (the demo's ramp,
    4000 steps at most; the threshold of ``--threshold``, bnn-learn's ``md.threshold``), 10 selected frames labelled by pyscf PBE/def2-SVP, SGHMC fine-tuning of all
    chains from where they ended (prior std 0.1; 1200 sampler steps, then 2 samples per chain) on
@@ -33,8 +34,27 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
+def intact(atoms, factor: float = 1.5) -> bool:
+    """One molecule: the graph of bonds (distance < factor x the sum of covalent radii) is connected."""
+    from ase.data import covalent_radii
+
+    d = atoms.get_all_distances()
+    r = covalent_radii[atoms.numbers]
+    bonded = d < factor * (r[:, None] + r[None, :])
+    seen, todo = {0}, [0]
+    while todo:
+        i = todo.pop()
+        for j in np.nonzero(bonded[i])[0]:
+            if int(j) not in seen:
+                seen.add(int(j))
+                todo.append(int(j))
+    return len(seen) == len(atoms)
+
+
 def hot_test_set(start: Path, work: Path, processes: int) -> Path:
-    """24 pyscf-labelled frames of an independent heated trajectory (extxyz, eV and eV/A)."""
+    """The pyscf-labelled frames of 24 of an independent heated trajectory (extxyz, eV and eV/A) in
+    which the molecule is intact (a frame where an atom has left it is a radical no round can learn
+    from a few labels; it would set the hot errors alone)."""
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -68,7 +88,7 @@ def hot_test_set(start: Path, work: Path, processes: int) -> Path:
     kept = []
     ev = units.energy_factor("kcal/mol", "eV")
     for f, a, lab in zip(frames, mols, labels):
-        if isinstance(lab, LabelError):
+        if isinstance(lab, LabelError) or not intact(a):
             continue
         a.calc = SinglePointCalculator(a, energy=lab.energy * ev, forces=lab.forces * ev)
         a.info["step"] = int(traj.steps[f])
