@@ -17,7 +17,8 @@
    of the round's model with other velocity seeds, two at a time: one chaotic trajectory is a
    noisy measure),
    DFT calls, force MAE and MLL on the rMD17 test frames and on the hot test set. Writes
-   bench/results/active_learning.json and prints the Markdown table.
+   bench/results/active_learning.json (and the loop's plot as active_learning.png) and prints the
+   Markdown table.
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ def main(argv=None) -> int:
            "command": " ".join(sys.argv), "hot_test_frames": sum(1 for _ in open(hot) if _.strip().isdigit())}
     path = REPO / "bench" / "results" / "active_learning.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")
+    import shutil
+
+    shutil.copy(loop_dir / "report.png", path.with_suffix(".png"))
     print((loop_dir / "report.md").read_text())
     print(f"wrote {path} in {doc['seconds']:.0f} s (hot test set {t_hot:.0f} s)")
     return 0
