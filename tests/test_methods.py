@@ -113,9 +113,17 @@ def test_sghmc_warm_start_then_samples(tmp_path):
     for _ in range(4):
         trainer.train_step()
     assert trainer.method.phase == "warm_start" and trainer.samples_written == 0
-    ema = trainer.ema
+    ema, adam = trainer.ema, trainer.optimizer
     trainer.train_step()  # step 5: the last warm-start step; the chains take the EMA weights
     assert ema.num_updates == 5
+    # the sampler's mass starts from Adam's bias-corrected second moments (of u / |D|), not from one gradient
+    beta2 = adam.param_groups[0]["betas"][1]
+    assert trainer.optimizer.is_primed
+    for p in trainer.model.parameters():
+        st = adam.state[p]
+        want = st["exp_avg_sq"] / (1 - beta2 ** float(st["step"]))
+        assert torch.allclose(trainer.optimizer.state[p]["exp_avg_sq"], want, rtol=1e-14, atol=0)
+        assert torch.allclose(trainer.optimizer.mass(p), want.sqrt() + cfg.sghmc.eps, rtol=1e-14, atol=0)
     assert trainer.method.phase == "sample" and type(trainer.optimizer).__name__ == "AdaptiveSGHMC"
     assert trainer.ema is None
     for name, p in trainer.model.named_parameters():
@@ -159,6 +167,8 @@ def test_shared_warm_start_starts_every_chain_from_chain_0(tmp_path):
     trainer.train_step()  # the last warm-start step
     for name, p in trainer.model.named_parameters():
         assert torch.equal(p.detach(), ema.shadow[name][:1].expand_as(p)), name
+        m = trainer.optimizer.mass(p)
+        assert torch.equal(m, m[:1].expand_as(m)), name  # and chain 0's mass
 
 
 # ---- sghmc.schedule: time (the wall-clock plan) -------------------------------------------------

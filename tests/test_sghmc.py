@@ -318,6 +318,52 @@ def test_update_matches_numpy_reimplementation(noise, noise_start, ramp):
     assert np.any(a < D)
 
 
+def test_primed_mass_by_hand():
+    """prime_mass: a and D start at the given second moments, no bias correction, M = sqrt(D) + eps."""
+    rng = np.random.default_rng(4)
+    N, gamma, alpha, beta, eps, shape = 7, 0.01, 0.2, 0.9, 1e-8, (2, 3)
+    theta = torch.nn.Parameter(torch.tensor(rng.normal(size=shape)))
+    c = rng.uniform(0.5, 2.0, size=shape)
+    opt = AdaptiveSGHMC([theta], lr=gamma, friction=alpha, beta=beta, eps=eps, dataset_size=N, mass_freeze_step=3,
+                        noise=0.0)
+    opt.prime_mass({theta: torch.tensor(c)})
+    assert opt.is_primed
+    np.testing.assert_allclose(opt.mass(theta).numpy(), np.sqrt(c) + eps, rtol=1e-15)
+    a, D, v, th = c.copy(), c.copy(), np.zeros(shape), theta.detach().numpy().copy()
+    for t in range(1, 6):
+        g = rng.normal(size=shape) * (10.0 if t == 2 else 0.01)  # one large gradient: D follows it
+        theta.grad = torch.tensor(g)
+        opt.step()
+        if t <= 3:
+            a = beta * a + (1 - beta) * g**2 / N**2
+            D = np.maximum(D, a)
+        M = np.sqrt(D) + eps
+        v = v - alpha * g / N - alpha * v
+        th = th + gamma * v / M
+        np.testing.assert_allclose(opt.state[theta]["exp_avg_sq"].numpy(), a, rtol=1e-13)
+        np.testing.assert_allclose(opt.mass(theta).numpy(), M, rtol=1e-13)
+        np.testing.assert_allclose(theta.detach().numpy(), th, rtol=1e-12)
+    assert np.any(D > c)  # the large gradient raised the mass
+    # the flag travels with the state
+    other = AdaptiveSGHMC([theta], lr=gamma, dataset_size=N, mass_freeze_step=3)
+    other.load_state_dict(opt.state_dict())
+    assert other.is_primed
+    # errors: after a step, a wrong shape, a foreign tensor, a parameter left unprimed
+    with pytest.raises(RuntimeError, match="after the first step"):
+        opt.prime_mass({theta: torch.tensor(c)})
+    fresh = AdaptiveSGHMC([theta], dataset_size=N, mass_freeze_step=3)
+    with pytest.raises(ValueError, match="must have its shape"):
+        fresh.prime_mass({theta: torch.ones(3)})
+    with pytest.raises(ValueError, match="not a parameter of this optimizer"):
+        fresh.prime_mass({torch.ones(2): torch.ones(2)})
+    q = torch.nn.Parameter(torch.ones(2))
+    two = AdaptiveSGHMC([theta, q], dataset_size=N, mass_freeze_step=3)
+    two.prime_mass({theta: torch.tensor(c)})
+    theta.grad, q.grad = torch.zeros(shape, dtype=torch.float64), torch.ones(2)
+    with pytest.raises(RuntimeError, match="without a primed mass"):
+        two.step()
+
+
 def test_noise_ramp_multiplier():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = AdaptiveSGHMC([p], dataset_size=1, mass_freeze_step=1, noise=2.0, noise_start=0.25, noise_ramp_steps=3)

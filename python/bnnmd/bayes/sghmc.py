@@ -192,6 +192,7 @@ class AdaptiveSGHMC(Optimizer):
         self.mass_freeze_step: Optional[int] = None if mass_freeze_step is None else int(mass_freeze_step)
         self._step = 0
         self._mass_frozen = False
+        self._primed = False  # prime_mass(): the adaptation continues unbiased estimates (no bias correction)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self.generator = torch.Generator()
@@ -226,6 +227,43 @@ class AdaptiveSGHMC(Optimizer):
                              "had a step with a gradient")
         return state["mass"].clone()
 
+    @torch.no_grad()
+    def prime_mass(self, second_moments: Dict[torch.Tensor, torch.Tensor]) -> None:
+        """Start the mass adaptation from estimates of ``E[(grad / |D|)^2]`` instead of zero.
+
+        ``second_moments`` maps every parameter of this optimizer that will get gradients to an
+        unbiased (bias-corrected) estimate of the mean squared gradient of ``u / |D|``, e.g. Adam's
+        ``exp_avg_sq / (1 - beta2^t)`` after a warm start that minimised ``u / |D|``. ``a`` and ``D``
+        start there, the mass is ``sqrt(D) + eps`` from the first step, and since the estimates are
+        unbiased the adaptation continues them without bias correction.
+
+        Why: the unprimed first step sets the mass from ONE gradient, ``M = |grad| / |D| + eps``. At a
+        mode, where many gradients are tiny, that mass is tiny and the injected noise
+        ``~ alpha sqrt(2 gamma / (|D| M))`` per step is huge: a chain started from a warm start's
+        weights diverged at once (CCSD(T) ethanol, 100 frames: force MAE 1.08 -> 800). Call before
+        the first step."""
+        if self._step:
+            raise RuntimeError("prime_mass() after the first step: the mass adaptation has started")
+        own = {p for group in self.param_groups for p in group["params"]}
+        for p, c in second_moments.items():
+            if p not in own:
+                raise ValueError("prime_mass(): a tensor that is not a parameter of this optimizer")
+            if c.shape != p.shape or not bool(torch.isfinite(c).all()) or bool((c < 0).any()):
+                raise ValueError(f"prime_mass(): the second moment of a {tuple(p.shape)} parameter must have "
+                                 f"its shape and be finite and >= 0, got {tuple(c.shape)}")
+            state = self.state[p]
+            state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = c.detach().to(p).clone()
+            state["max_exp_avg_sq"] = c.detach().to(p).clone()
+            eps = next(g["eps"] for g in self.param_groups if any(q is p for q in g["params"]))
+            state["mass"] = state["max_exp_avg_sq"].sqrt().add_(eps)
+        self._primed = True
+
+    @property
+    def is_primed(self) -> bool:
+        """Whether :meth:`prime_mass` started the adaptation."""
+        return self._primed
+
     def freeze_mass(self) -> None:
         """Freeze the mass now, before ``mass_freeze_step`` (no effect if already frozen)."""
         if self._step == 0:
@@ -259,7 +297,7 @@ class AdaptiveSGHMC(Optimizer):
             lr, alpha, beta, eps = group["lr"], group["friction"], group["beta"], group["eps"]
             size = group["dataset_size"]
             scale = self.noise_multiplier(group, t)
-            bias_correction_sqrt = math.sqrt(1.0 - beta**t)
+            bias_correction_sqrt = 1.0 if self._primed else math.sqrt(1.0 - beta**t)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -273,6 +311,9 @@ class AdaptiveSGHMC(Optimizer):
                     if not adapting:
                         raise RuntimeError("a parameter got its first gradient after the mass was frozen; "
                                            "every parameter needs gradients during mass adaptation")
+                    if self._primed:
+                        raise RuntimeError("a parameter without a primed mass got a gradient; prime_mass() "
+                                           "needs the second moments of every parameter that gets gradients")
                     for key in ("momentum", "exp_avg_sq", "max_exp_avg_sq", "mass"):
                         state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 v, a, d, mass = state["momentum"], state["exp_avg_sq"], state["max_exp_avg_sq"], state["mass"]
@@ -306,6 +347,7 @@ class AdaptiveSGHMC(Optimizer):
             "step": self._step,
             "mass_frozen": self._mass_frozen,
             "mass_freeze_step": self.mass_freeze_step,
+            "primed": self._primed,
         }
         return sd
 
@@ -319,6 +361,7 @@ class AdaptiveSGHMC(Optimizer):
         self.generator.set_state(extra["generator_state"].to(device="cpu", dtype=torch.uint8))
         self._step = int(extra["step"])
         self._mass_frozen = bool(extra["mass_frozen"])
+        self._primed = bool(extra.get("primed", False))
         freeze = extra["mass_freeze_step"]
         self.mass_freeze_step = None if freeze is None else int(freeze)
 

@@ -315,14 +315,25 @@ class SGHMC(Method):
             trainer.optimizer.mass_freeze_step = mass
 
     def _end_warm_start(self, trainer: "Trainer") -> None:
+        shared = self.config.sghmc.warm_start_shared and trainer.k > 1
+        # Adam minimised u / |D|: its bias-corrected second moments are the sampler's E[(grad/|D|)^2]
+        adam = trainer.optimizer
+        beta2 = adam.param_groups[0]["betas"][1]
+        moments = {}
+        for p in trainer.model.parameters():
+            st = adam.state.get(p)
+            if st and "exp_avg_sq" in st:
+                c = st["exp_avg_sq"] / (1.0 - beta2 ** float(st["step"]))
+                moments[p] = c[:1].expand_as(c).clone() if shared else c.clone()
         if trainer.ema is not None:
             trainer.ema.copy_to_params()
-        if self.config.sghmc.warm_start_shared and trainer.k > 1:
+        if shared:
             with torch.no_grad():
                 for p in trainer.model.parameters():
                     p.copy_(p[:1].clone().expand_as(p))  # no read from memory being written
         self.phase = "sample"
         self._build_phase(trainer)
+        trainer.optimizer.prime_mass(moments)  # not a mass from one gradient at the mode: see prime_mass
 
     def stop_status(self, trainer: "Trainer") -> Optional[str]:
         return "finished" if trainer.samples_written >= self.config.sghmc.num_samples else None
