@@ -1,7 +1,7 @@
 """bnn-learn on rMD17 ethanol, heated: does each round run longer before the halt and err less on hot MD?
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/active_learning.py --start RUN_DIR [--rounds 3] [--out DIR]
-        [--threshold start|round] [--runs 8] [--select 40]
+        [--threshold start|round] [--halt-on total|epistemic] [--runs 8] [--select 40]
 
 ``--start``: a bnn-train run of the demo's recipe (``make demo`` leaves one in demo_out/run).
 
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "active_learning_work"))
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--runs", type=int, default=8, help="MD runs per round (bnn-learn's md.runs)")
+    parser.add_argument("--halt-on", choices=("total", "epistemic"), default="total", help="bnn-learn's md.halt_on")
     parser.add_argument("--threshold", default="start", help="bnn-learn's md.threshold: start, round or a number")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -124,7 +125,8 @@ def main(argv=None) -> int:
     cfg = LearnConfig.from_dict({
         "start": str(Path(args.start).resolve()), "rounds": args.rounds, "max_dft_calls": args.select * args.rounds,
         "test": "bundled:rmd17_ethanol_test", "hot_test": str(hot),
-        "md": {"nsteps": 4000, "runs": args.runs, "processes": 2, "threshold": args.threshold if args.threshold in ("start", "round")
+        "md": {"nsteps": 4000, "runs": args.runs, "processes": 2, "halt_on": args.halt_on,
+               "threshold": args.threshold if args.threshold in ("start", "round")
                else float(args.threshold)}, "select": {"n": args.select, "min_gap": 100},
         "label": {"processes": args.processes},
         "finetune": {"max_steps": args.finetune_steps},
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
         print(f"round {row['round']}: steps before the halt over {args.runs} runs {row['halt_steps']}, "
               f"mean {row['steps_run']:.0f}", flush=True)
     doc = {"report": rep, "seconds": time.perf_counter() - t0, "seconds_hot_test_set": t_hot,
-           "threshold": args.threshold,
+           "threshold": args.threshold, "halt_on": args.halt_on,
            "command": " ".join(sys.argv), "hot_test_frames": sum(1 for _ in open(hot) if _.strip().isdigit())}
     path = REPO / "bench" / "results" / "active_learning.json"
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -36,6 +36,10 @@ def test_rules():
                     "(3 kcal/mol/A) = 4.5 kcal/mol/A")
     assert halt_threshold(s, "rmse:3")[0] == pytest.approx(2.4)
     assert halt_threshold(s, "median:1.2")[0] == pytest.approx(2.4)
+    # the epistemic part (bnn-learn's md.halt_on epistemic): the same rules on its maxima
+    assert halt_threshold(s, "median:1.5", part="epistemic")[0] == pytest.approx(0.75)
+    assert halt_threshold(s, "envelope:2", part="epistemic")[0] == pytest.approx(2.0)
+    assert "largest per-atom epistemic force std" in halt_threshold(s, "median:1.5", part="epistemic")[1]
     for bad in ("envelope", "sigma:2", "rmse:-1", "rmse:x"):
         with pytest.raises(HaltRuleError, match="use NAME:FACTOR with NAME one of envelope, median, rmse"):
             parse_rule(bad)

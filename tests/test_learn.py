@@ -131,6 +131,33 @@ def test_several_md_runs_pool_their_frames(start_run, tmp_path):
     assert len(state["rounds"]["1"]["halt_steps"]) == 2
 
 
+def test_halt_on_epistemic(start_run, tmp_path):
+    """md.halt_on epistemic: the built-in recipe halts on the largest per-atom epistemic std
+    (compute reduce max c_unc[2]) against 1.5 x the median of the validation frames' largest
+    epistemic std (NumPy twin below), or against a given number."""
+    base = learn_config(start_run, rounds=0, md={"template": None, "nsteps": 40, "halt_on": "epistemic"})
+    out = tmp_path / "out"
+    ActiveLearning(LearnConfig.from_dict(base), out).run()
+    cal = json.loads((out / "round_00" / "run" / "samples" / "calibration.json").read_text())
+    twin = 1.5 * float(np.median(cal["halt"]["frame_max_std_epistemic"]))
+    state = json.loads((out / "state.json").read_text())
+    assert state["rounds"]["0"]["threshold_epistemic"] == pytest.approx(twin, rel=1e-12)
+    assert twin != pytest.approx(state["rounds"]["0"]["threshold"])  # not the total std's
+    text = (out / "round_00" / "md" / "in.lmp").read_text()
+    assert "compute emax all reduce max c_unc[2]" in text  # model and LAMMPS both in kcal/mol/A
+    ratio = next(line for line in text.splitlines() if line.startswith("variable ratio"))
+    assert float(ratio.split("/")[-1]) == pytest.approx(twin, rel=1e-12)
+    # a tiny epistemic threshold: the first check halts
+    out2 = tmp_path / "out2"
+    ActiveLearning(LearnConfig.from_dict(learn_config(start_run, rounds=0, md={
+        "template": None, "nsteps": 40, "halt_on": "epistemic", "threshold": 1e-9})), out2).run()
+    assert json.loads((out2 / "state.json").read_text())["rounds"]["0"]["halt_steps"] == [10]
+    with pytest.raises(LearnError, match="md.halt_on = 'both': give total or epistemic"):
+        LearnConfig.from_dict(learn_config(start_run, md={"halt_on": "both"}))
+    with pytest.raises(LearnError, match="md.halt_on = epistemic needs the built-in recipe"):
+        LearnConfig.from_dict(learn_config(start_run, md={"halt_on": "epistemic"}))
+
+
 def test_resume_after_kill(start_run, tmp_path):
     cfg = write_config(tmp_path / "learn.yaml", learn_config(start_run))
     out = tmp_path / "out"

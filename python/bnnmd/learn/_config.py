@@ -53,6 +53,12 @@ class MDSection:
     # longer), "round" (each round's model recalibrated: its threshold falls as it grows sure of the
     # validation frames), or a number (force std, the model's force unit)
     threshold: Union[str, float] = "start"
+    # what the built-in recipe halts on and the frames are picked by: "total" (the model's halt
+    # threshold, c_unc[5]) or "epistemic" (the largest per-atom epistemic std against 1.5 x the median
+    # over the validation frames of a frame's largest one; md.threshold picks whose, as for total; a
+    # number is an epistemic std). After a round learns hot frames the total std rises with the
+    # aleatoric part the model learned there, and the halt comes earlier (docs/results.md)
+    halt_on: str = "total"
 
 
 @dataclass
@@ -149,6 +155,11 @@ class LearnConfig:
         lr = self.finetune.warm_start_lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
             raise LearnError(f"finetune.warm_start_lr = {lr!r}: must be a learning rate > 0, e.g. 0.001")
+        if self.md.halt_on not in ("total", "epistemic"):
+            raise LearnError(f"md.halt_on = {self.md.halt_on!r}: give total or epistemic")
+        if self.md.halt_on == "epistemic" and self.md.template:
+            raise LearnError("md.halt_on = epistemic needs the built-in recipe: drop md.template, or halt on "
+                             "c_unc[2] in your template (compute reduce max c_unc[2]) and keep md.halt_on total")
         t = self.label.timeout
         if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0):
             raise LearnError(f"label.timeout = {t!r}: give seconds > 0 per frame, or null for no limit")

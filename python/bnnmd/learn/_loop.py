@@ -59,10 +59,13 @@ def make_labeller(cfg: LearnConfig, cache: Path):
     return ASELabeller(lab.labeller, lab.kwargs, lab.energy_unit, cache=cache)
 
 
-def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = True) -> Optional[int]:
+def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = True,
+           epistemic_threshold: Optional[float] = None) -> Optional[int]:
     """One MD run of ``c`` (an :class:`~bnnmd.learn._config.MDSection`) with ``model`` from ``atoms``
     in directory ``md`` (replaced); returns the step the halt fired on, None when it did not.
-    ``halt=False`` drops the built-in recipe's ``fix halt`` (the run goes to ``c.nsteps``)."""
+    ``halt=False`` drops the built-in recipe's ``fix halt`` (the run goes to ``c.nsteps``).
+    ``epistemic_threshold`` (the model's force unit): the built-in recipe halts on the largest
+    per-atom epistemic std instead of the total one against the model's threshold."""
     from ase.io.lammpsdata import write_lammps_data
 
     md = Path(md)
@@ -78,6 +81,15 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
         text = Path(c.template).read_text()
     else:
         t_end = c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0
+        if epistemic_threshold is None:
+            ratio = "variable ratio equal c_unc[4]/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]"
+        else:  # c_unc is in LAMMPS' force unit (real: kcal/mol/A), the threshold in the model's
+            from bnnmd.deploy import read_metadata
+
+            meta = read_metadata(model)
+            thr = epistemic_threshold * _force_factor(f"{meta['energy_unit']}/{meta['length_unit']}", "kcal/mol/A")
+            ratio = (f"compute emax all reduce max c_unc[2]\nvariable ratio equal c_emax/{thr!r}\n"
+                     "thermo_style custom step temp pe c_unc[4] c_emax")
         text = f"""# bnn-learn: heating with the thermostat target rising {c.ramp} K/ps
 units real
 atom_style atomic
@@ -87,8 +99,7 @@ read_data ${{data}}
 pair_style bnn
 pair_coeff * * ${{model}} {' '.join(elements)}
 compute unc all bnn/atom
-variable ratio equal c_unc[4]/c_unc[5]
-thermo_style custom step temp pe c_unc[4] c_unc[5]
+{ratio}
 thermo {c.dump_every}
 dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
 velocity all create {c.temperature} {c.seed if seed is None else seed} mom yes rot yes
@@ -108,6 +119,14 @@ run {c.nsteps}
                          f"{(proc.stdout + proc.stderr)[-500:]}")
     halted = [line for line in log.splitlines() if "Fix halt condition" in line]
     return int(halted[0].split("met on step")[1].split()[0]) if halted else None
+
+
+def _force_factor(from_unit: str, to_unit: str) -> float:
+    """Factor from one force unit (ENERGY/LENGTH, e.g. eV/A) to another."""
+    from bnnmd.units import energy_factor, length_factor
+
+    (e0, _, l0), (e1, _, l1) = from_unit.rpartition("/"), to_unit.rpartition("/")
+    return energy_factor(e0, e1) / length_factor(l0, l1)
 
 
 class ActiveLearning:
@@ -204,7 +223,25 @@ class ActiveLearning:
             fixed = self.state["rounds"]["0"]["threshold"] if thr == "start" else float(thr)
         model = export(run / "samples", self.round_dir(r) / "model.pth", halt_threshold=fixed)
         meta = read_metadata(model)
-        self._mark(r, "export", threshold=meta["halt_threshold"], halt_rule=meta["halt_rule"])
+        info = {"threshold": meta["halt_threshold"], "halt_rule": meta["halt_rule"]}
+        if self.cfg.md.halt_on == "epistemic":
+            info["threshold_epistemic"] = self._epistemic_threshold(r, run / "samples" / "calibration.json")
+        self._mark(r, "export", **info)
+
+    def _epistemic_threshold(self, r: int, calibration: Path) -> float:
+        """md.halt_on epistemic: the threshold of round ``r`` (model force unit), by md.threshold."""
+        from bnnmd.uq._halt import DEFAULT_HALT_RULE, HaltStatistics, halt_threshold
+
+        thr = self.cfg.md.threshold
+        if not isinstance(thr, str):
+            return float(thr)
+        if thr == "start" and r > 0:
+            return self.state["rounds"]["0"]["threshold_epistemic"]
+        stats = HaltStatistics.from_dict(json.loads(calibration.read_text()).get("halt"))
+        if stats is None:
+            raise LearnError(f"{calibration}: no halt statistics for md.halt_on epistemic; give md.threshold a "
+                             "number (an epistemic force std) instead")
+        return halt_threshold(stats, DEFAULT_HALT_RULE, part="epistemic")[0]
 
     def _evaluate(self, r: int) -> None:
         from bnnmd.uq import evaluate
@@ -228,9 +265,11 @@ class ActiveLearning:
 
         c = self.cfg.md
 
+        epi = self.state["rounds"][str(r)].get("threshold_epistemic") if c.halt_on == "epistemic" else None
+
         def one(i: int) -> Optional[int]:  # each run is a LAMMPS process of its own
             return run_md(self.round_dir(r) / "model.pth", self.start_structure(), self.md_dir(r, i), c,
-                          seed=c.seed + i)
+                          seed=c.seed + i, epistemic_threshold=epi)
 
         try:
             with ThreadPoolExecutor(min(c.processes, c.runs)) as pool:
@@ -251,7 +290,9 @@ class ActiveLearning:
     def _select(self, r: int) -> None:
         from bnnmd.analysis import select_frames, write_selection
 
-        threshold = self.state["rounds"][str(r)]["threshold"]
+        info = self.state["rounds"][str(r)]
+        column = self.cfg.md.halt_on  # pick frames by what the run halted on
+        threshold = info["threshold_epistemic"] if column == "epistemic" else info["threshold"]
         left = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state["dft_calls"])
         runs = self.cfg.md.runs
         picked, text = [], []
@@ -261,14 +302,14 @@ class ActiveLearning:
                 break
             traj = self._trajectory(r, i)
             # the frames the model was unsure about: above the halt threshold, else the most uncertain ones
-            sel = select_frames(traj, threshold, n, min_gap=self.cfg.select.min_gap)
+            sel = select_frames(traj, threshold, n, column=column, min_gap=self.cfg.select.min_gap)
             if len(sel.frames) < n:
                 # fill up with the most uncertain frames of the run's second half (where it left the
                 # training distribution), below the threshold; the frames above it stay first
                 late = traj.steps >= traj.steps[-1] / 2
-                fmax = traj.values("total").max(axis=1)[late]
+                fmax = traj.values(column).max(axis=1)[late]
                 below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
-                sel = select_frames(traj, min(below, threshold), n, min_gap=self.cfg.select.min_gap)
+                sel = select_frames(traj, min(below, threshold), n, column=column, min_gap=self.cfg.select.min_gap)
             write_selection(traj, sel, self.md_dir(r, i) / "selection.extxyz")
             text.append((self.md_dir(r, i) / "selection.extxyz").read_text())
             picked += [(i, int(f), int(traj.steps[f])) for f in sel.frame_indices]

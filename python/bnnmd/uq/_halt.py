@@ -106,16 +106,20 @@ def parse_rule(rule: str) -> Tuple[str, float]:
     return name, f
 
 
-def halt_threshold(stats: HaltStatistics, rule: str = DEFAULT_HALT_RULE) -> Tuple[float, str]:
-    """The threshold (model force unit) of ``rule`` and a one-line description of it."""
+def halt_threshold(stats: HaltStatistics, rule: str = DEFAULT_HALT_RULE,
+                   part: str = "total") -> Tuple[float, str]:
+    """The threshold (model force unit) of ``rule`` and a one-line description of it; ``part``
+    ``"epistemic"``: of the epistemic std (the rmse rule does not depend on the part)."""
     name, f = parse_rule(rule)
-    n = len(stats.frame_max_std)
+    maxima = stats.frame_max_std_epistemic if part == "epistemic" else stats.frame_max_std
+    kind = "epistemic force std" if part == "epistemic" else "force std"
+    n = len(maxima)
     if name == "envelope":
-        base = max(stats.frame_max_std)
-        what = f"the largest per-atom force std on {n} validation frames"
+        base = max(maxima)
+        what = f"the largest per-atom {kind} on {n} validation frames"
     elif name == "median":
-        base = float(np.median(stats.frame_max_std))
-        what = f"the median over {n} validation frames of a frame's largest per-atom force std"
+        base = float(np.median(maxima))
+        what = f"the median over {n} validation frames of a frame's largest per-atom {kind}"
     else:
         base = stats.force_rmse
         what = f"the force RMSE on {n} validation frames"
