@@ -9,7 +9,7 @@ start run, the hot test set and the label cache). One variant of round 0 -> 1:
 1. frames: ``--per-run`` frames from each of the first ``--runs`` MD runs of round 0 (bnn-learn's
    selection rule, at round 0's threshold), labelled by pyscf PBE/def2-SVP (cached in WORK/labels);
    ``--per-run 0``: none (the control: the same fine-tuning on the old frames only);
-2. fine-tuning as bnn-learn does it (prior on the last sample of every chain, std 0.1), with
+2. fine-tuning as bnn-learn does it (``finetune_config``: prior on the last sample of every chain, std 0.1), with
    ``--warm`` Adam + EMA steps at ``--adam-lr`` first (0: the sampler alone, its mass unprimed);
 3. the model exported with round 0's threshold, then ``--seeds`` heating runs (velocity seeds 1..N,
    the demo's ramp): steps before the halt, and force MAE / MLL on the rMD17 test and hot test sets.
@@ -58,13 +58,14 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
 
     from bnnmd._files import write_npz_atomic
-    from bnnmd.analysis import molecule_atoms, read_trajectory, select_frames
+    from bnnmd.analysis import molecule_atoms, read_trajectory
     from bnnmd.data import Split, SplitPart, bundled_dataset
     from bnnmd.deploy import export
     from bnnmd.label import LabelError, PySCFLabeller, label_frames
     from bnnmd.learn import run_md
-    from bnnmd.learn._config import MDSection
-    from bnnmd.train import TrainConfig, train
+    from bnnmd.learn._config import FinetuneSection, MDSection
+    from bnnmd.learn._loop import finetune_config, pick_frames
+    from bnnmd.train import train
     from bnnmd.uq import calibrate, evaluate
 
     work = Path(a.work).resolve()
@@ -79,13 +80,7 @@ def main(argv=None) -> int:
     atoms = []
     for md in (round0_runs(loop, a.runs) if a.per_run else []):
         traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=["C", "H", "O"])
-        sel = select_frames(traj, thr, a.per_run, min_gap=100)
-        if len(sel.frames) < a.per_run:  # bnn-learn's top-up from the run's second half
-            late = traj.steps >= traj.steps[-1] / 2
-            fmax = traj.values("total").max(axis=1)[late]
-            below = float(np.sort(fmax)[-min(len(fmax), 2 * a.per_run)]) - 1e-12
-            sel = select_frames(traj, min(below, thr), a.per_run, min_gap=100)
-        atoms += [molecule_atoms(traj, f) for f in sel.frame_indices]
+        atoms += [molecule_atoms(traj, f) for f in pick_frames(traj, thr, a.per_run).frame_indices]
     labels = label_frames(PySCFLabeller(cache=work / "labels"), atoms, a.parallel, timeout=None) if atoms else []
     ok = [(x, lab) for x, lab in zip(atoms, labels) if not isinstance(lab, LabelError)]
 
@@ -101,22 +96,10 @@ def main(argv=None) -> int:
     data = write_npz_atomic(out / "data.npz", nuclear_charges=z, coords=pos, energies=energy, forces=forces)
     Split(SplitPart(str(data), np.arange(len(energy))), split.val, split.test, seed=split.seed,
           protocol="random").save(out / "split.json")
-    cfg = TrainConfig.load(start / "config.yaml")
-    cfg.method = "sghmc"
-    cfg.data.split = str(out / "split.json")
-    cfg.training.prior_centre = str(loop / "round_00" / "run" / "samples")
-    cfg.training.prior_std = 0.1
-    cfg.training.time_limit = None
-    cfg.training.max_steps = a.warm + a.burn_in + 1000
-    cfg.sghmc.schedule = "steps"
-    cfg.sghmc.warm_start_steps = a.warm
-    cfg.sghmc.warm_start_shared = False
-    cfg.adam.lr = a.adam_lr
-    cfg.sghmc.lr = a.lr
-    cfg.sghmc.burn_in = a.burn_in
-    cfg.sghmc.mass_freeze_step = 300
-    cfg.sghmc.sample_interval = 100
-    train(cfg.validate(), out / "run", progress=False)
+    ft = FinetuneSection(warm_start_steps=a.warm, warm_start_lr=a.adam_lr, lr=a.lr, burn_in=a.burn_in,
+                         max_steps=a.burn_in + 1000)
+    train(finetune_config(start, out / "split.json", loop / "round_00" / "run" / "samples", ft), out / "run",
+          progress=False)
     calibrate(out / "run" / "samples", "split:val")
     model = export(out / "run" / "samples", out / "model.pth", halt_threshold=thr)
     test = evaluate(out / "run" / "samples", "bundled:rmd17_ethanol_test").metrics

@@ -6,7 +6,7 @@
 ``LOOP_DIR``: a finished bnn-learn run (``bench/active_learning.py`` leaves one in WORK/loop). Each
 round's model runs the built-in heating recipe (the demo's ramp, 4000 steps, velocity seeds
 12345-12352 as the loop's own runs) with the halt on the largest per-atom epistemic std instead of
-the total one::
+the total one (``bnnmd.learn.run_md(..., epistemic_threshold=)``, what ``md.halt_on: epistemic`` runs)::
 
     compute emax all reduce max c_unc[2]
     variable ratio equal c_emax/THRESHOLD
@@ -42,44 +42,21 @@ def main(argv=None) -> int:
     from bnnmd.data import bundled_dataset
     from bnnmd.learn import run_md
     from bnnmd.learn._config import MDSection
+    from bnnmd.uq._halt import DEFAULT_HALT_RULE, HaltStatistics, halt_threshold
 
     loop = Path(a.loop).resolve()
     cal = json.loads((loop / "round_00" / "run" / "samples" / "calibration.json").read_text())
-    thr = 1.5 * float(np.median(cal["halt"]["frame_max_std_epistemic"]))
-    if cal["halt"]["force_unit"] != "kcal/mol/A":
-        sys.exit(f"the recipe runs in units real; this model's force unit is {cal['halt']['force_unit']}")
+    thr = halt_threshold(HaltStatistics.from_dict(cal["halt"]), DEFAULT_HALT_RULE, part="epistemic")[0]
     work = loop.parent / "epistemic_halt"
     work.mkdir(exist_ok=True)
-    c = MDSection(nsteps=4000)
-    t_end = c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0
-    template = work / "in.template"
-    template.write_text(f"""units real
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data ${{data}}
-pair_style bnn
-pair_coeff * * ${{model}} C H O
-compute unc all bnn/atom
-compute emax all reduce max c_unc[2]
-variable ratio equal c_emax/{thr}
-thermo_style custom step temp pe c_unc[4] c_emax
-thermo {c.dump_every}
-dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
-velocity all create {c.temperature} ${{seed}} mom yes rot yes
-fix heat all nvt temp {c.temperature} {t_end} {100 * c.timestep}
-fix stop all halt {c.halt_every} v_ratio > 1.0 error soft
-timestep {c.timestep}
-run {c.nsteps}
-""")
-    c = MDSection(template=str(template), nsteps=4000)
+    c = MDSection(nsteps=4000)  # bnn-learn's built-in heating recipe, with md.halt_on epistemic's halt
     structure = bundled_dataset("rmd17_ethanol_test").to_ase(0)
     rows = {}
     for r in [int(x) for x in a.rounds.split(",")]:
         model = loop / f"round_{r:02d}" / "model.pth"
 
         def one(seed: int) -> int:
-            h = run_md(model, structure, work / f"r{r}_s{seed}", c, seed=seed)
+            h = run_md(model, structure, work / f"r{r}_s{seed}", c, seed=seed, epistemic_threshold=thr)
             return c.nsteps if h is None else h
 
         with ThreadPoolExecutor(a.parallel) as pool:
@@ -87,8 +64,9 @@ run {c.nsteps}
         rows[str(r)] = {"halt_steps": steps, "mean": float(np.mean(steps))}
         print(f"round {r}: {steps}, mean {np.mean(steps):.0f}", flush=True)
     Path(a.out).write_text(json.dumps({"experiment": "active_learning_epistemic_halt", "loop": str(loop),
-                                       "threshold_kcal_mol_A": thr, "seeds": list(SEEDS), "rounds": rows,
-                                       "command": " ".join(sys.argv)}, indent=1) + "\n")
+                                       "threshold": thr, "force_unit": cal["halt"]["force_unit"],
+                                       "seeds": list(SEEDS), "rounds": rows, "command": " ".join(sys.argv)},
+                                      indent=1) + "\n")
     return 0
 
 

@@ -84,10 +84,12 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
         if epistemic_threshold is None:
             ratio = "variable ratio equal c_unc[4]/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]"
         else:  # c_unc is in LAMMPS' force unit (real: kcal/mol/A), the threshold in the model's
+            from bnnmd import units
             from bnnmd.deploy import read_metadata
 
-            meta = read_metadata(model)
-            thr = epistemic_threshold * _force_factor(f"{meta['energy_unit']}/{meta['length_unit']}", "kcal/mol/A")
+            meta, real = read_metadata(model), units.LAMMPS_UNITS["real"]
+            thr = epistemic_threshold * (units.energy_factor(meta["energy_unit"], real["energy"])
+                                         / units.length_factor(meta["length_unit"], real["length"]))
             ratio = (f"compute emax all reduce max c_unc[2]\nvariable ratio equal c_emax/{thr!r}\n"
                      "thermo_style custom step temp pe c_unc[4] c_emax")
         text = f"""# bnn-learn: heating with the thermostat target rising {c.ramp} K/ps
@@ -122,12 +124,45 @@ run {c.nsteps}
     return int(halted[0].split("met on step")[1].split()[0]) if halted else None
 
 
-def _force_factor(from_unit: str, to_unit: str) -> float:
-    """Factor from one force unit (ENERGY/LENGTH, e.g. eV/A) to another."""
-    from bnnmd.units import energy_factor, length_factor
+def pick_frames(traj, threshold: float, n: int, column: str = "total", min_gap: int = 100):
+    """bnn-learn's pick from one run (a :class:`~bnnmd.analysis.Selection`): up to ``n`` diverse
+    frames above ``threshold`` of ``column``, topped up with the most uncertain frames of the run's
+    second half below it (where a heating run left the training distribution); those above stay first."""
+    from bnnmd.analysis import select_frames
 
-    (e0, _, l0), (e1, _, l1) = from_unit.rpartition("/"), to_unit.rpartition("/")
-    return energy_factor(e0, e1) / length_factor(l0, l1)
+    sel = select_frames(traj, threshold, n, column=column, min_gap=min_gap)
+    if len(sel.frames) < n:
+        late = traj.steps >= traj.steps[-1] / 2
+        fmax = traj.values(column).max(axis=1)[late]
+        below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
+        sel = select_frames(traj, min(below, threshold), n, column=column, min_gap=min_gap)
+    return sel
+
+
+def finetune_config(start: Path, split: Path, prior_centre: Path, ft):
+    """The :class:`~bnnmd.train.TrainConfig` of a fine-tuning: the start run's ``config.yaml`` with the
+    ``finetune`` section ``ft`` (:class:`~bnnmd.learn._config.FinetuneSection`), on ``split``, every
+    chain starting at, and pulled towards, its last sample in ``prior_centre``; Adam + EMA first, then
+    the sampler with its mass primed from Adam's statistics."""
+    from bnnmd.train import TrainConfig
+
+    cfg = TrainConfig.load(Path(start) / "config.yaml")
+    cfg.method = "sghmc"
+    cfg.data.split = str(split)
+    cfg.training.prior_centre = str(prior_centre)
+    cfg.training.prior_std = ft.prior_std
+    cfg.training.max_steps = ft.warm_start_steps + ft.max_steps
+    cfg.training.validate_every = ft.validate_every
+    cfg.training.time_limit = None  # the start run's budget is not the fine-tuning's
+    cfg.sghmc.schedule = "steps"
+    cfg.sghmc.warm_start_steps = ft.warm_start_steps
+    cfg.sghmc.warm_start_shared = False
+    cfg.adam.lr = ft.warm_start_lr
+    cfg.sghmc.lr = ft.lr
+    cfg.sghmc.mass_freeze_step = ft.mass_freeze_step
+    cfg.sghmc.burn_in = ft.burn_in
+    cfg.sghmc.sample_interval = ft.sample_interval
+    return cfg.validate()
 
 
 class ActiveLearning:
@@ -265,7 +300,6 @@ class ActiveLearning:
         from concurrent.futures import ThreadPoolExecutor
 
         c = self.cfg.md
-
         epi = self.state["rounds"][str(r)].get("threshold_epistemic") if c.halt_on == "epistemic" else None
 
         def one(i: int) -> Optional[int]:  # each run is a LAMMPS process of its own
@@ -289,7 +323,7 @@ class ActiveLearning:
         return read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
 
     def _select(self, r: int) -> None:
-        from bnnmd.analysis import select_frames, write_selection
+        from bnnmd.analysis import write_selection
 
         info = self.state["rounds"][str(r)]
         column = self.cfg.md.halt_on  # pick frames by what the run halted on
@@ -302,15 +336,7 @@ class ActiveLearning:
             if n <= 0:
                 break
             traj = self._trajectory(r, i)
-            # the frames the model was unsure about: above the halt threshold, else the most uncertain ones
-            sel = select_frames(traj, threshold, n, column=column, min_gap=self.cfg.select.min_gap)
-            if len(sel.frames) < n:
-                # fill up with the most uncertain frames of the run's second half (where it left the
-                # training distribution), below the threshold; the frames above it stay first
-                late = traj.steps >= traj.steps[-1] / 2
-                fmax = traj.values(column).max(axis=1)[late]
-                below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
-                sel = select_frames(traj, min(below, threshold), n, column=column, min_gap=self.cfg.select.min_gap)
+            sel = pick_frames(traj, threshold, n, column, self.cfg.select.min_gap)
             write_selection(traj, sel, self.md_dir(r, i) / "selection.extxyz")
             text.append((self.md_dir(r, i) / "selection.extxyz").read_text())
             picked += [(i, int(f), int(traj.steps[f])) for f in sel.frame_indices]
@@ -345,7 +371,7 @@ class ActiveLearning:
 
     def _finetune(self, r: int) -> None:
         from bnnmd.data import Split, SplitPart
-        from bnnmd.train import TrainConfig, train
+        from bnnmd.train import train
 
         nxt = self.round_dir(r + 1)
         nxt.mkdir(parents=True, exist_ok=True)
@@ -370,26 +396,7 @@ class ActiveLearning:
         new_split = Split(SplitPart(str(data), np.arange(len(energy))), split.val, split.test, seed=split.seed,
                           protocol="random")
         new_split.save(nxt / "split.json")
-        cfg = TrainConfig.load(start / "config.yaml")
-        ft = self.cfg.finetune
-        cfg.method = "sghmc"
-        cfg.data.split = str(nxt / "split.json")
-        cfg.training.prior_centre = str(self.round_dir(r) / "run" / "samples")
-        cfg.training.prior_std = ft.prior_std
-        cfg.training.max_steps = ft.warm_start_steps + ft.max_steps
-        cfg.training.validate_every = ft.validate_every
-        # every chain starts where it ended (the prior centre); Adam + EMA first, then the sampler
-        # with its mass primed from Adam's statistics
-        cfg.sghmc.schedule = "steps"
-        cfg.training.time_limit = None  # the start run's budget is not the fine-tuning's
-        cfg.sghmc.warm_start_steps = ft.warm_start_steps
-        cfg.sghmc.warm_start_shared = False
-        cfg.adam.lr = ft.warm_start_lr
-        cfg.sghmc.lr = ft.lr
-        cfg.sghmc.mass_freeze_step = ft.mass_freeze_step
-        cfg.sghmc.burn_in = ft.burn_in
-        cfg.sghmc.sample_interval = ft.sample_interval
-        cfg = cfg.validate()
+        cfg = finetune_config(start, nxt / "split.json", self.round_dir(r) / "run" / "samples", self.cfg.finetune)
         run = nxt / "run"
         train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
         self._mark(r, "finetune", train_frames=int(len(energy)), new_frames=int(len(energy) - len(base)))
