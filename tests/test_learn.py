@@ -15,6 +15,7 @@ import yaml
 
 from bnnmd.cli.learn import main
 from bnnmd.learn import ActiveLearning, LearnConfig, LearnError
+from bnnmd.learn._loop import pick_frames
 from bnnmd.train import TrainConfig, train
 
 pytest.importorskip("pyscf")
@@ -156,6 +157,30 @@ def test_halt_on_epistemic(start_run, tmp_path):
         LearnConfig.from_dict(learn_config(start_run, md={"halt_on": "both"}))
     with pytest.raises(LearnError, match="md.halt_on = epistemic needs the built-in recipe"):
         LearnConfig.from_dict(learn_config(start_run, md={"halt_on": "epistemic"}))
+
+
+def test_overshoot_runs_on_past_the_halt(start_run, tmp_path):
+    """md.overshoot: a halted run of the built-in recipe goes on without the halt (to md.nsteps at
+    most), its frames past the halt are dumped and picked, and the step reported is the halt's."""
+    def round0(out, **md):
+        loop = ActiveLearning(LearnConfig.from_dict(learn_config(start_run, rounds=0, md={
+            "template": None, "nsteps": 60, "halt_on": "epistemic", **md})), out)
+        loop.run()
+        return json.loads((out / "state.json").read_text())["rounds"]["0"], loop._trajectory(0)
+
+    info, traj = round0(tmp_path / "a", threshold=1e-9, overshoot=20)  # halts at the first check
+    assert info["halt_steps"] == [10] and info["steps_run"] == 10
+    assert list(traj.steps) == [0, 10, 20, 30]  # 20 steps past the halt, no frame written twice
+    sel = pick_frames(traj, 1e-9, 4, "epistemic", min_gap=10)
+    assert sorted(int(traj.steps[f]) for f in sel.frame_indices) == [0, 10, 20, 30]  # past the halt too
+    info, traj = round0(tmp_path / "b", threshold=1e-9, overshoot=500)  # no further than nsteps
+    assert info["halt_steps"] == [10] and traj.steps[-1] == 60
+    info, traj = round0(tmp_path / "c", threshold=1e9, overshoot=20)  # no halt: nothing after nsteps
+    assert info["halt_steps"] == [None] and traj.steps[-1] == 60
+    with pytest.raises(LearnError, match="md.overshoot = 20 needs the built-in recipe"):
+        LearnConfig.from_dict(learn_config(start_run, md={"overshoot": 20}))
+    with pytest.raises(LearnError, match="md.overshoot = -1: must be an integer >= 0"):
+        LearnConfig.from_dict(learn_config(start_run, md={"template": None, "overshoot": -1}))
 
 
 def test_resume_after_kill(start_run, tmp_path):

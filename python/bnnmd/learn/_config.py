@@ -59,6 +59,10 @@ class MDSection:
     # number is an epistemic std). After a round learns hot frames the total std rises with the
     # aleatoric part the model learned there, and the halt comes earlier (docs/results.md)
     halt_on: str = "total"
+    # steps a halted run of the built-in recipe goes on without the halt (the ramp continued, to
+    # nsteps at most): its frames past the halt are picked with the others, so a round labels the
+    # hotter geometries the next round's run reaches (the steps before the halt stay the halt's)
+    overshoot: int = 0
 
 
 @dataclass
@@ -140,7 +144,7 @@ class LearnConfig:
             if not isinstance(v, int) or v < 0:
                 raise LearnError(f"{key} = {v!r}: must be an integer >= 0")
         for sec, key, lo in (("md", "nsteps", 1), ("md", "halt_every", 1), ("md", "dump_every", 1),
-                             ("md", "runs", 1), ("md", "processes", 1),
+                             ("md", "runs", 1), ("md", "processes", 1), ("md", "overshoot", 0),
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
                              ("finetune", "warm_start_steps", 0)):
@@ -160,6 +164,10 @@ class LearnConfig:
         if self.md.halt_on == "epistemic" and self.md.template:
             raise LearnError("md.halt_on = epistemic needs the built-in recipe: drop md.template, or halt on "
                              "c_unc[2] in your template (compute reduce max c_unc[2]) and keep md.halt_on total")
+        if self.md.overshoot and self.md.template:
+            raise LearnError(f"md.overshoot = {self.md.overshoot} needs the built-in recipe: drop md.template, or "
+                             "end your template's fix halt with error continue and run on after it, and set "
+                             "md.overshoot 0")
         t = self.label.timeout
         if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0):
             raise LearnError(f"label.timeout = {t!r}: give seconds > 0 per frame, or null for no limit")

@@ -65,7 +65,9 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
     in directory ``md`` (replaced); returns the step the halt fired on, None when it did not.
     ``halt=False`` drops the built-in recipe's ``fix halt`` (the run goes to ``c.nsteps``).
     ``epistemic_threshold`` (the model's force unit): the built-in recipe halts on the largest
-    per-atom epistemic std instead of the total one against the model's threshold."""
+    per-atom epistemic std instead of the total one against the model's threshold. With
+    ``c.overshoot`` > 0 a halted run goes on for that many steps without the halt (to ``c.nsteps`` at
+    most, the heating ramp continued), dumping frames; the step returned is still the halt's."""
     from ase.io.lammpsdata import write_lammps_data
 
     md = Path(md)
@@ -77,6 +79,7 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
     atoms.center()
     atoms.pbc = True
     write_lammps_data(md / "system.data", atoms, specorder=elements, units="real", masses=True)
+    over = c.overshoot if halt else 0
     if c.template:
         text = Path(c.template).read_text()
     else:
@@ -106,10 +109,13 @@ thermo {c.dump_every}
 dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
 velocity all create {c.temperature} {c.seed if seed is None else seed} mom yes rot yes
 fix heat all nvt temp {c.temperature} {t_end} {100 * c.timestep}
-{f"fix stop all halt {c.halt_every} v_ratio > 1.0 error soft" if halt else "# no halt"}
+{f"fix stop all halt {c.halt_every} v_ratio > 1.0 error {'continue' if over else 'soft'}" if halt else "# no halt"}
 timestep {c.timestep}
 run {c.nsteps}
 """
+        if over:  # past the halt: same ramp (start/stop), no halt, at most to nsteps
+            text += (f'unfix stop\nif "$(step) < {c.nsteps}" then '
+                     f'"run $(ternary(step+{over}<{c.nsteps},{over},{c.nsteps}-step)) start 0 stop {c.nsteps}"\n')
     (md / "in.lmp").write_text(text)
     lmp = Path(sys.executable).parent / "lmp"
     cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model",
