@@ -290,3 +290,33 @@ def test_unknown_config_key_and_missing_neighbours():
         ModelConfig.from_dict({"type_names": TYPES, "lmax": 2})
     with pytest.raises(ConfigError, match="avg_num_neighbours is not set"):
         StochasticNequIP(ModelConfig(type_names=TYPES))
+
+
+def test_stacked_linear_against_a_numpy_twin():
+    """StackedLinear (blocks computed whole and concatenated) against a NumPy twin of its rule:
+    output block o = sum over input blocks i of the same irrep of x_i W_io / sqrt(sum_i mul_i);
+    an output irrep no input has stays zero; TorchScript gives the same."""
+    from e3nn import o3
+
+    from bnnmd.nn._stacked import StackedLinear
+
+    irreps_in, irreps_out = o3.Irreps("3x0e+2x1o+4x0e+1x2e"), o3.Irreps("2x1o+5x0e+2x1e")
+    lin = StackedLinear(irreps_in, irreps_out, num_samples=3).double()
+    x = torch.randn(3, 4, 2, irreps_in.dim, dtype=torch.float64)
+    got = lin(x).detach().numpy()
+    w = lin.weight.detach().numpy()
+    want = np.zeros((3, 4, 2, irreps_out.dim))
+    xs, offset = x.numpy(), 0
+    for (mul_o, ir_o), so in zip(irreps_out, irreps_out.slices()):
+        ins = [(mul_i, si) for (mul_i, ir_i), si in zip(irreps_in, irreps_in.slices()) if ir_i == ir_o]
+        fan_in = sum(m for m, _ in ins)
+        for mul_i, si in ins:
+            wi = w[:, offset:offset + mul_i * mul_o].reshape(3, mul_i, mul_o)
+            offset += mul_i * mul_o
+            xi = xs[..., si].reshape(3, 4, 2, mul_i, ir_o.dim)
+            want[..., so] += np.einsum("kabud,kuv->kabvd", xi, wi).reshape(3, 4, 2, -1) / np.sqrt(fan_in)
+    assert offset == lin.weight_numel
+    assert np.abs(want[..., irreps_out.slices()[2]]).max() == 0.0  # 1e: no input block
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(torch.jit.script(lin)(x).detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lin(x[1:], 1, 3).detach().numpy(), want[1:], rtol=1e-12, atol=1e-12)

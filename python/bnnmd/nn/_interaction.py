@@ -55,14 +55,16 @@ class SpeciesLinear(nn.Module):
         self.traceable = False  # torch.export: every linear on every atom, no data-dependent sizes
 
     def forward(self, x: torch.Tensor, atom_type: torch.Tensor, s0: int = 0, s1: int = -1) -> torch.Tensor:
+        if self.traceable:  # every species' weights on every atom, one matrix product per path
+            weight = torch.stack([lin.weight if s1 < 0 else lin.weight[s0:s1] for lin in self.linears], 1)
+            y = self.linears[0].transform(x, weight)  # [k, N, T, dim_out]
+            onehot = atom_type.unsqueeze(-1) == torch.arange(len(self.linears), device=x.device)
+            return (y * onehot.to(x.dtype).unsqueeze(-1)).sum(2)
         out = x.new_zeros(x.shape[0], x.shape[1], self.dim_out)
         for t, lin in enumerate(self.linears):
-            if self.traceable:
-                out = out + (atom_type == t).to(x.dtype).unsqueeze(-1) * lin(x, s0, s1)
-            else:
-                idx = torch.nonzero(atom_type == t).squeeze(-1)
-                if idx.numel() > 0:
-                    out = out.index_copy(1, idx, lin(x.index_select(1, idx), s0, s1))
+            idx = torch.nonzero(atom_type == t).squeeze(-1)
+            if idx.numel() > 0:
+                out = out.index_copy(1, idx, lin(x.index_select(1, idx), s0, s1))
         return out
 
 

@@ -10,7 +10,7 @@ of the initialisation.
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from e3nn import o3
@@ -56,6 +56,13 @@ class StackedLinear(nn.Module):
                     fan_in[io] += mul_i
         self.paths = paths
         self.path_norm = [1.0 / math.sqrt(fan_in[p[8]]) for p in paths]
+        # per output block: its width and its paths (paths[first:stop]; the paths go block by block)
+        out_blocks: List[Tuple[int, int, int]] = []
+        for io, (mul_o, ir_o) in enumerate(self.irreps_out):
+            ids = [n for n, p in enumerate(paths) if p[8] == io]
+            first = ids[0] if ids else (out_blocks[-1][2] if out_blocks else 0)
+            out_blocks.append((mul_o * ir_o.dim, first, first + len(ids)))
+        self.out_blocks = out_blocks
         self.weight_numel = numel
         self.dim_out = self.irreps_out.dim
         self.weight = nn.Parameter(torch.randn(num_samples, numel))
@@ -65,15 +72,33 @@ class StackedLinear(nn.Module):
         weight = self.weight if s1 < 0 else self.weight[s0:s1]
         k = weight.shape[0]
         lead = x.shape[1:-1]
-        x = x.reshape(k, -1, x.shape[-1])
-        out = x.new_zeros(k, x.shape[1], self.dim_out)
-        for p, norm in zip(self.paths, self.path_norm):
-            i0, i1, mul_i, o0, mul_o, d, w0, w1 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
-            xi = x[:, :, i0:i1].reshape(k, -1, mul_i, d)
-            w = weight[:, w0:w1].reshape(k, mul_i, mul_o)
-            y = torch.einsum("knud,kuv->knvd", xi, w) * norm
-            out[:, :, o0:o0 + mul_o * d] += y.reshape(k, -1, mul_o * d)
+        out = self.transform(x.reshape(k, -1, x.shape[-1]), weight.unsqueeze(1))
         return out.reshape([k] + list(lead) + [self.dim_out])
+
+    def transform(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[k, M, dim_in]`` through T weight sets of this layer's layout, ``weight``
+        ``[k, T, weight_numel]``: ``[k, M, T, dim_out]``, one matrix product per path for all T.
+
+        Each output block is computed whole and the blocks are concatenated: an accumulation into
+        slices of a zero tensor compiles (AOTInductor, its backward included) into masked
+        slice-scatter kernels, slower to run and to compile (docs/benchmarks.md)."""
+        k, m, t = x.shape[0], x.shape[1], weight.shape[1]
+        blocks: List[torch.Tensor] = []
+        for width, first, stop in self.out_blocks:
+            acc: Optional[torch.Tensor] = None
+            for n in range(first, stop):
+                p = self.paths[n]
+                i0, i1, mul_i, mul_o, d, w0, w1 = p[0], p[1], p[2], p[4], p[5], p[6], p[7]
+                w = weight[:, :, w0:w1].reshape(k, t, mul_i, mul_o).transpose(1, 2).reshape(k, mul_i, t * mul_o)
+                w = w * self.path_norm[n]
+                if d == 1:
+                    y = torch.bmm(x[:, :, i0:i1], w)
+                else:  # [k, M, T * mul_o, d]: (T, mul_o, d) in a row, as the output block wants
+                    y = torch.einsum("knud,kuv->knvd", x[:, :, i0:i1].reshape(k, m, mul_i, d), w)
+                y = y.reshape(k, m, t, mul_o * d)
+                acc = y if acc is None else acc + y
+            blocks.append(x.new_zeros(k, m, t, width) if acc is None else acc)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.irreps_in.simplify()} -> {self.irreps_out.simplify()} "
