@@ -1,11 +1,12 @@
 """Would a halt on the EPISTEMIC std alone run longer round by round? (issue 14)
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/active_learning_epistemic_halt.py LOOP_DIR [--rounds 0,1,2,3]
-        [--parallel 2]
+        [--parallel 2] [--seeds 12345:8] [--out JSON]
 
 ``LOOP_DIR``: a finished bnn-learn run (``bench/active_learning.py`` leaves one in WORK/loop). Each
 round's model runs the built-in heating recipe (the demo's ramp, 4000 steps, velocity seeds
-12345-12352 as the loop's own runs) with the halt on the largest per-atom epistemic std instead of
+12345-12352 as the loop's own runs; ``--seeds FIRST:COUNT`` for others, e.g. ``12353:32``, seeds no
+round's runs took frames from) with the halt on the largest per-atom epistemic std instead of
 the total one (``bnnmd.learn.run_md(..., epistemic_threshold=)``, what ``md.halt_on: epistemic`` runs)::
 
     compute emax all reduce max c_unc[2]
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SEEDS = range(12345, 12353)
+LOOP_SEEDS = "12345:8"  # the loop's own runs (bench/active_learning.py: md.seed 12345, md.runs 8)
 
 
 def main(argv=None) -> int:
@@ -36,8 +37,11 @@ def main(argv=None) -> int:
     p.add_argument("loop")
     p.add_argument("--rounds", default="0,1,2,3")
     p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--seeds", default=LOOP_SEEDS, help="FIRST:COUNT velocity seeds (default: the loop's own)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "active_learning_epistemic_halt.json"))
     a = p.parse_args(argv)
+    first, count = (int(x) for x in a.seeds.split(":"))
+    seeds = list(range(first, first + count))
 
     from bnnmd.data import bundled_dataset
     from bnnmd.learn import run_md
@@ -60,12 +64,14 @@ def main(argv=None) -> int:
             return c.nsteps if h is None else h
 
         with ThreadPoolExecutor(a.parallel) as pool:
-            steps = list(pool.map(one, SEEDS))
+            steps = list(pool.map(one, seeds))
         rows[str(r)] = {"halt_steps": steps, "mean": float(np.mean(steps))}
-        print(f"round {r}: {steps}, mean {np.mean(steps):.0f}", flush=True)
+        rows[str(r)]["sem"] = float(np.std(steps, ddof=1) / np.sqrt(len(steps)))
+        print(f"round {r}: {steps}, mean {np.mean(steps):.0f} +- {rows[str(r)]['sem']:.0f} (standard error)",
+              flush=True)
     Path(a.out).write_text(json.dumps({"experiment": "active_learning_epistemic_halt", "loop": str(loop),
                                        "threshold": thr, "force_unit": cal["halt"]["force_unit"],
-                                       "seeds": list(SEEDS), "rounds": rows, "command": " ".join(sys.argv)},
+                                       "seeds": seeds, "rounds": rows, "command": " ".join(sys.argv)},
                                       indent=1) + "\n")
     return 0
 
