@@ -9,8 +9,8 @@ Systems: ethanol (9 atoms), aspirin (21 atoms, from ../shared/data when present)
 cutoff 5 A, radial MLP 2 x 64), float64. Four ways of running the same samples: eager
 `DeployedModel` in Python, the exported TorchScript file through `bnnmd._core.Evaluator` (C++),
 the same exported with `--freeze`, and the AOTInductor package (`bnn-export ... model.pt2`) through
-the same evaluator. Median of several calls after three warm-up calls; the .pt2 compile time is
-recorded too. Writes bench/results/export_call.json (``--out`` to change).
+the same evaluator. Median of 100 calls (3 for the box) after a tenth as many warm-up calls (at
+least 3); the .pt2 compile time is recorded too. Writes bench/results/export_call.json (``--out`` to change).
 
 ``--nequip`` (k = 1 only) adds the peer code at the same architecture: nequip's AOTInductor
 package (``nequip-compile --mode aotinductor --device cpu --target pair_nequip``) timed on the same frames.
@@ -21,7 +21,11 @@ get a checkpoint to compile; the weights do not matter for the call time. The ca
 that environment (``python bench/export_call.py nequip-time ...``, internal): nequip's loader for
 compiled models (``load_compiled_model``) inside its ASE calculator, ``calc.call_model(data)`` on the
 data dict of ``calc.atoms_to_data`` (the neighbour list is built before the timed part, as bnnmd's
-is; a second column includes it). The ``pair_nequip`` target (LAMMPS') returns per-atom energies,
+is; a second column includes it). Then, in this process, nequip's package runs again through ``torch._inductor.aoti_load_package`` (the same
+torch version; its raw runner on the input tensors nequip's calculator built, without nequip's Python
+wrapper) taking turns with bnnmd's ``.pt2`` evaluator, 5 rounds of 100 calls each (columns "taking
+turns"): the two numbers then share the machine's state, which separate processes do not.
+The ``pair_nequip`` target (LAMMPS') returns per-atom energies,
 forces and the virial (nequip's integrations always ask for the strain derivative); bnnmd's call
 returns the same plus sigma_E and sigma_F (its two extra heads) and the aggregation of the C++
 evaluator. (The ``ase`` target, which adds the stress, fails nequip-compile's own
@@ -123,7 +127,17 @@ def nequip_aoti(chosen, workdir: Path, repeats) -> dict:
     if r.returncode != 0:
         return {"status": "failed", "reason": "nequip-time failed:\n" +
                 "\n".join((r.stdout + r.stderr).splitlines()[-15:]), **info}
-    return {"status": "ok", **info, **json.loads(out.read_text())}
+    return {"status": "ok", "pt2": str(pt2), **info, **json.loads(out.read_text())}
+
+
+def interleaved_ms(calls: dict, repeats: int, rounds: int = 5) -> dict:
+    """Median over ``rounds`` of each call's median of ``repeats`` calls, the calls taking turns round by
+    round (one process: the machine's drift hits all of them alike)."""
+    per = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, fn in calls.items():
+            per[k].append(median_ms(fn, repeats))
+    return {k: statistics.median(v) for k, v in per.items()}
 
 
 def nequip_time_main(argv) -> int:
@@ -159,6 +173,8 @@ def nequip_time_main(argv) -> int:
         z = np.load(path)
         atoms = ase.Atoms(numbers=z["numbers"], positions=z["positions"], cell=z["cell"], pbc=z["pbc"])
         data = calc.atoms_to_data(atoms)  # type mapping and neighbour list: not timed
+        # the package's own inputs, for the interleaved timing in bnnmd's process (same torch)
+        torch.save([data[k] for k in target["input"]], Path(a.out).parent / f"inputs_{name}.pt")
         out = calc.call_model(data)
         forces = out[AtomicDataDict.FORCE_KEY]
         energy = out[AtomicDataDict.PER_ATOM_ENERGY_KEY].sum()
@@ -174,7 +190,7 @@ def nequip_time_main(argv) -> int:
 
 
 def median_ms(fn, repeats):
-    for _ in range(3):  # TorchScript's profiling executor optimises after the first calls
+    for _ in range(max(3, repeats // 10)):  # TorchScript's profiling executor optimises after the first calls
         fn()
     times = []
     for _ in range(repeats):
@@ -221,7 +237,7 @@ def main(argv=None) -> int:
             chosen = {n: chosen[n] for n in a.systems.split(",") if n in chosen}
         if a.nequip:  # first: its failure shows in minutes, not after the bnnmd .pt2 compile
             try:
-                nq = nequip_aoti(chosen, Path(a.nequip_workdir), lambda n: 3 if n == "box200" else 20)
+                nq = nequip_aoti(chosen, Path(a.nequip_workdir), lambda n: 3 if n == "box200" else 100)
             except Exception as exc:  # reported, the bnnmd rows still run
                 nq = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
             print(json.dumps({k: v for k, v in nq.items() if k != "systems"}), flush=True)
@@ -252,13 +268,21 @@ def main(argv=None) -> int:
                 assert np.abs(got - ref).max() < 1e-9, "the exported module differs from the eager model"
                 got = pt2.compute(*cpp_args)["samples"]["forces"]
                 assert np.abs(got - ref).max() < 1e-9, "the .pt2 package differs from the eager model"
-                repeats = 3 if name == "box200" else 20
+                repeats = 3 if name == "box200" else 100
                 row = {"system": name, "model": a.model, "atoms": n, "edges": g.num_edges, "k": k,
                        "pt2_compile_s": compile_s,
                        "eager_python_ms": median_ms(lambda: eager(*args, n), repeats),
                        "cpp_ms": median_ms(lambda: plain.compute(*cpp_args), repeats),
                        "cpp_frozen_ms": median_ms(lambda: frozen.compute(*cpp_args), repeats),
                        "cpp_pt2_ms": median_ms(lambda: pt2.compute(*cpp_args), repeats)}
+                if nq is not None and k == 1 and nq["status"] == "ok" and nq["versions"]["torch"] == torch.__version__:
+                    # nequip's package run by the same torch in this process, on its own inputs, taking turns
+                    # with bnnmd's: the raw AOTInductor runner, without nequip's Python wrapper
+                    nq_runner = torch._inductor.aoti_load_package(nq["pt2"])
+                    nq_args = torch.load(Path(nq["pt2"]).parent / f"inputs_{name}.pt")
+                    both = interleaved_ms({"bnnmd": lambda: pt2.compute(*cpp_args),
+                                           "nequip": lambda: nq_runner(*nq_args)}, repeats)
+                    row.update(pt2_interleaved_ms=both["bnnmd"], nequip_runner_interleaved_ms=both["nequip"])
                 if nq is not None and k == 1:
                     got = (nq.get("systems") or {}).get(name)
                     row["nequip_status"] = nq["status"] if got or nq["status"] != "ok" else "failed"
@@ -285,8 +309,9 @@ def main(argv=None) -> int:
     nqcol = nq is not None
     print("| system | atoms | k | eager Python (ms) | TorchScript (ms) | TorchScript, frozen (ms) | .pt2 (ms) | "
           "TorchScript / .pt2 | .pt2 k / .pt2 k=1 | .pt2 compile (s) |" +
-          (" nequip .pt2 (ms) | nequip / bnnmd .pt2 | nequip compile (s) |" if nqcol else ""))
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if nqcol else ""))
+          (" nequip .pt2 (ms) | nequip / bnnmd .pt2 | nequip compile (s) | taking turns: bnnmd .pt2 (ms) | "
+           "nequip runner (ms) | nequip / bnnmd |" if nqcol else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|---:|---:|" if nqcol else ""))
     k1 = {r["system"]: r["cpp_pt2_ms"] for r in rows if r["k"] == 1}
     for r in rows:
         per_k = f"{r['cpp_pt2_ms'] / k1[r['system']]:.2f}" if r["system"] in k1 else "-"
@@ -304,9 +329,14 @@ def main(argv=None) -> int:
 
 def _nequip_cells(r) -> str:
     if "nequip_aoti_ms" not in r:
-        return f" {r.get('nequip_status', '-')} | - | - |"
+        return f" {r.get('nequip_status', '-')} | - | - | - | - | - |"
+    if "pt2_interleaved_ms" in r:
+        turns = (f" {r['pt2_interleaved_ms']:.2f} | {r['nequip_runner_interleaved_ms']:.2f} | "
+                 f"{r['nequip_runner_interleaved_ms'] / r['pt2_interleaved_ms']:.2f} |")
+    else:
+        turns = " - | - | - |"
     return (f" {r['nequip_aoti_ms']:.2f} | {r['nequip_aoti_ms'] / r['cpp_pt2_ms']:.2f} | "
-            f"{r['nequip_compile_s']:.0f} |")
+            f"{r['nequip_compile_s']:.0f} |" + turns)
 
 
 if __name__ == "__main__":
