@@ -65,10 +65,9 @@ def main(argv=None) -> int:
 
         with ThreadPoolExecutor(a.parallel) as pool:
             steps = list(pool.map(one, seeds))
-        rows[str(r)] = {"halt_steps": steps, "mean": float(np.mean(steps))}
-        rows[str(r)]["sem"] = float(np.std(steps, ddof=1) / np.sqrt(len(steps)))
-        print(f"round {r}: {steps}, mean {np.mean(steps):.0f} +- {rows[str(r)]['sem']:.0f} (standard error)",
-              flush=True)
+        sem = float(np.std(steps, ddof=1) / np.sqrt(len(steps)))
+        rows[str(r)] = {"halt_steps": steps, "mean": float(np.mean(steps)), "sem": sem}
+        print(f"round {r}: {steps}, mean {np.mean(steps):.0f} +- {sem:.0f} (standard error)", flush=True)
     Path(a.out).write_text(json.dumps({"experiment": "active_learning_epistemic_halt", "loop": str(loop),
                                        "threshold": thr, "force_unit": cal["halt"]["force_unit"],
                                        "seeds": seeds, "rounds": rows, "command": " ".join(sys.argv)},

@@ -21,12 +21,12 @@ get a checkpoint to compile; the weights do not matter for the call time. The ca
 that environment (``python bench/export_call.py nequip-time ...``, internal): nequip's loader for
 compiled models (``load_compiled_model``) inside its ASE calculator, ``calc.call_model(data)`` on the
 data dict of ``calc.atoms_to_data`` (the neighbour list is built before the timed part, as bnnmd's
-is; a second column includes it). Then, in this process, nequip's package runs again through ``torch._inductor.aoti_load_package`` (the same
-torch version; its raw runner on the input tensors nequip's calculator built, without nequip's Python
-wrapper) taking turns with bnnmd's ``.pt2`` evaluator, 5 rounds of 100 calls each (columns "taking
-turns"): the two numbers then share the machine's state, which separate processes do not.
-The ``pair_nequip`` target (LAMMPS') returns per-atom energies,
-forces and the virial (nequip's integrations always ask for the strain derivative); bnnmd's call
+is; a second column includes it). Then, in this process, nequip's package runs again through
+``torch._inductor.aoti_load_package`` (the same torch version; its raw runner on the input tensors
+nequip's calculator built, without nequip's Python wrapper) taking turns with bnnmd's ``.pt2``
+evaluator, 5 rounds of 100 calls each (columns "taking turns"): the two numbers then share the
+machine's state, which separate processes do not. The ``pair_nequip`` target (LAMMPS') returns
+per-atom energies, forces and the virial (nequip's integrations always ask for the strain derivative); bnnmd's call
 returns the same plus sigma_E and sigma_F (its two extra heads) and the aggregation of the C++
 evaluator. (The ``ase`` target, which adds the stress, fails nequip-compile's own
 check on cell-less ethanol frames: the stress is NaN there.)
@@ -242,6 +242,11 @@ def main(argv=None) -> int:
                 nq = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
             print(json.dumps({k: v for k, v in nq.items() if k != "systems"}), flush=True)
             print(json.dumps(nq.get("systems")), flush=True)
+        # nequip's package run by the same torch in this process, taking turns with bnnmd's: the raw
+        # AOTInductor runner on its own inputs, without nequip's Python wrapper
+        nq_runner = None
+        if nq is not None and nq["status"] == "ok" and nq["versions"]["torch"] == torch.__version__:
+            nq_runner = torch._inductor.aoti_load_package(nq["pt2"])
         # one model (and one .pt2 compile, minutes) per k, from ethanol's statistics, for every system
         for k in (int(x) for x in a.k.split(",")):
             cfg = ModelConfig(type_names=["H", "C", "O"], num_samples=k, **MODELS[a.model])
@@ -275,10 +280,7 @@ def main(argv=None) -> int:
                        "cpp_ms": median_ms(lambda: plain.compute(*cpp_args), repeats),
                        "cpp_frozen_ms": median_ms(lambda: frozen.compute(*cpp_args), repeats),
                        "cpp_pt2_ms": median_ms(lambda: pt2.compute(*cpp_args), repeats)}
-                if nq is not None and k == 1 and nq["status"] == "ok" and nq["versions"]["torch"] == torch.__version__:
-                    # nequip's package run by the same torch in this process, on its own inputs, taking turns
-                    # with bnnmd's: the raw AOTInductor runner, without nequip's Python wrapper
-                    nq_runner = torch._inductor.aoti_load_package(nq["pt2"])
+                if nq_runner is not None and k == 1:
                     nq_args = torch.load(Path(nq["pt2"]).parent / f"inputs_{name}.pt")
                     both = interleaved_ms({"bnnmd": lambda: pt2.compute(*cpp_args),
                                            "nequip": lambda: nq_runner(*nq_args)}, repeats)

@@ -316,7 +316,7 @@ def test_stacked_linear_against_a_numpy_twin():
             xi = xs[..., si].reshape(3, 4, 2, mul_i, ir_o.dim)
             want[..., so] += np.einsum("kabud,kuv->kabvd", xi, wi).reshape(3, 4, 2, -1) / np.sqrt(fan_in)
     assert offset == lin.weight_numel
-    assert np.abs(want[..., irreps_out.slices()[2]]).max() == 0.0  # 1e: no input block
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert np.abs(got[..., irreps_out.slices()[2]]).max() == 0.0  # 1e: no input block, stays zero
     np.testing.assert_allclose(torch.jit.script(lin)(x).detach().numpy(), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(lin(x[1:], 1, 3).detach().numpy(), want[1:], rtol=1e-12, atol=1e-12)

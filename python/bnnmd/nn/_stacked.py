@@ -42,26 +42,23 @@ class StackedLinear(nn.Module):
         self.irreps_out = o3.Irreps(irreps_out)
         self.num_samples = num_samples
         in_slices = self.irreps_in.slices()
-        out_slices = self.irreps_out.slices()
-        # per path: (in_start, in_stop, mul_in, out_start, mul_out, ir_dim, w_start, w_stop, out_index)
-        paths: List[Tuple[int, int, int, int, int, int, int, int, int]] = []
+        # per path: (in_start, in_stop, mul_in, mul_out, ir_dim, w_start, w_stop, out_index)
+        paths: List[Tuple[int, int, int, int, int, int, int, int]] = []
+        # per output block: (width, first path, stop path); its paths are paths[first:stop]
+        out_blocks: List[Tuple[int, int, int]] = []
         numel = 0
         fan_in = [0] * len(self.irreps_out)
         for io, (mul_o, ir_o) in enumerate(self.irreps_out):
+            first = len(paths)
             for ii, (mul_i, ir_i) in enumerate(self.irreps_in):
                 if ir_i == ir_o and mul_i > 0 and mul_o > 0:
-                    paths.append((in_slices[ii].start, in_slices[ii].stop, mul_i, out_slices[io].start,
-                                  mul_o, ir_o.dim, numel, numel + mul_i * mul_o, io))
+                    paths.append((in_slices[ii].start, in_slices[ii].stop, mul_i, mul_o, ir_o.dim,
+                                  numel, numel + mul_i * mul_o, io))
                     numel += mul_i * mul_o
                     fan_in[io] += mul_i
+            out_blocks.append((mul_o * ir_o.dim, first, len(paths)))
         self.paths = paths
-        self.path_norm = [1.0 / math.sqrt(fan_in[p[8]]) for p in paths]
-        # per output block: its width and its paths (paths[first:stop]; the paths go block by block)
-        out_blocks: List[Tuple[int, int, int]] = []
-        for io, (mul_o, ir_o) in enumerate(self.irreps_out):
-            ids = [n for n, p in enumerate(paths) if p[8] == io]
-            first = ids[0] if ids else (out_blocks[-1][2] if out_blocks else 0)
-            out_blocks.append((mul_o * ir_o.dim, first, first + len(ids)))
+        self.path_norm = [1.0 / math.sqrt(fan_in[p[7]]) for p in paths]
         self.out_blocks = out_blocks
         self.weight_numel = numel
         self.dim_out = self.irreps_out.dim
@@ -88,7 +85,7 @@ class StackedLinear(nn.Module):
             acc: Optional[torch.Tensor] = None
             for n in range(first, stop):
                 p = self.paths[n]
-                i0, i1, mul_i, mul_o, d, w0, w1 = p[0], p[1], p[2], p[4], p[5], p[6], p[7]
+                i0, i1, mul_i, mul_o, d, w0, w1 = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
                 w = weight[:, :, w0:w1].reshape(k, t, mul_i, mul_o).transpose(1, 2).reshape(k, mul_i, t * mul_o)
                 w = w * self.path_norm[n]
                 if d == 1:
