@@ -20,7 +20,7 @@ from bnnmd.data import bundled_dataset
 from bnnmd.deploy import export
 from bnnmd.nn.testing import random_periodic_atoms
 
-from test_deploy import write_samples
+from helpers import write_samples
 
 LMP = Path(sys.executable).parent / "lmp"
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

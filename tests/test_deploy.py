@@ -19,20 +19,7 @@ from bnnmd.nn import ModelConfig, StochasticNequIP, build_model, save_sample
 from bnnmd.nn import testing as T
 from bnnmd.uq import StdMap
 
-from test_model import periodic_dataset
-
-TYPES = ["H", "C", "O"]
-CUTOFF = 3.5
-
-
-def write_samples(directory, dataset, k=3, seed=0, method="sghmc", **cfg):
-    config = ModelConfig(type_names=TYPES, num_layers=2, l_max=1, num_features=4, cutoff=CUTOFF, num_samples=k,
-                         **cfg)
-    model = build_model(config, dataset, seed=seed)
-    for s in range(k):
-        save_sample(directory / f"sample_{s:03d}.pt", model, s, method,
-                    meta={"energy_unit": "kcal/mol", "length_unit": "A", "mc_samples": 4})
-    return model
+from helpers import CUTOFF, TYPES, _inputs, cpp_metadata, periodic_dataset, write_samples
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +36,6 @@ def periodic_run(tmp_path_factory):
     ds = periodic_dataset(2, 10, seed=3)
     model = write_samples(d / "samples", ds, seed=1)
     return d, ds, model.eval()
-
-
-def _inputs(ds, i):
-    f = ds.frame(i)
-    g = neighbour_list(f["positions"], CUTOFF, f["cell"], f["pbc"])
-    return f, TypeMapper(TYPES).types_of(f["atomic_numbers"]), g
 
 
 @pytest.mark.parametrize("run", ["molecule_run", "periodic_run"])
@@ -142,14 +123,6 @@ def test_metadata_reader_equals_python_twin(molecule_run, tmp_path):
         text = extra["bnnmd.txt"].decode()
         assert read_metadata(path) == reference_metadata(text) == cpp_metadata(_core.Evaluator(str(path)))
         assert read_metadata(path)["calibration_forces"] == fmap
-
-
-def cpp_metadata(ev):
-    """The C++ evaluator's metadata with its calibration maps as bnnmd.uq.StdMap."""
-    meta = dict(ev.metadata)
-    for key in ("calibration_forces", "calibration_energy"):
-        meta[key] = StdMap(**meta[key])
-    return meta
 
 
 ISOTONIC = StdMap("isotonic", (0.5, 1.0, 2.5), (1.8, 1.2, 0.9))

@@ -10,7 +10,7 @@ from bnnmd.deploy import ExportError, export, read_metadata
 from bnnmd.uq import Calibration, StdMap, calibrate
 from bnnmd.uq._halt import HaltRuleError, HaltStatistics, halt_statistics, halt_threshold, parse_rule
 
-from test_deploy import write_samples
+from helpers import write_samples
 
 
 def test_statistics_by_hand():

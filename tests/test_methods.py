@@ -10,7 +10,7 @@ from bnnmd.nn._samples import read_sample
 from bnnmd.train import REGISTRY, Trainer, WeightEMA, get_method, register, train
 from bnnmd.train._methods import MAP
 
-from test_train import tiny
+from helpers import tiny
 
 
 @pytest.fixture

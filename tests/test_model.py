@@ -10,30 +10,13 @@ from bnnmd.data import AtomicDataset, GraphDataset, TypeMapper, bundled_dataset,
 from bnnmd.nn import ConfigError, ModelConfig, StochasticNequIP, build_model, predict, predictive, script
 from bnnmd.nn import testing as T
 
+from helpers import periodic_dataset
+
 TYPES = ["H", "C", "O"]
 CONFIGS = {
     "l2-parity": dict(num_layers=2, l_max=2, num_features=4, parity=True),
     "l1-so3-ssp": dict(num_layers=2, l_max=1, num_features=4, parity=False, nonlinearity="ssp"),
 }
-
-
-def periodic_dataset(n_frames=2, n_atoms=10, seed=0):
-    """Random H/C/O atoms in a small triclinic cell (shorter than 2 x cutoff: images interact)."""
-    rng = np.random.default_rng(seed)
-    cell = np.array([[4.2, 0.0, 0.0], [0.8, 4.0, 0.0], [0.3, -0.5, 4.5]])
-    zs, pos = [], []
-    for _ in range(n_frames):
-        pts = []
-        while len(pts) < n_atoms:  # keep atoms >= 1 A apart (minimum image)
-            p = rng.uniform(0, 1, 3) @ cell
-            d = [np.linalg.norm((q - p) - np.round((q - p) @ np.linalg.inv(cell)) @ cell) for q in pts]
-            if not d or min(d) > 1.0:
-                pts.append(p)
-        pos.append(np.array(pts))
-        zs.append(rng.choice([1, 6, 8], n_atoms))
-    return AtomicDataset(np.concatenate(zs), np.concatenate(pos), [n_atoms] * n_frames,
-                         energy=rng.normal(size=n_frames) * 10 - 100, forces=rng.normal(size=(n_frames * n_atoms, 3)),
-                         cell=[cell] * n_frames, pbc=[[True] * 3] * n_frames)
 
 
 @pytest.fixture(scope="module")

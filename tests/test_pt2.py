@@ -22,8 +22,8 @@ from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, neighbour_list
 from bnnmd.deploy import ExportError, export, read_metadata
 from bnnmd.nn.testing import random_periodic_atoms
 
-from test_deploy import CUTOFF, TYPES, _inputs, cpp_metadata, write_samples
-from test_lammps import SINGLE_POINT, molecule, parse_single_point, periodic_box, run_lammps
+from helpers import (CUTOFF, SINGLE_POINT, TYPES, _inputs, cpp_metadata, molecule, parse_single_point, periodic_box,
+                     run_lammps, write_samples)
 
 BIN = sys.executable.rsplit("/", 1)[0]
 #: outputs defined on local atoms only: both formats drop ghost messages that no counted energy needs

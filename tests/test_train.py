@@ -16,25 +16,7 @@ from bnnmd.nn import ConfigError, load_samples
 from bnnmd.nn._samples import read_sample
 from bnnmd.train import RunError, TrainConfig, train
 
-TINY_MODEL = {"num_layers": 1, "l_max": 1, "num_features": 4, "cutoff": 4.0, "num_basis": 4,
-              "radial_hidden": 8, "sigma_hidden": 4}
-
-
-def tiny(method, **over):
-    d = {
-        "method": method, "seed": 1,
-        "data": {"n_train": 20, "n_val": 4},
-        "model": dict(TINY_MODEL),
-        "training": {"batch_size": 4, "max_steps": 12, "validate_every": 3, "checkpoint_every": 4},
-        "sghmc": {"warm_start_steps": 0, "mass_freeze_step": 4, "burn_in": 6, "num_samples": 4, "sample_interval": 2,
-                  "chains": 2,
-                  "lr": 1e-3},
-        "adam": {"members": 2, "early_stopping_patience": 50, "mc_samples": 3},
-    }
-    for key, value in over.items():
-        d[key] = {**d[key], **value} if isinstance(value, dict) else value
-    return TrainConfig.from_dict(d)
-
+from helpers import tiny
 
 METHOD_K = {"sghmc": 4, "map": 1, "mc_dropout": 3, "ensemble": 2}
 

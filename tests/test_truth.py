@@ -13,7 +13,7 @@ from bnnmd.data import bundled_dataset
 from bnnmd.deploy import export
 from bnnmd.label import PySCFLabeller
 
-from test_deploy import write_samples
+from helpers import write_samples
 
 pytest.importorskip("pyscf")
 

@@ -21,7 +21,7 @@ from bnnmd.uq import (Calibration, CalibrationError, EvaluationError, Prediction
 from bnnmd.uq import StdMap, fit_isotonic, unit_std
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_train import tiny  # noqa: E402
+from helpers import tiny  # noqa: E402
 
 REQUIRED_KEYS = ["forces.mae", "forces.rmse", "forces.mll", "forces.nece", "forces.auc",
                  "energy.mae", "energy.rmse", "energy.mll", "energy.nece"]
