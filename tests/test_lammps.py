@@ -23,7 +23,6 @@ from helpers import (BIN, ENV, LMP, MPIRUN, SINGLE_POINT, SPECORDER, molecule, p
                      read_dump, run_lammps, write_samples)
 
 
-
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """A 2-layer, k=3 model (receptive field 7 A) exported from real-data statistics."""
