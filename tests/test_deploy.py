@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from ase.md.verlet import VelocityVerlet
-from ase.units import fs
+from ase.units import Hartree, fs, kcal, kJ, mol
 
 from bnnmd import _core, units
 from bnnmd.calculator import BNNCalculator
@@ -183,6 +183,9 @@ def test_isotonic_knots_follow_the_evaluator_units(molecule_run):
     np.testing.assert_allclose(b["forces_std"], a["forces_std"] * f, rtol=1e-12)
     np.testing.assert_allclose(b["forces_std"], force_stats(forces * f, sig * f, ISOTONIC.in_units(f))["forces_std"],
                                rtol=1e-12)
+    # the NumPy twin with the knots in the model's units, its std converted after
+    np.testing.assert_allclose(b["forces_std"], reference_force_stats(forces, sig, ISOTONIC)["forces_std"] * f,
+                               rtol=1e-12)
     # hand check of the definition: two samples, one atom
     r = force_stats(np.array([[[1.0, 0, 0]], [[3.0, 0, 0]]]), np.array([[2.0], [2.0]]))
     assert r["forces_std_epistemic"][0] == pytest.approx(np.sqrt(1.0 / 3))  # var 1 in x, 0 in y, z
@@ -209,13 +212,24 @@ def test_ase_backends_agree_with_an_isotonic_calibration(molecule_run):
     core, py = results
     for key in ("energy_std", "forces_std", "forces_std_epistemic", "forces_std_aleatoric"):
         np.testing.assert_allclose(core[key], py[key], rtol=1e-10)
+    # both aggregate their samples (eV) with the C++ core: check each against the NumPy twin, which
+    # applies the maps in the model's units (kcal/mol, kcal/mol/A), where their knots are
+    e = kcal / mol
+    for res in results:
+        s = res["samples"]
+        want = {**reference_energy_stats(s["total_energy"] / e, s["total_energy_std"] / e, emap),
+                **reference_force_stats(s["forces"] / e, s["forces_std"] / e, fmap)}
+        for key, value in want.items():
+            np.testing.assert_allclose(res[key], np.asarray(value) * e, rtol=1e-10, atol=1e-12, err_msg=key)
     raw = force_stats(core["samples"]["forces"], core["samples"]["forces_std"])["forces_std"]
     assert np.ptp(core["forces_std"] / raw) > 0.01  # the map acts, differently per atom
 
 
 def test_units_table_matches_python_and_conversion(molecule_run):
-    table = _core.units_table()
-    assert table["energy"] == units.ENERGY_UNITS and table["length"] == units.LENGTH_UNITS
+    table = _core.units_table()  # against ase.units (bnnmd.units reads this same table)
+    assert table["energy"] == pytest.approx({"eV": 1.0, "meV": 1e-3, "kcal/mol": kcal / mol, "kJ/mol": kJ / mol,
+                                             "Hartree": Hartree}, rel=1e-15)
+    assert table["length"] == pytest.approx({"A": 1.0, "nm": 10.0, "Bohr": ase.units.Bohr}, rel=1e-15)
     d, ds, _ = molecule_run
     path = export(d / "samples", d / "u.pth")
     native = _core.Evaluator(str(path))

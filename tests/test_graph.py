@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -186,11 +185,10 @@ def survives_vesin_traps():
 
 
 def test_far_apart_atoms_do_not_break_vesin(survives_vesin_traps):
-    """vesin's own bounding box dies (SIGFPE) for atoms 1e6 apart, and is slow at 5e4 in a slab."""
-    t0 = time.perf_counter()
+    """vesin's own bounding box dies (SIGFPE) for atoms 1e6 apart, and is slow at 5e4 in a slab
+    (the time of these two is measured by bench/neighbour_list.py, not asserted here)."""
     check(FAR_APART, 5.0)
     check(FAR_SLAB, 5.0, cell=np.diag([4.0, 4.0, 0.0]), pbc=[True, True, False])
-    assert time.perf_counter() - t0 < 2.0
 
 
 def test_cutoff_is_exclusive():

@@ -12,8 +12,26 @@ def test_table_matches_ase():
     assert units.LENGTH_UNITS["nm"] == pytest.approx(ase.units.nm, rel=1e-15)
 
 
-def test_round_trip_and_lammps_styles():
-    assert units.energy_factor("kcal/mol", "eV") * units.energy_factor("eV", "kcal/mol") == pytest.approx(1.0)
+# CODATA 2014 (the set ase.units uses by default), written out here: independent of bnnmd's table
+AVOGADRO = 6.022140857e23  # 1/mol
+ELEMENTARY_CHARGE = 1.6021766208e-19  # C, so 1 eV = 1.6021766208e-19 J
+HARTREE_EV = 27.21138602
+BOHR_A = 0.52917721067
+# LAMMPS's own Boltzmann constants (src/update.cpp): units real in kcal/mol/K, units metal in eV/K
+LAMMPS_BOLTZ = {"real": 0.0019872067, "metal": 8.617343e-5}
+
+
+def test_factors_against_codata_and_lammps():
+    kcal_mol = 4184.0 / (AVOGADRO * ELEMENTARY_CHARGE)  # 1 kcal = 4184 J; in eV per molecule
+    assert units.energy_factor("kcal/mol", "eV") == pytest.approx(kcal_mol, rel=1e-12)
+    assert units.energy_factor("eV", "kcal/mol") == pytest.approx(1 / kcal_mol, rel=1e-12)
+    assert units.energy_factor("Hartree", "kcal/mol") == pytest.approx(HARTREE_EV / kcal_mol, rel=1e-9)
+    assert units.length_factor("Bohr", "nm") == pytest.approx(BOHR_A / 10, rel=1e-9)
+    # each LAMMPS style's energy unit: the ratio of its Boltzmann constants (LAMMPS's 8 digits)
+    real, metal = units.LAMMPS_UNITS["real"], units.LAMMPS_UNITS["metal"]
+    assert units.energy_factor(real["energy"], metal["energy"]) == pytest.approx(
+        LAMMPS_BOLTZ["metal"] / LAMMPS_BOLTZ["real"], rel=1e-6)
+    assert units.length_factor(real["length"], "A") == units.length_factor(metal["length"], "A") == 1.0  # Angstrom
     for style, u in units.LAMMPS_UNITS.items():
         units.check_energy_unit(u["energy"])
         units.check_length_unit(u["length"])
