@@ -38,12 +38,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def intact(atoms, factor: float = 1.5) -> bool:
-    """One molecule: the graph of bonds (distance < factor x the sum of covalent radii) is connected."""
-    from ase.data import covalent_radii
+#: ``intact``'s bond rule: ``d_ij < INTACT_FACTOR (R_i + R_j)``, looser than bnn-analyze's bond graph
+#: (``bnnmd.analysis.BOND_FACTOR`` = 1.2, which a hot C-H passes for a frame): a hot bond still
+#: holds the molecule together, only an atom that has left it does not.
+INTACT_FACTOR = 1.5
+
+
+def intact(atoms, factor: float = INTACT_FACTOR) -> bool:
+    """One molecule: the graph of bonds (distance < factor x the sum of covalent radii,
+    ``bnnmd.analysis.covalent_radii``) is connected."""
+    from bnnmd.analysis import covalent_radii
 
     d = atoms.get_all_distances()
-    r = covalent_radii[atoms.numbers]
+    r = covalent_radii(atoms.get_chemical_symbols())
     bonded = d < factor * (r[:, None] + r[None, :])
     seen, todo = {0}, [0]
     while todo:
@@ -67,8 +74,7 @@ def hot_test_set(start: Path, work: Path, processes: int) -> Path:
     from bnnmd.data import bundled_dataset
     from bnnmd.deploy import export
     from bnnmd.label import LabelError, PySCFLabeller, label_frames
-    from bnnmd.learn import run_md
-    from bnnmd.learn._config import MDSection
+    from bnnmd.learn import MDSection, run_md
     from bnnmd.uq import calibrate
 
     out = work / "hot_test.extxyz"

@@ -57,14 +57,11 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     t0 = time.perf_counter()
 
-    from bnnmd._files import write_npz_atomic
     from bnnmd.analysis import molecule_atoms, read_trajectory
     from bnnmd.data import Split, SplitPart, bundled_dataset
     from bnnmd.deploy import export
     from bnnmd.label import LabelError, PySCFLabeller, label_frames
-    from bnnmd.learn import run_md
-    from bnnmd.learn._config import FinetuneSection, MDSection
-    from bnnmd.learn._loop import finetune_config, pick_frames
+    from bnnmd.learn import FinetuneSection, MDSection, finetune_config, pick_frames, run_md
     from bnnmd.train import train
     from bnnmd.uq import calibrate, evaluate
 
@@ -93,7 +90,8 @@ def main(argv=None) -> int:
     energy = np.concatenate([base.energy, np.array([lab.energy for _, lab in ok]).reshape(-1)])
     forces = np.concatenate([base.forces.reshape(len(base), -1, 3),
                              np.array([lab.forces for _, lab in ok]).reshape(-1, n_at, 3)])
-    data = write_npz_atomic(out / "data.npz", nuclear_charges=z, coords=pos, energies=energy, forces=forces)
+    data = out / "data.npz"  # out is new (emptied above): nothing reads it before it is whole
+    np.savez(data, nuclear_charges=z, coords=pos, energies=energy, forces=forces)
     Split(SplitPart(str(data), np.arange(len(energy))), split.val, split.test, seed=split.seed,
           protocol="random").save(out / "split.json")
     ft = FinetuneSection(warm_start_steps=a.warm, warm_start_lr=a.adam_lr, lr=a.lr, burn_in=a.burn_in,

@@ -44,13 +44,12 @@ def main(argv=None) -> int:
     seeds = list(range(first, first + count))
 
     from bnnmd.data import bundled_dataset
-    from bnnmd.learn import run_md
-    from bnnmd.learn._config import MDSection
-    from bnnmd.uq._halt import DEFAULT_HALT_RULE, HaltStatistics, halt_threshold
+    from bnnmd.learn import MDSection, run_md
+    from bnnmd.posterior import CALIBRATION_FILE, DEFAULT_HALT_RULE, Calibration, halt_threshold
 
     loop = Path(a.loop).resolve()
-    cal = json.loads((loop / "round_00" / "run" / "samples" / "calibration.json").read_text())
-    thr = halt_threshold(HaltStatistics.from_dict(cal["halt"]), DEFAULT_HALT_RULE, part="epistemic")[0]
+    halt = Calibration.load(loop / "round_00" / "run" / "samples" / CALIBRATION_FILE).halt
+    thr = halt_threshold(halt, DEFAULT_HALT_RULE, part="epistemic")[0]
     work = loop.parent / "epistemic_halt"
     work.mkdir(exist_ok=True)
     c = MDSection(nsteps=4000)  # bnn-learn's built-in heating recipe, with md.halt_on epistemic's halt
@@ -69,7 +68,7 @@ def main(argv=None) -> int:
         rows[str(r)] = {"halt_steps": steps, "mean": float(np.mean(steps)), "sem": sem}
         print(f"round {r}: {steps}, mean {np.mean(steps):.0f} +- {sem:.0f} (standard error)", flush=True)
     Path(a.out).write_text(json.dumps({"experiment": "active_learning_epistemic_halt", "loop": str(loop),
-                                       "threshold": thr, "force_unit": cal["halt"]["force_unit"],
+                                       "threshold": thr, "force_unit": halt.force_unit,
                                        "seeds": seeds, "rounds": rows, "command": " ".join(sys.argv)},
                                       indent=1) + "\n")
     return 0

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import machine_info  # bench/_machine.py (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parents[1]
 ASPIRIN = REPO.parent / "shared" / "data" / "rmd17" / "rmd17_aspirin_train_01.npz"
@@ -226,7 +226,8 @@ def main(argv=None) -> int:
     from bnnmd import _core
     from bnnmd.data import TypeMapper, neighbour_list
     from bnnmd.deploy import DeployedModel, export
-    from bnnmd.nn import ModelConfig, build_model, save_sample
+    from bnnmd.nn import ModelConfig, build_model
+    from bnnmd.posterior import sample_path, save_sample
 
     rows = []
     nq = None
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
             model = build_model(cfg, systems()["ethanol"], seed=0).eval()
             d = tmp / f"k{k}"
             for s in range(k):
-                save_sample(d / "samples" / f"sample_{s:03d}.pt", model, s, "sghmc")
+                save_sample(sample_path(d / "samples", s), model, s, "sghmc")
             plain = _core.Evaluator(str(export(d / "samples", d / "model.pth")))
             frozen = _core.Evaluator(str(export(d / "samples", d / "frozen.pth", freeze=True)))
             t0 = time.perf_counter()
@@ -295,8 +296,7 @@ def main(argv=None) -> int:
                                    nequip_device=got["device"], nequip_compile_s=nq.get("compile_s"))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+    out = {"machine": machine_info("platform", "cpus=cpu_count", "torch", "OMP_NUM_THREADS"),
            "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows}
     if nq is not None:
         out["command"] = " ".join(["python", *sys.argv])

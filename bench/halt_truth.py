@@ -16,7 +16,7 @@ Per molecule (rMD17; ethanol from the bundled data, the others from ../shared/da
    between the last labelled frame under the tolerance and the first above it;
 4. the true largest per-atom force error (|dF|/sqrt 3) per labelled frame against the predicted
    stds; tolerance = 3 x the model's force RMSE on the rMD17 test file;
-5. for each halt rule (bnnmd.uq._halt, plus the old demo rule "2 x the largest std on the test
+5. for each halt rule (bnnmd.posterior.HALT_RULES, plus the old demo rule "2 x the largest std on the test
    frames"): the step where it fires on the dumped stds (checked every 20 steps, as fix halt
    does), and the steps of garbage before it (halt step - first step above the tolerance);
 6. per labelled frame, ROC-AUC of detecting "error above the tolerance" from the largest total,
@@ -72,10 +72,12 @@ def data_files(molecule: str):
 
 
 def train(molecule: str, work: Path, given: dict) -> Path:
+    from bnnmd.posterior import sample_path
+
     if molecule in given:
         return Path(given[molecule]).resolve()
     run_dir = work / "run"
-    if (run_dir / "samples" / "sample_007.pt").exists():
+    if sample_path(run_dir / "samples", 7).exists():
         log(f"{molecule}: reusing {run_dir}")
         return run_dir
     import yaml
@@ -89,11 +91,13 @@ def train(molecule: str, work: Path, given: dict) -> Path:
 
 def variant(samples: Path, work: Path, name: str, files) -> Path:
     """A samples directory holding only ``files`` (copies), calibrated on its own."""
+    from bnnmd.posterior import sample_path
+
     d = work / name / "samples"
     if not d.exists():
         d.mkdir(parents=True)
         for i, f in enumerate(files):
-            shutil.copy(f, d / f"sample_{i:03d}.pt")
+            shutil.copy(f, sample_path(d, i))
         shutil.copy(samples.parent / "split.json", d.parent / "split.json")
         shutil.copy(samples.parent / "config.yaml", d.parent / "config.yaml")
     return d
@@ -113,8 +117,7 @@ def calibrate_and_export(samples: Path, model: Path, test: str):
 def heat(model: Path, molecule_frame, md: Path, nsteps: int) -> Path:
     """bnn-learn's built-in heating run (bnnmd.learn.run_md: the demo's ramp, velocity seed 12345),
     without the halt; reused when it finished before."""
-    from bnnmd.learn import run_md
-    from bnnmd.learn._config import MDSection
+    from bnnmd.learn import MDSection, run_md
 
     dump = md / "traj.dump"
     if dump.exists() and (md / "done").exists():
@@ -216,15 +219,15 @@ def molecule_bench(molecule: str, args, out_root: Path) -> dict:
     from bnnmd.analysis import dft_truth, geometry_report, read_trajectory
     from bnnmd.deploy import read_metadata
     from bnnmd.label import PySCFLabeller
+    from bnnmd.posterior import DEFAULT_HALT_RULE, halt_threshold, sample_files
     from bnnmd.uq import resolve_data
-    from bnnmd.uq._halt import DEFAULT_HALT_RULE, halt_threshold
 
     work = out_root / molecule
     work.mkdir(parents=True, exist_ok=True)
     given = dict(x.split("=", 1) for x in args.run)
     _, test = data_files(molecule)
     run_dir = train(molecule, work, given)
-    samples_all = sorted((run_dir / "samples").glob("sample_*.pt"))
+    samples_all = sample_files(run_dir / "samples")
     samples = variant(run_dir / "samples", work, "k8", samples_all)
     model = work / "k8" / "model.pth"
     cal, metrics = calibrate_and_export(samples, model, test)
@@ -277,7 +280,7 @@ def molecule_bench(molecule: str, args, out_root: Path) -> dict:
     compare = {"k1 (first sample)": [samples_all[0]]}
     for other in (dict(x.split("=", 1) for x in args.compare_run).get(molecule),):
         if other:
-            compare[Path(other).name] = sorted((Path(other) / "samples").glob("sample_*.pt"))
+            compare[Path(other).name] = sample_files(Path(other) / "samples")
     for name, files in compare.items():
         d = variant(run_dir / "samples", work, name.split()[0], files)
         m = d.parent / "model.pth"
@@ -323,7 +326,7 @@ def plot(result, steps, dumped_max, path: Path) -> None:
     ax.plot(np.asarray(steps) * 0.5e-3, dumped_max, lw=0.8, color="tab:blue", label="largest predicted std (LAMMPS)")
     ax.plot(np.asarray(t["steps"]) * 0.5e-3, t["max_error"], "o-", ms=3, color="tab:red",
             label="largest true force error (PBE/def2-SVP)")
-    from bnnmd.uq._halt import DEFAULT_HALT_RULE
+    from bnnmd.posterior import DEFAULT_HALT_RULE
 
     ax.axhline(result["tolerance"], color="tab:red", ls=":", lw=0.8, label="tolerance 3 x test RMSE")
     ax.axhline(result["tolerance_q99"], color="tab:red", ls="--", lw=0.8,
@@ -361,7 +364,7 @@ def table(results) -> str:
         lines.append(f"| {r['molecule']} | {r['tolerance']:.2f} | {r['first_error_step']}{t} | "
                      f"{100 * r['test_frames_above_tolerance']:.1f} % | {r['tolerance_q99']:.2f} | "
                      f"{r['first_error_step_q99']} | {(r['first_unphysical'] or {}).get('step')} |")
-    from bnnmd.uq._halt import DEFAULT_HALT_RULE
+    from bnnmd.posterior import DEFAULT_HALT_RULE
 
     lines += ["", f"| molecule | samples | AUC total | AUC epistemic | Spearman total | halt step ({DEFAULT_HALT_RULE}) |",
               "|---|---|---|---|---|---|"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine_info  # bench/_machine.py (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -36,7 +36,8 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 def make_model(workdir: Path, k: int, suffix: str = ".pth") -> Path:
     from bnnmd.data import bundled_dataset
     from bnnmd.deploy import export
-    from bnnmd.nn import ModelConfig, build_model, save_sample
+    from bnnmd.nn import ModelConfig, build_model
+    from bnnmd.posterior import sample_path, save_sample
 
     ds = bundled_dataset("rmd17_ethanol_train").subset(range(50))
     cfg = ModelConfig(type_names=["H", "C", "O"], num_layers=2, l_max=1, num_features=16, cutoff=4.0,
@@ -44,7 +45,7 @@ def make_model(workdir: Path, k: int, suffix: str = ".pth") -> Path:
     model = build_model(cfg, ds, seed=0)
     d = workdir / f"samples_k{k}"
     for s in range(k):
-        save_sample(d / f"sample_{s:03d}.pt", model, s, "sghmc", meta={"energy_unit": "kcal/mol", "length_unit": "A"})
+        save_sample(sample_path(d, s), model, s, "sghmc", meta={"energy_unit": "kcal/mol", "length_unit": "A"})
     return export(d, workdir / f"model_k{k}{suffix}")
 
 
@@ -117,10 +118,7 @@ def main(argv=None) -> int:
                     row["ase"] = ase_rate(atoms, model, max(steps // 4, 5))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    import torch
-
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                       "OMP_NUM_THREADS": ENV["OMP_NUM_THREADS"]},
+    out = {"machine": machine_info("platform", "cpus=cpu_count", "torch", OMP_NUM_THREADS=ENV["OMP_NUM_THREADS"]),
            "date": time.strftime("%Y-%m-%d %H:%M"), "unit": "MD steps per second", "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -38,10 +38,8 @@ Writes ``bench/results/model_forward.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -50,13 +48,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import e3nn
 import numpy as np
 import torch
 
 from bnnmd.data import AtomicDataset, GraphDataset, TypeMapper, bundled_dataset, read_dataset
 from bnnmd.data import keys as K
 from bnnmd.nn import ModelConfig, StochasticNequIP, build_model
+from bnnmd.nn.testing import random_periodic_atoms
+
+from _machine import git_commit, git_modified, machine_info  # bench/_machine.py (bench/ is sys.path[0])
 
 TYPES = ["H", "C", "O"]
 CONFIG = dict(num_layers=3, l_max=2, num_features=16, cutoff=5.0)
@@ -72,21 +72,13 @@ OUTPUT_KEYS = (K.TOTAL_ENERGY, K.ATOMIC_ENERGY, K.FORCES, K.TOTAL_ENERGY_STD, K.
 
 # ---- systems -------------------------------------------------------------------
 def periodic_box(n: int, seed: int) -> AtomicDataset:
-    """``n`` random H/C/O atoms, >= 1 A apart (minimum image), in a cubic cell at BOX_DENSITY."""
-    rng = np.random.default_rng(seed)
+    """``n`` random H/C/O atoms, > 1 A apart (minimum image), in a cubic cell at BOX_DENSITY
+    (``bnnmd.nn.testing.random_periodic_atoms``)."""
     length = (n / BOX_DENSITY) ** (1.0 / 3.0)
-    pts = []
-    while len(pts) < n:
-        p = rng.uniform(0.0, length, 3)
-        if pts:
-            d = np.asarray(pts) - p
-            d -= np.round(d / length) * length
-            if (np.einsum("ij,ij->i", d, d) < 1.0).any():
-                continue
-        pts.append(p)
-    z = rng.choice([1, 6, 8], n)
+    atoms = random_periodic_atoms(n, length, min_distance=1.0, seed=seed)
     # energies/forces only set the model's shift and scale (random, non-zero scale)
-    return AtomicDataset(z, np.asarray(pts), [n], energy=[-100.0 * n], forces=rng.normal(size=(n, 3)) * 10.0,
+    forces = np.random.default_rng(seed).normal(size=(n, 3)) * 10.0
+    return AtomicDataset(atoms.numbers, atoms.positions, [n], energy=[-100.0 * n], forces=forces,
                          cell=[length * np.eye(3)], pbc=[[True] * 3])
 
 
@@ -330,51 +322,14 @@ def run_profiles(systems, seed, log):
 
 
 # ---- machine, output -----------------------------------------------------------
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def code_version():
     """Commit of the checkout and whether the model/data code differs from it (read-only git calls)."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    status = git("status", "--porcelain", "--", "python/bnnmd/nn", "python/bnnmd/data")
-    return {"git_commit": git("rev-parse", "HEAD"),
-            "model_code_modified": None if status is None else bool(status)}
+    return {"git_commit": git_commit(), "model_code_modified": git_modified("python/bnnmd/nn", "python/bnnmd/data")}
 
 
-def machine_info():
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "processor": cpu_model(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
-        "torch": torch.__version__,
-        "e3nn": e3nn.__version__,
-        "numpy": np.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
-        "LD_PRELOAD": os.environ.get("LD_PRELOAD"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+#: the ``machine`` record (bench/_machine.py's facts under this script's keys)
+MACHINE = ("platform", "processor=cpu_model", "python", "cpu_count", "usable_cpus", "torch", "e3nn", "numpy",
+           "torch_num_threads=torch_threads", "OMP_NUM_THREADS", "GLIBC_TUNABLES", "LD_PRELOAD", "date=date_utc")
 
 
 def markdown_table(rows):
@@ -429,7 +384,7 @@ def main(argv=None):
               "timed": "one model call (forward + forces by autograd), eval mode, batch of 1 frame",
               "config": dict(ModelConfig(type_names=TYPES, **CONFIG).to_dict(), num_samples="k"),
               "repeats": {"molecules": args.repeats, "box": args.repeats_box, "allocator_check": args.repeats_alloc},
-              "machine": machine_info(), "code": code_version(), "results": rows}
+              "machine": machine_info(*MACHINE), "code": code_version(), "results": rows}
     if not args.no_profile:
         prof_systems = [(n, ds) for n, ds in systems if n in ("box", "ethanol")]
         result["profile"] = run_profiles(prof_systems, args.seed, log)

@@ -22,24 +22,23 @@ Writes ``bench/results/neighbour_list.json`` and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import ase
 import numpy as np
 import vesin
 from ase import Atoms
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from bnnmd.data import neighbour_list
+
+from _machine import machine_info  # bench/_machine.py (bench/ is sys.path[0])
 
 DENSITY = 0.1  # atoms / A^3, about that of liquid water (3 atoms per 30 A^3)
 CUTOFF = 5.0
@@ -112,33 +111,9 @@ def median_time(fn, args, repeats):
     return result, statistics.median(times), times
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info():
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "processor": cpu_model(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
-        "numpy": np.__version__,
-        "vesin": vesin.__version__,
-        "ase": ase.__version__,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+#: the ``machine`` record (bench/_machine.py's facts under this script's keys)
+MACHINE = ("platform", "processor=cpu_model", "python", "cpu_count", "usable_cpus", "numpy", "vesin", "ase",
+           "OMP_NUM_THREADS", "date=date_utc")
 
 
 def main(argv=None):
@@ -182,7 +157,7 @@ def main(argv=None):
                           "median_s": {"bnnmd": med}, "times_s": {"bnnmd": times}})
 
     result = {"benchmark": "neighbour_list", "repeats": args.repeats, "statistic": "median",
-              "machine": machine_info(), "results": rows, "edge_cases": edge_rows}
+              "machine": machine_info(*MACHINE), "results": rows, "edge_cases": edge_rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown_table(rows))

@@ -24,7 +24,7 @@ envelope, radial MLP of 2 hidden layers x 64; float64; batch 5). Rows:
   dimension, 8 / N samples each, ``sghmc.chains``); Adam + EMA warm start first, then
   adaptive-mass SGHMC; ``sghmc.schedule: time`` with ``training.time_limit`` = the budget: the
   trainer plans the phases from its own step rate so that the 8 samples are written by 0.95 x the
-  budget (``--warm-start-fraction`` of the steps in the warm start; ``bnnmd.train._schedule``).
+  budget (``--warm-start-fraction`` of the steps in the warm start; docs/training.md).
   Each chain has its own warm start from its own initialisation; ``--warm-start-shared``
   (``sghmc.warm_start_shared``) starts every chain's sampling from chain 0's warm start.
 
@@ -69,7 +69,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench" / "paper"))
-import common as C  # noqa: E402  (machine info, measured-rate planning, strict JSON, tables)
+import common as C  # noqa: E402  (machine info, training runs, strict JSON, tables)
 
 EXPERIMENT = "peer_nequip"
 DATA_DIR = REPO.parent / "shared" / "data" / "rmd17"
@@ -78,7 +78,7 @@ TEST_FILE = DATA_DIR / "rmd17_ethanol_test_01.npz"
 NEQUIP_VENV = REPO / "bench" / ".venv-nequip"
 TORCH_PIN = "torch==2.13.0"  # the CPU build on local disk; keep in step with the project's torch
 
-#: bnnmd's new recipe keys (python/bnnmd/train/_config.py): ``adam.ema_decay`` and
+#: bnnmd's new recipe keys (``bnnmd.train.AdamSection``, ``SGHMCSection``): ``adam.ema_decay`` and
 #: ``sghmc.schedule`` (the in-trainer plan, warm start included). "auto": use them when the
 #: installed bnnmd knows them (otherwise the rows run without EMA and without a warm start, and
 #: the JSON says so); True: require them
@@ -436,14 +436,14 @@ def nequip_predict_main(argv: List[str]) -> int:
 def new_recipe_keys() -> Dict[str, bool]:
     from dataclasses import fields
 
-    from bnnmd.train._config import AdamSection, SGHMCSection
+    from bnnmd.train import AdamSection, SGHMCSection
 
     have = {"adam.ema_decay": "ema_decay" in {f.name for f in fields(AdamSection)},
             "sghmc.schedule": "schedule" in {f.name for f in fields(SGHMCSection)}}
     if USE_NEW_RECIPE_KEYS is True and not all(have.values()):
         missing = ", ".join(k for k, v in have.items() if not v)
         raise SystemExit(f"error: USE_NEW_RECIPE_KEYS is True but this bnnmd's TrainConfig has no {missing} "
-                         "(python/bnnmd/train/_config.py)")
+                         "(bnnmd.train.AdamSection, SGHMCSection)")
     return have
 
 

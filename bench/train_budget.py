@@ -4,8 +4,8 @@
 
 Trains the CPU-sized model of examples/train/ethanol_sghmc.yaml with both methods for the same
 number of seconds (970/30 split of the training file; SGHMC first, its 8-sample schedule planned
-from a measured step rate to fill the budget, then MAP for the seconds SGHMC used), evaluates
-each on the rMD17 ethanol test
+by the trainer from its own step rate to fill the budget, then MAP for the seconds SGHMC used),
+evaluates each on the rMD17 ethanol test
 file (the 1000-frame file of ../shared/data when present, else the 200 bundled frames), and times
 single SGHMC and Adam steps alternately in one process. Writes bench/results/train_budget.json.
 """
@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench" / "paper"))
 import common as C  # noqa: E402  (the equal-compute protocol of bench/paper)
+from _machine import machine_info  # noqa: E402  (bench/_machine.py)
 
 SHARED_TEST = REPO.parent / "shared" / "data" / "rmd17" / "rmd17_ethanol_test_01.npz"
 
@@ -74,14 +71,14 @@ def main(argv=None) -> int:
 
     test = SHARED_TEST if SHARED_TEST.exists() else "bundled:rmd17_ethanol_test"
     cost = step_cost(workdir)
-    # Equal compute as in bench/paper (one implementation: bench/paper/common.py): SGHMC plans its
-    # schedule (the first half an Adam + EMA warm start; of the sampler's half, mass adapted for the
-    # first third, burn-in to two thirds, 8 samples over the last third) from a measured step rate to end at the cpu scale's plan_fraction (95 %) of the budget,
-    # with 3 x the budget as a backstop only; MAP then trains for exactly the seconds SGHMC used.
+    # Equal compute as in bench/paper (one implementation: bench/paper/common.py): the trainer plans
+    # SGHMC's schedule (bnnmd's sghmc.schedule: time; the cpu scale's warm_start_fraction of the steps
+    # an Adam + EMA warm start, then the sampler) from its own step rate so that the 8 samples are
+    # written by 0.95 x the budget; MAP then trains for exactly the seconds SGHMC used.
     scale = C.SCALES["cpu"]
     cfgs = {"sghmc": config("sghmc"), "map": config("map")}
     rate = C.measure_rate(cfgs["sghmc"], workdir)
-    C.plan_sghmc(cfgs["sghmc"], args.budget, rate, scale.plan_fraction)
+    C.plan_sghmc(cfgs["sghmc"], args.budget, rate, scale)
     results = {}
     for method in ("sghmc", "map"):
         if method == "map":
@@ -96,11 +93,10 @@ def main(argv=None) -> int:
                                                  "energy.mae", "energy.mll")}}
         print(method, json.dumps(results[method]), flush=True)
     out = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "machine": machine_info("platform", "cpus=cpu_count", "python", "torch", "OMP_NUM_THREADS"),
         "date": time.strftime("%Y-%m-%d %H:%M"), "budget_s": args.budget, "test_data": str(test),
         "model": config("map").model, "step_ms": cost, "rate_measurement": rate,
-        "equal_compute": f"SGHMC planned from the measured step rate to end at {scale.plan_fraction:.0%} of the "
+        "equal_compute": f"SGHMC planned in the trainer to end by {C.SAMPLES_BY:.0%} of the "
                           "budget; MAP trains for the training seconds SGHMC used",
         "sghmc_over_adam_step": cost["sghmc"] / cost["map"], "results": results,
     }

@@ -6,7 +6,8 @@ The paper (section 5) finds its uncertainties overconfident and recommends recal
 For every run directory (default: the runs that rmd17_sghmc_vs_dropout.py and
 ccsd_t_ensemble.py leave under /tmp/bnnmd_paper/*-cpu), with k samples:
 
-1. predict the run's validation frames (``split:val``) and test frames (``split:test``) once;
+1. predict the run's validation frames (``split:val``) and test frames (``split:test``) once
+   (``bnnmd.uq.evaluate`` without calibration: its predictions, in the model's units);
 2. fit a scale map and an isotonic map per quantity on the validation predictions
    (``bnnmd.uq.fit_map``, the code behind ``bnn-eval --calibrate-on split:val
    --calibration-map scale|isotonic``);
@@ -50,8 +51,8 @@ def main(argv=None) -> int:
               "ccsd_t_ensemble.py first, or pass RUN_DIRs", file=sys.stderr)
         return 2
 
-    from bnnmd.uq import Calibration, fit_map, load_model, metrics_of, predict, resolve_data
-    from bnnmd.uq._evaluate import _in_model_units
+    from bnnmd.posterior import Calibration
+    from bnnmd.uq import evaluate, fit_map, load_model, metrics_of
 
     out = {"experiment": "calibration_maps", "question": __doc__.split("The question: ")[1].split("\n\n")[0],
            "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -61,9 +62,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         loaded = load_model(run / "samples", k=args.k)
         pred = {}
-        for part in ("val", "test"):
-            data, desc = resolve_data(f"split:{part}", run / "samples")
-            pred[part] = predict(loaded.model, _in_model_units(data, loaded))
+        for part in ("val", "test"):  # the raw predictions, in the model's units (what evaluate() scores)
+            pred[part] = evaluate(loaded, f"split:{part}", calibration=False).uncalibrated
         val, test = pred["val"], pred["test"]
         maps = {kind: Calibration({q: fit_map(kind, val.get(q).mu, val.get(q).sigma, val.get(q).y, q)
                                    for q in ("forces", "energy")}) for kind in ("scale", "isotonic")}

@@ -4,11 +4,12 @@ What lives here:
 
 * paths of the reference data (``../shared/data``) and of the results (``bench/results/paper``);
 * the three scales (``smoke``, ``cpu``, ``paper``): model size, data sizes, how long runs train;
-* config builders for the four methods, the SGHMC schedule planned from a measured step rate
-  so that a chain collects all its samples inside a wall-clock budget, and "equal compute":
-  a baseline's ``training.time_limit`` is the training time the SGHMC run actually used;
+* config builders for the four methods; at a timed scale SGHMC plans its schedule in the trainer
+  (bnnmd's ``sghmc.schedule: time``) so that a chain collects all its samples inside a wall-clock
+  budget; "equal compute": a baseline's ``training.time_limit`` is the training time the SGHMC
+  run actually used;
 * training (``bnnmd.train.Trainer``) and evaluation (``bnnmd.uq.evaluate``) with timings;
-* machine information, strict JSON writing and Markdown tables;
+* machine information (``bench/_machine.py``), strict JSON writing and Markdown tables;
 * the paper's numbers (Rensmeyer et al., Digital Discovery 2024, 3, 2356), typed in from its
   tables and text, each with the table and row it comes from.
 
@@ -23,9 +24,7 @@ import copy
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "bench") not in sys.path:
+    sys.path.append(str(REPO / "bench"))
+from _machine import machine_info as _machine_info  # noqa: E402  (bench/_machine.py)
+
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "bench" / "results" / "paper"
 CCSD_T_FILE = DATA / "ethanol_ccsd_t" / "ethanol_ccsd_t-train.npz"
@@ -144,7 +147,6 @@ class Scale:
     n_val: Optional[int] = None  # None: the protocol's 30
     max_test_frames: Optional[int] = None  # None: every test frame
     timed: bool = True  # True: runs train for a wall-clock budget; False: fixed step counts
-    plan_fraction: float = 0.95  # SGHMC plans its schedule to end at this fraction of the budget
     # fixed schedule (timed = False): SGHMC steps; baselines get the SGHMC chain's training time
     mass_freeze_step: Optional[int] = None
     burn_in: Optional[int] = None
@@ -167,6 +169,9 @@ SCALES: Dict[str, Scale] = {
         model={"num_layers": 1, "l_max": 1, "num_features": 4, "cutoff": 4.0, "num_basis": 4,
                "radial_hidden": 8, "radial_layers": 1, "sigma_hidden": 4},
         n_train=20, n_val=5, max_test_frames=10,
+        # a smoke run holds ~100-300 steps; the trainer's plan times 20 sampler steps after the warm
+        # start and needs ~3 per sample before the first one, so the sampler gets half the steps here
+        warm_start_fraction=0.5,
         note="seconds per run: a tiny model on 20 training frames, to prove that the script runs end to "
              "end. Its numbers mean nothing."),
     "cpu": Scale(
@@ -288,7 +293,8 @@ def measure_rate(cfg, workdir: Path, min_time: float = 3.0, max_steps: int = 60)
     Builds a throw-away Trainer in ``workdir``, takes 3 untimed steps, then times steps until
     ``min_time`` seconds or ``max_steps`` steps have passed, and one validation. SGHMC is timed
     in its sampler phase with no sample written (an Adam warm-start step costs about the same,
-    bench/train_budget.py); writing a sample costs several steps and is not part of the rate.
+    bench/train_budget.py). The rate sets ``validate_every`` (about 50 validations per run) and
+    is recorded with each run; SGHMC's schedule is planned by the trainer from its own rate.
     """
     from bnnmd.train import Trainer
 
@@ -297,7 +303,7 @@ def measure_rate(cfg, workdir: Path, min_time: float = 3.0, max_steps: int = 60)
     cfg = copy.deepcopy(cfg)
     if cfg.method == "sghmc":  # time sampler steps, and no sample writes (about 7 steps' cost each)
         s = cfg.sghmc
-        s.warm_start_steps, s.mass_freeze_step, s.burn_in = 0, 10 ** 6, 10 ** 6
+        s.schedule, s.warm_start_steps, s.mass_freeze_step, s.burn_in = "steps", 0, 10 ** 6, 10 ** 6
         cfg.training.max_steps = max(cfg.training.max_steps, s.burn_in + s.num_samples * s.sample_interval)
     t0 = time.perf_counter()
     trainer = Trainer(cfg.validate(), d, progress=False)
@@ -317,41 +323,34 @@ def measure_rate(cfg, workdir: Path, min_time: float = 3.0, max_steps: int = 60)
     return {"step_s": step_s, "validate_s": val_s, "setup_s": setup, "timed_steps": n}
 
 
+#: ``sghmc.schedule: time`` writes every sample by this share of ``training.time_limit`` (bnnmd's
+#: planner, docs/training.md); here it only sizes ``validate_every`` and words the JSON header.
+SAMPLES_BY = 0.95
+
+
 def _validate_every(steps: float) -> int:
     return max(10, int(round(steps / 50)))
 
 
-def plan_sghmc(cfg, budget: float, rate: Dict[str, float], fraction: float, backstop: float = 3.0,
-               warm_start_fraction: float = Scale.warm_start_fraction):
-    """Fit the SGHMC schedule into ``budget`` seconds of training at the measured ``rate``.
+def plan_sghmc(cfg, budget: float, rate: Dict[str, float], scale: Scale):
+    """SGHMC for ``budget`` seconds of training, its schedule planned by bnnmd (``sghmc.schedule: time``).
 
-    Planned steps S = fraction * budget / (step time + validation time / validate_every).
-    The first ``warm_start_fraction`` (default 0.85) of them are the Adam + EMA warm start (an Adam step
-    costs about a sampler step: bench/train_budget.py); of the rest, the mass adapts for the first
-    third, burn-in ends at two thirds, and the samples of each chain are spread evenly over the last
-    third; a chain with one sample takes it at the last planned step.
-    ``training.time_limit = backstop * budget`` only stops a run that the machine slowed down badly
-    (it then has fewer samples, which the result records): equal compute does not depend on it,
-    because the baselines get the training time the SGHMC run really used.
+    ``training.time_limit = budget``; the trainer plans the phases during the run from its own
+    step rate so that every sample is written by 0.95 x the budget (docs/training.md): the first
+    ``scale.warm_start_fraction`` (0.85; smoke 0.5) of the steps that fit are the Adam + EMA warm start; of
+    the sampler's steps the mass adapts for the first third, burn-in takes half of the rest and the
+    samples of each chain are spread evenly over the other half; a chain with one sample takes it
+    at the last planned step. The plan it made is in the run's ``schedule`` record
+    (:func:`train_run`). ``rate`` (:func:`measure_rate`) sets ``validate_every``: about 50
+    validations in the run. Equal compute does not depend on the plan: the baselines get the
+    training time the SGHMC run really used.
     """
     s = cfg.sghmc
-    per_chain = s.num_samples // s.chains
-    steps0 = fraction * budget / rate["step_s"]
-    ve = _validate_every(steps0)
-    steps = int(fraction * budget / (rate["step_s"] + rate["validate_s"] / ve))
-    steps = max(steps, 6 * per_chain)
-    s.warm_start_steps = int(steps * warm_start_fraction)
-    steps -= s.warm_start_steps
-    s.mass_freeze_step = max(1, steps // 3)
-    if per_chain == 1:  # one sample per chain: take it at the end, after all the planned steps
-        s.burn_in, s.sample_interval = steps, 1
-    else:
-        s.burn_in = max(s.mass_freeze_step, (2 * steps) // 3)
-        s.sample_interval = max(1, (steps - s.burn_in) // (per_chain - 1))
-    cfg.training.max_steps = s.warm_start_steps + s.burn_in + (per_chain - 1) * s.sample_interval
-    cfg.training.validate_every = ve
-    cfg.training.checkpoint_every = cfg.training.max_steps
-    cfg.training.time_limit = backstop * budget
+    s.schedule, s.warm_start_fraction = "time", scale.warm_start_fraction
+    cfg.training.max_steps = 10 ** 9  # a cap only: the plan ends the run
+    cfg.training.validate_every = _validate_every(SAMPLES_BY * budget / rate["step_s"])
+    cfg.training.checkpoint_every = 10 ** 9  # the checkpoint at the end
+    cfg.training.time_limit = float(budget)
     return cfg.validate()
 
 
@@ -408,11 +407,9 @@ def preload() -> None:
     """
     import bnnmd.data  # noqa: F401
     import bnnmd.nn  # noqa: F401
-    import bnnmd.nn._samples  # noqa: F401
-    import bnnmd.train  # noqa: F401
-    import bnnmd.train._trainer  # noqa: F401
-    import bnnmd.uq  # noqa: F401
-    import bnnmd.uq._evaluate  # noqa: F401
+    import bnnmd.posterior  # noqa: F401
+    import bnnmd.train  # noqa: F401  (its trainer and methods)
+    import bnnmd.uq  # noqa: F401  (its evaluation)
 
 
 def log(msg: str) -> None:
@@ -444,8 +441,8 @@ def train_run(cfg, run_dir: Path) -> Dict[str, Any]:
     }
     if cfg.method == "sghmc" and info["samples"] < cfg.sghmc.num_samples:
         info["warning"] = (f"only {info['samples']} of {cfg.sghmc.num_samples} samples were collected before "
-                           f"the time limit (status {result.status}); the machine was slower than the "
-                           "planning measurement")
+                           f"the time limit (status {result.status}): the budget was too short for the "
+                           "trainer's plan, or the machine slowed down after it")
     if cfg.method == "sghmc":  # the counts the run used (planned in the trainer with schedule: time)
         info["schedule"].update(trainer.method.schedule())
     if cfg.method != "sghmc":
@@ -476,13 +473,13 @@ def evaluate_run(run_dir: Path, data, k: Optional[int] = None, keep_predictions:
     Returns ``(metrics, eval_s, result)``; ``result`` (with the per-sample predictions) only when
     ``keep_predictions``. ``k`` larger than the samples present is reduced to what is there.
     """
+    from bnnmd.posterior import SampleError, read_sample, sample_files
     from bnnmd.uq import evaluate
 
-    samples = sorted((run_dir / "samples").glob("sample_*.pt"))
-    if not samples:
+    try:
+        samples = sample_files(run_dir / "samples")
+    except SampleError:  # no samples (a failed run)
         return None, 0.0, None
-    from bnnmd.nn._samples import read_sample
-
     method = read_sample(samples[0])["method"]
     if k is not None and method != "mc_dropout":
         k = min(k, len(samples))
@@ -494,37 +491,10 @@ def evaluate_run(run_dir: Path, data, k: Optional[int] = None, keep_predictions:
 
 # ---- output ---------------------------------------------------------------------------------
 def machine_info() -> Dict[str, Any]:
-    import torch
-
-    info: Dict[str, Any] = {
-        "hostname": platform.node(), "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": sys.version.split()[0], "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        import bnnmd
-
-        info["bnnmd"] = getattr(bnnmd, "__version__", None)
-    except Exception:  # pragma: no cover
-        pass
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                            text=True, timeout=10).stdout.strip() or None
-    except Exception:
-        info["git_commit"] = None
-    return info
+    """The ``machine`` record of every paper result (bench/_machine.py reads the facts)."""
+    return _machine_info("hostname", "platform", "processor", "cpu_count", "cpus_usable=usable_cpus",
+                         "load_average_at_start=load_average", "python", "torch", "torch_threads",
+                         "OMP_NUM_THREADS", "cuda", "cpu_model", "bnnmd", "git_commit")
 
 
 def _strict(obj):
@@ -555,9 +525,10 @@ def header(experiment: str, args, scale: Scale, budget: Optional[float], questio
         "budget_per_run_s": budget,
         "equal_compute": "every baseline gets training.time_limit = the training seconds that the SGHMC run "
                          "of the same comparison actually used (measured, validation included); SGHMC plans "
-                         "its schedule from a measured step rate to end at about {:.0%} of the budget (time limit 3 x the budget "
-                         "as a backstop only). train_s is wall-clock; cpu_s (process CPU time) shows whether "
-                         "other load on the machine distorted a comparison".format(scale.plan_fraction)
+                         "its schedule in the trainer (sghmc.schedule: time, training.time_limit = the budget) "
+                         "from its own step rate to write every sample by about {:.0%} of the budget. train_s "
+                         "is wall-clock; cpu_s (process CPU time) shows whether other load on the machine "
+                         "distorted a comparison".format(SAMPLES_BY)
         if scale.timed else "every baseline gets training.time_limit = the SGHMC run's measured training time",
         "model": model_config, "dtype": scale.dtype, "batch_size": scale.batch_size,
         "training_device": scale.device,
