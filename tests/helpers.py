@@ -14,10 +14,10 @@ import numpy as np
 from ase.io.lammpsdata import write_lammps_data
 
 from bnnmd.data import AtomicDataset, TypeMapper, bundled_dataset, neighbour_list
-from bnnmd.nn import ModelConfig, build_model, save_sample
+from bnnmd.nn import ModelConfig, build_model
+from bnnmd.posterior import Inference, StdMap, save_sample
 from bnnmd.nn.testing import random_periodic_atoms
 from bnnmd.train import TrainConfig
-from bnnmd.uq import StdMap
 
 # ---- small models and datasets ----
 TYPES = ["H", "C", "O"]
@@ -50,7 +50,8 @@ def write_samples(directory, dataset, k=3, seed=0, method="sghmc", **cfg):
     model = build_model(config, dataset, seed=seed)
     for s in range(k):
         save_sample(directory / f"sample_{s:03d}.pt", model, s, method,
-                    meta={"energy_unit": "kcal/mol", "length_unit": "A", "mc_samples": 4})
+                    meta={"energy_unit": "kcal/mol", "length_unit": "A", "mc_samples": 4},
+                    inference=Inference(dropout=True, copies=4) if method == "mc_dropout" else Inference())
     return model
 
 
@@ -62,7 +63,7 @@ def _inputs(ds, i):
 
 
 def cpp_metadata(ev):
-    """The C++ evaluator's metadata with its calibration maps as bnnmd.uq.StdMap."""
+    """The C++ evaluator's metadata with its calibration maps as bnnmd.posterior.StdMap."""
     meta = dict(ev.metadata)
     for key in ("calibration_forces", "calibration_energy"):
         meta[key] = StdMap(**meta[key])

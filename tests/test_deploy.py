@@ -14,10 +14,10 @@ from ase.units import Hartree, fs, kcal, kJ, mol
 from bnnmd import _core, units
 from bnnmd.calculator import BNNCalculator
 from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, keys as K, neighbour_list
-from bnnmd.deploy import ExportError, energy_stats, export, force_stats, read_metadata
-from bnnmd.nn import ModelConfig, StochasticNequIP, build_model, save_sample
+from bnnmd.deploy import ExportError, export, read_metadata
+from bnnmd.nn import ModelConfig, StochasticNequIP, build_model
 from bnnmd.nn import testing as T
-from bnnmd.uq import StdMap
+from bnnmd.posterior import StdMap, energy_stats, force_stats, metadata_to_text, save_sample
 
 from helpers import CUTOFF, TYPES, _inputs, cpp_metadata, periodic_dataset, write_samples
 
@@ -341,8 +341,9 @@ def test_bad_input_messages(tmp_path, molecule_run, periodic_run):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "sample_000.pt").write_bytes(b"garbage")
-    with pytest.raises(ExportError, match="not a readable bnnmd sample file"):
+    with pytest.raises(ExportError, match=r"not a bnnmd sample file \(unreadable or damaged\)") as info:
         export(bad, tmp_path / "x.pth")
+    assert "weights_only" not in str(info.value)  # torch's advice to unpickle anything is not for users
     with pytest.raises(ExportError, match=r"k = 9: \w+ wrote 3 sample\(s\); use --k 3 or fewer"):
         export(d / "samples", tmp_path / "x.pth", k=9)
     # the C++ side: missing, foreign, unknown format version
@@ -356,10 +357,9 @@ def test_bad_input_messages(tmp_path, molecule_run, periodic_run):
         _core.Evaluator(str(tmp_path / "foreign.pth"))
     good = export(d / "samples", tmp_path / "good.pth")
     m = torch.jit.load(str(good))
-    from bnnmd.deploy._metadata import to_text
     meta = read_metadata(good)
     meta["format_version"] = _core.format_version + 1
-    torch.jit.save(m, str(tmp_path / "vnext.pth"), _extra_files={"bnnmd.txt": to_text(meta)})
+    torch.jit.save(m, str(tmp_path / "vnext.pth"), _extra_files={"bnnmd.txt": metadata_to_text(meta)})
     with pytest.raises(RuntimeError, match=f"format version {_core.format_version + 1} is unknown to this bnnmd "
                                            ".*re-export"):
         _core.Evaluator(str(tmp_path / "vnext.pth"))
@@ -368,7 +368,7 @@ def test_bad_input_messages(tmp_path, molecule_run, periodic_run):
                         ("isotonic 1.0:-1", "factors must be positive"), ("scale x", "'x' is not a number"),
                         ("quantile 1.0", "unknown calibration kind 'quantile'")]:
         lines = [f"calibration_forces {text}" if line.startswith("calibration_forces") else line
-                 for line in to_text(meta).splitlines()]
+                 for line in metadata_to_text(meta).splitlines()]
         torch.jit.save(m, str(tmp_path / "badcal.pth"), _extra_files={"bnnmd.txt": "\n".join(lines) + "\n"})
         with pytest.raises(RuntimeError, match=f"calibration_forces.*{match}.*re-export"):
             _core.Evaluator(str(tmp_path / "badcal.pth"))

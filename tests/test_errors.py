@@ -7,16 +7,13 @@ from bnnmd import BnnmdError
 from bnnmd._extension import TorchVersionMismatch
 from bnnmd.analysis._errors import AnalysisError
 from bnnmd.data import DataError
-from bnnmd.deploy._export import ExportError
+from bnnmd.deploy import ExportError
 from bnnmd.label import LabelError
-from bnnmd.learn._config import LearnError
+from bnnmd.learn import LearnError
 from bnnmd.nn import ConfigError
-from bnnmd.nn._samples import SampleError
-from bnnmd.train import TrainConfig
-from bnnmd.train._trainer import RunError
-from bnnmd.uq._calibration import CalibrationError
-from bnnmd.uq._evaluate import EvaluationError
-from bnnmd.uq._halt import HaltRuleError
+from bnnmd.posterior import CalibrationError, HaltRuleError, SampleError
+from bnnmd.train import RunError, TrainConfig
+from bnnmd.uq import EvaluationError
 
 BUILTIN = {ConfigError: ValueError, SampleError: ValueError, ExportError: ValueError, LabelError: RuntimeError,
            RunError: RuntimeError, CalibrationError: ValueError, HaltRuleError: ValueError,

@@ -7,8 +7,9 @@ import pytest
 
 from bnnmd.data import bundled_dataset
 from bnnmd.deploy import ExportError, export, read_metadata
-from bnnmd.uq import Calibration, StdMap, calibrate
-from bnnmd.uq._halt import HaltRuleError, HaltStatistics, halt_statistics, halt_threshold, parse_rule
+from bnnmd.posterior import (Calibration, HaltRuleError, HaltStatistics, StdMap, halt_statistics, halt_threshold,
+                             parse_rule)
+from bnnmd.uq import calibrate
 
 from helpers import write_samples
 

@@ -246,6 +246,7 @@ def test_ase_labeller_and_errors(start_run, tmp_path, capsys):
     missing = write_config(tmp_path / "m.yaml", learn_config(start_run, label={"labeller": "nosuch.module:Calc"}))
     assert main([str(missing), "--out", str(tmp_path / "m")]) == 2
     assert "cannot be imported" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # no state.json left behind: a rerun with a fixed labeller starts
     with pytest.raises(LearnError, match="must be a bnn-train run directory"):
         LearnConfig.from_dict(dict(learn_config(start_run), start=str(tmp_path)))
     for bad in ("last", 0, -1.0, True):
@@ -260,3 +261,28 @@ def test_ase_labeller_and_errors(start_run, tmp_path, capsys):
         LearnConfig.from_dict(learn_config(start_run, label={"timeout": 0}))
     with pytest.raises(LearnError, match=r"unknown key\(s\) md.steps"):
         LearnConfig.from_dict(learn_config(start_run, md={"steps": 3}))
+
+
+def test_config_errors_at_load_before_any_md_or_dft(start_run, tmp_path, capsys):
+    """Fine-tuning settings, counts and the config file itself are checked when the config loads."""
+    with pytest.raises(LearnError, match=r"the fine-tuning settings: finetune\.burn_in = 2: must be >= "
+                                         r"finetune\.mass_freeze_step \(5\)"):
+        LearnConfig.from_dict(learn_config(start_run, finetune={"burn_in": 2}))
+    with pytest.raises(LearnError, match=r"finetune\.lr = -0\.1: must be a number"):
+        LearnConfig.from_dict(learn_config(start_run, finetune={"lr": -0.1}))
+    with pytest.raises(LearnError, match="rounds = True: must be an integer >= 0"):
+        LearnConfig.from_dict(learn_config(start_run, rounds=True))
+    with pytest.raises(LearnError, match="select.n = True: must be an integer >= 1"):
+        LearnConfig.from_dict(learn_config(start_run, select={"n": True}))
+    bad = write_config(tmp_path / "bad.yaml", learn_config(start_run, finetune={"burn_in": 2}))
+    assert main([str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bnn-learn: error: the fine-tuning settings: finetune.burn_in = 2") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "empty.yaml").write_text("")
+    assert main([str(tmp_path / "empty.yaml"), "--out", str(tmp_path / "out")]) == 2
+    assert "empty.yaml: the config file is empty" in capsys.readouterr().err
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(f"start: {start_run / 'run'}\nrounds: 1\nrounds: 2\n")
+    assert main([str(twice), "--out", str(tmp_path / "out")]) == 2
+    assert "key 'rounds' is given twice, on lines 2 and 3" in capsys.readouterr().err

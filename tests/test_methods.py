@@ -1,12 +1,12 @@
 """Training methods: the registry (a new method is one class), the EMA of the weights, SGHMC's warm start."""
 
 import csv
+import dataclasses
 
 import pytest
 import torch
 
-from bnnmd.nn import load_samples
-from bnnmd.nn._samples import read_sample
+from bnnmd.posterior import load_samples, read_sample
 from bnnmd.train import REGISTRY, Trainer, WeightEMA, get_method, register, train
 from bnnmd.train._methods import MAP
 
@@ -191,7 +191,7 @@ def _fake_clock(trainer, warm_s, sample_s):
     """Training time as a function of the steps done: ``warm_s`` per warm-start step, ``sample_s`` per
     sampler step (the planner sees only this clock, so the plan is deterministic)."""
     def clock():
-        w = trainer.method.plan["warm_start_steps"]
+        w = trainer.method.plan.warm_start_steps
         w = trainer.step if w is None else min(w, trainer.step)
         return w * warm_s + (trainer.step - w) * sample_s
     trainer.clock = clock
@@ -209,16 +209,16 @@ def test_time_schedule_fills_the_time_limit(tmp_path, sample_s):
     run = trainer.run()
     plan = trainer.method.plan
     assert run.status == "finished" and len(run.samples) == 4
-    assert plan["stage"] == "done"
+    assert plan.stage == "done"
     # the first plan: 0.95 x 3 s at 0.01 s/step = 285 steps, half of them warm start
-    assert plan["warm_start_steps"] == 142
+    assert plan.warm_start_steps == 142
     end = trainer.clock()
     assert 0.85 * 3.0 <= end <= 0.95 * 3.0 + sample_s, end  # re-planned on the sampler's own rate
     metas = [read_sample(f)["meta"] for f in run.samples]
-    assert min(m["step"] for m in metas) > plan["warm_start_steps"]  # no sample from the warm start
-    assert all(m["sampler_step"] >= plan["burn_in"] for m in metas)
+    assert min(m["step"] for m in metas) > plan.warm_start_steps  # no sample from the warm start
+    assert all(m["sampler_step"] >= plan.burn_in for m in metas)
     assert metas[-1]["step"] == run.step == trainer.method.planned_steps()
-    assert trainer.optimizer.mass_freeze_step == plan["mass_freeze_step"] < plan["burn_in"]
+    assert trainer.optimizer.mass_freeze_step == plan.mass_freeze_step < plan.burn_in
     import json
     assert json.loads((tmp_path / "run" / "schedule.json").read_text())["warm_start_steps"] == 142
 
@@ -229,19 +229,19 @@ def test_time_schedule_ends_a_slowed_warm_start_by_the_clock(tmp_path):
     cfg = tiny("sghmc", training={"max_steps": 10 ** 6, "validate_every": 25, "checkpoint_every": 50,
                                   "time_limit": 3.0}, sghmc=TIMED)
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
-    plan = trainer.method.plan
 
     def clock():
-        w = plan["warm_start_steps"]
+        w = trainer.method.plan.warm_start_steps  # the plan is a value: read the current one
         w = trainer.step if w is None else min(w, trainer.step)
         return min(w, 40) * 0.01 + max(w - 40, 0) * 0.03 + (trainer.step - w) * 0.01
     trainer.clock = clock
     run = trainer.run()
+    plan = trainer.method.plan
     assert run.status == "finished" and len(run.samples) == 4
     # planned at step 25 (0.25 s): 142 warm steps, due by 0.25 + 1.1 x 117 x 0.01 = 1.537 s, passed at
     # step 78 (0.4 + 38 x 0.03 = 1.54 s)
-    assert plan["warm_start_deadline"] == pytest.approx(1.537)
-    assert plan["warm_start_steps"] == 78
+    assert plan.warm_start_deadline == pytest.approx(1.537)
+    assert plan.warm_start_steps == 78
     assert min(read_sample(f)["meta"]["step"] for f in run.samples) > 78
     assert trainer.clock() <= 0.95 * 3.0 + 0.01
 
@@ -256,7 +256,7 @@ def test_time_schedule_resumes_with_its_plan(tmp_path):
     _fake_clock(cut, 0.01, 0.02)
     assert cut.run(stop_after=120).status == "interrupted"  # after the warm start's end (step 95)
     again = Trainer(cfg, tmp_path / "cut", progress=False, resume=True)
-    assert again.method.plan == {**cut.method.plan}  # the plan came back from the checkpoint
+    assert again.method.plan == cut.method.plan  # the plan came back from the checkpoint
     _fake_clock(again, 0.01, 0.02)
     again.run()
     a = sorted((tmp_path / "full" / "samples").glob("*.pt"))
@@ -283,3 +283,31 @@ def test_sample_interval_counts_the_writes():
     assert S.sample_interval(0.1, 10.0, 3, 1.0, 5) == 23
     assert S.sample_interval(None, 10.0, 3, 1.0, 5) == 5
     assert S.sample_interval(0.1, 1.0, 3, 1.0, 5) == 1
+
+
+def test_plan_advance_is_pure_and_walks_the_stages_once():
+    """The wall-clock plan as a value: advance returns new plans and never changes the one given;
+    on a steady clock it passes TIMING -> WARM_START -> SAMPLER_TIMING -> SAMPLER -> DONE in order,
+    each decision made once, and the samples end inside the budget."""
+    from bnnmd.train import _schedule as S
+
+    start = S.Plan()
+    p, seen, first_set = start, [S.Stage.TIMING], {}
+    step_s, limit = 0.01, 10.0  # 950 steps fit before END_FRACTION x limit
+    for step in range(1, 1200):
+        new = S.advance(p, step, step * step_s, limit, 5000, 2, 0.5 if step <= (p.warm_start_steps or 1e9) else None)
+        assert p == S.Plan.from_dict(p.to_dict())  # the checkpoint form round-trips
+        if new.stage != seen[-1]:
+            seen.append(new.stage)
+        for key in ("budget_steps", "mass_freeze_step", "burn_in"):
+            if getattr(new, key) is not None:
+                assert first_set.setdefault(key, getattr(new, key)) == getattr(new, key), key  # decided once
+        p = new
+    assert start == S.Plan() and start.stage is S.Stage.TIMING
+    assert seen == [S.Stage.TIMING, S.Stage.WARM_START, S.Stage.SAMPLER_TIMING, S.Stage.SAMPLER, S.Stage.DONE]
+    assert abs(first_set["budget_steps"] - 950) <= 1
+    assert p.warm_start_steps == int(0.5 * first_set["budget_steps"])
+    assert p.burn_in >= p.mass_freeze_step
+    assert p.warm_start_steps < p.planned_steps(2) <= 950 + 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.burn_in = 3

@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from bnnmd.nn import ConfigError, load_samples
-from bnnmd.nn._samples import read_sample
+from bnnmd.nn import ConfigError
+from bnnmd.posterior import load_samples, read_sample
 from bnnmd.train import RunError, TrainConfig, train
 
 from helpers import tiny
@@ -154,6 +154,52 @@ def test_run_dir_rules(tmp_path):
         train(other, tmp_path / "run", progress=False, resume=True)
     with pytest.raises(RunError, match="nothing to resume"):
         train(cfg, tmp_path / "new", progress=False, resume=True)
+
+
+def test_empty_config_and_duplicate_keys_are_errors(tmp_path, capsys):
+    from bnnmd.cli.train import main
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing here yet\n\n")
+    assert main([str(empty), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "empty.yaml: the config file is empty" in err
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("method: map\ntraining:\n  max_steps: 3\n  batch_size: 2\n  max_steps: 5\n")
+    assert main([str(twice), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "twice.yaml: key 'max_steps' is given twice, on lines 3 and 5; keep one of them" in err
+    assert not (tmp_path / "run").exists()  # nothing was started
+    with pytest.raises(ConfigError, match="key 'method' is given twice, on lines 1 and 2"):
+        (tmp_path / "top.yaml").write_text("method: map\nmethod: sghmc\n")
+        TrainConfig.load(tmp_path / "top.yaml")
+    (tmp_path / "defaults.yaml").write_text("{}\n")  # asking for every default is still possible
+    assert TrainConfig.load(tmp_path / "defaults.yaml").method == "sghmc"
+
+
+def test_a_run_directory_in_use_is_refused(tmp_path, capsys):
+    """A second bnn-train into the --out of a running one stops at once, writing nothing there."""
+    from bnnmd.cli.train import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(  # another process holding the run directory's lock, as a running bnn-train does
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); f.write('bnn-train (pid 4242)'); f.flush(); print('held', flush=True); "
+         "time.sleep(120)", str(run / ".bnnmd.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = tmp_path / "map.yaml"
+        cfg.write_text(tiny("map", training={"max_steps": 3}).dump())
+        assert main([str(cfg), "--out", str(run), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} is in use by bnn-train (pid 4242); wait for it to end, or give another output" in err
+        assert sorted(p.name for p in run.iterdir()) == [".bnnmd.lock"]  # no config, split or samples
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main([str(cfg), "--out", str(run), "--quiet"]) == 0  # the holder is gone: the lock is free
+    assert (run / "samples" / "sample_000.pt").exists()
 
 
 def test_fine_tuning_prior_centred_on_an_earlier_run(tmp_path):

@@ -14,11 +14,10 @@ from scipy.stats import norm
 
 from bnnmd.cli.evaluate import main as bnn_eval
 from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, bundled_path
-from bnnmd.uq import (Calibration, CalibrationError, EvaluationError, Predictions, QuantityPredictions, calibrate,
-                      central_interval_coverage, error_detection_auc, evaluate, evenly_spaced, fit_scale,
-                      load_model, mae, mll, moments, nece, nece_bins, rmse, roc_auc, roc_curve,
-                      scale_predictions, within_sigma, write_plots)
-from bnnmd.uq import StdMap, fit_isotonic, unit_std
+from bnnmd.posterior import Calibration, CalibrationError, StdMap, evenly_spaced, scale_predictions, unit_std
+from bnnmd.uq import (EvaluationError, Predictions, QuantityPredictions, calibrate, central_interval_coverage,
+                      error_detection_auc, evaluate, fit_isotonic, fit_scale, load_model, mae, mll, moments, nece,
+                      nece_bins, rmse, roc_auc, roc_curve, within_sigma, write_plots)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import tiny  # noqa: E402

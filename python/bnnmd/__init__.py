@@ -5,9 +5,12 @@ Subpackages
 bnnmd.data
     Datasets (rMD17, sGDML, anything ASE reads), splits, statistics, graphs, batches.
 bnnmd.nn
-    The stochastic NequIP model with a sample dimension; posterior samples on disk.
+    The stochastic NequIP model with a sample dimension.
 bnnmd.bayes
     Likelihood, prior and the adaptive-mass SGHMC sampler.
+bnnmd.posterior
+    The on-disk contract: sample files, calibration, halt statistics and rules, the mixture
+    moments, the export metadata.
 bnnmd.train
     ``bnn-train``: SGHMC, MAP, MC dropout and deep ensembles; checkpoints and resume.
 bnnmd.uq

@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from bnnmd import units
+from bnnmd import _core, units
 from bnnmd.data import TypeMapper, neighbour_list
-from bnnmd.deploy import DeployedModel, energy_stats, force_stats
+from bnnmd.deploy import DeployedModel, read_calibration
+from bnnmd.nn import StochasticNequIP
+from bnnmd.posterior import StdMap, energy_stats, force_stats, load_samples
 
 PathLike = Union[str, os.PathLike]
 
@@ -48,17 +50,11 @@ class BNNCalculator(Calculator):
             raise ValueError(f"backend {backend!r}: use 'core' (exported file, C++) or 'python' (in-memory)")
         self.backend = backend
         if backend == "core":
-            from bnnmd import _core
-
             self._core = _core.Evaluator(str(model), device, "eV", "A")
             meta = self._core.metadata
             self.type_names = list(meta["type_names"])
             self.cutoff = float(self._core.cutoff)
         else:
-            from bnnmd.nn import StochasticNequIP, load_samples
-            from bnnmd.deploy import read_calibration
-            from bnnmd.uq import StdMap
-
             if isinstance(model, StochasticNequIP):
                 net, cal = model, {"forces": StdMap.scale(1.0), "energy": StdMap.scale(1.0)}
             else:
@@ -67,16 +63,9 @@ class BNNCalculator(Calculator):
             self._device = device
             self._dtype = net.embedding.dtype
             self.type_names = list(net.config.type_names)
-            eu = "kcal/mol"
-            lu = "A"
-            if not isinstance(model, StochasticNequIP):
-                from bnnmd.nn import read_sample
-                from bnnmd.nn._samples import sample_files
-
-                meta = read_sample(sample_files(model)[0])["meta"]
-                eu, lu = meta.get("energy_unit", eu), meta.get("length_unit", lu)
-            self._e = units.energy_factor(eu, "eV")
-            self._l = units.length_factor(lu, "A")
+            # the units the model was trained in travel in its config (the data's units)
+            self._e = units.energy_factor(net.config.energy_unit, "eV")
+            self._l = units.length_factor(net.config.length_unit, "A")
             self.cutoff = net.config.cutoff * self._l
             # the maps' knots are in model units; the aggregation below works in eV and eV/A
             self._calibration = (cal["energy"].in_units(self._e), cal["forces"].in_units(self._e / self._l))

@@ -12,9 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import ase
 import numpy as np
+from MDAnalysis.lib.mdamath import triclinic_vectors
 
 from bnnmd import units
+from bnnmd.calculator import BNNCalculator
+from bnnmd.deploy import read_metadata
+from bnnmd.label import LABEL_UNITS, LabelError, label_frames
 
 
 @dataclass
@@ -23,7 +28,7 @@ class TruthFrames:
 
     frames: List[int]
     steps: List[int]
-    max_error: List[float]  # max over atoms of |dF| / sqrt(3), model force unit
+    max_error: List[float]  # max over atoms of |dF| / sqrt(3), in ``unit`` (the model's force unit)
     max_std: List[float]  # max over atoms of the calibrated total std
     max_std_epistemic: List[float]
     max_std_aleatoric: List[float]
@@ -52,35 +57,34 @@ def per_atom_error(forces, reference) -> np.ndarray:
     return np.linalg.norm(np.asarray(forces) - np.asarray(reference), axis=1) / np.sqrt(3.0)
 
 
-def frame_errors(model_path, dataset, n: Optional[int] = None) -> Dict[str, np.ndarray]:
-    """On (the first ``n``) labelled frames of ``dataset`` (kcal/mol, A): each frame's largest true
-    per-atom error ``|dF| / sqrt 3`` (``"max_error"``) and largest predicted total std (``"max_std"``),
-    from the exported model. Their spread on test data is the in-distribution baseline of
-    :func:`dft_truth` (e.g. its 99th percentile as the tolerance)."""
-    from bnnmd.calculator import BNNCalculator
+def _from_ase_forces(energy_unit: str, length_unit: str) -> float:
+    """The factor from the calculator's eV/A to ``energy_unit/length_unit``."""
+    return units.energy_factor("eV", energy_unit) / units.length_factor("A", length_unit)
 
+
+def frame_errors(model_path, dataset, n: Optional[int] = None) -> Dict[str, np.ndarray]:
+    """On (the first ``n``) labelled frames of ``dataset``: each frame's largest true per-atom error
+    ``|dF| / sqrt 3`` (``"max_error"``) and largest predicted total std (``"max_std"``), from the
+    exported model, in the dataset's force unit. Their spread on test data is the in-distribution
+    baseline of :func:`dft_truth` (e.g. its 99th percentile as the tolerance)."""
     calc = BNNCalculator(str(model_path))
-    to_kcal = units.energy_factor("eV", "kcal/mol")
+    to_model = _from_ase_forces(dataset.energy_unit, dataset.length_unit)
     errors, stds = [], []
     for i in range(len(dataset) if n is None else min(n, len(dataset))):
         atoms = dataset.to_ase(i)
         atoms.calc = calc
         ref = dataset.forces[dataset.offsets[i]:dataset.offsets[i + 1]]
-        errors.append(float(per_atom_error(atoms.get_forces() * to_kcal, ref).max()))
-        stds.append(float(calc.results["forces_std"].max() * to_kcal))
+        errors.append(float(per_atom_error(atoms.get_forces() * to_model, ref).max()))
+        stds.append(float(calc.results["forces_std"].max() * to_model))
     return {"max_error": np.array(errors), "max_std": np.array(stds)}
 
 
 def molecule_atoms(traj, frame: int):
     """Frame ``frame`` as an isolated molecule (no cell): atoms moved to their images nearest to atom 0
     one bond at a time, so that a molecule split by the periodic box is whole again."""
-    import ase
-
     pos = traj.positions(frame)
     box = traj.box(frame)
     if box is not None:
-        from MDAnalysis.lib.mdamath import triclinic_vectors
-
         cell = np.asarray(triclinic_vectors(box), dtype=np.float64)
         inv = np.linalg.inv(cell)
         placed = [0]
@@ -102,36 +106,34 @@ def molecule_atoms(traj, frame: int):
 
 
 def dft_truth(traj, model_path, labeller, frames: Sequence[int], processes: int = 1) -> TruthFrames:
-    """Label ``frames`` of ``traj`` and compare them with the model in ``model_path`` (see the module)."""
-    from bnnmd.calculator import BNNCalculator
-    from bnnmd.deploy import read_metadata
-    from bnnmd.label import LabelError, label_frames
-
+    """Label ``frames`` of ``traj`` and compare them with the model in ``model_path`` (see the module),
+    in the model's units."""
     meta = read_metadata(model_path)
     eu, lu = meta["energy_unit"], meta["length_unit"]
-    if (eu, lu) != ("kcal/mol", "A"):
-        raise ValueError(f"dft_truth compares in kcal/mol and A (the labeller's units); the model is in {eu}, {lu}")
     frames = sorted(set(int(f) for f in frames))
     atoms_list = [molecule_atoms(traj, f) for f in frames]
     labels = label_frames(labeller, atoms_list, processes)
     calc = BNNCalculator(str(model_path))
-    to_kcal = units.energy_factor("eV", "kcal/mol")
-    out = TruthFrames([], [], [], [], [], [], [], [], [], unit="kcal/mol/A")
+    to_model = _from_ase_forces(eu, lu)  # forces and stds; energies: to_model_energy
+    to_model_energy = units.energy_factor("eV", eu)
+    label_energy = units.energy_factor(LABEL_UNITS["energy"], eu)
+    label_forces = label_energy / units.length_factor(LABEL_UNITS["length"], lu)
+    out = TruthFrames([], [], [], [], [], [], [], [], [], unit=f"{eu}/{lu}")
     for f, atoms, label in zip(frames, atoms_list, labels):
         step = int(traj.steps[f])
         if isinstance(label, LabelError):
             out.failed[step] = str(label)
             continue
         atoms.calc = calc
-        forces = atoms.get_forces() * to_kcal
-        err = per_atom_error(forces, label.forces)
+        forces = atoms.get_forces() * to_model
+        err = per_atom_error(forces, label.forces * label_forces)
         out.frames.append(f)
         out.steps.append(step)
         out.max_error.append(float(err.max()))
         out.worst_atom.append(int(err.argmax()))
-        out.max_std.append(float(calc.results["forces_std"].max() * to_kcal))
-        out.max_std_epistemic.append(float(calc.results["forces_std_epistemic"].max() * to_kcal))
-        out.max_std_aleatoric.append(float(calc.results["forces_std_aleatoric"].max() * to_kcal))
-        out.dft_energy.append(float(label.energy))
-        out.model_energy.append(float(atoms.get_potential_energy() * to_kcal))
+        out.max_std.append(float(calc.results["forces_std"].max() * to_model))
+        out.max_std_epistemic.append(float(calc.results["forces_std_epistemic"].max() * to_model))
+        out.max_std_aleatoric.append(float(calc.results["forces_std_aleatoric"].max() * to_model))
+        out.dft_energy.append(float(label.energy * label_energy))
+        out.model_energy.append(float(atoms.get_potential_energy() * to_model_energy))
     return out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Tuple, Type
+from typing import Callable
+
+from bnnmd._errors import BnnmdError
 
 
 def fail(prog: str, message: str) -> int:
@@ -12,16 +14,16 @@ def fail(prog: str, message: str) -> int:
     return 2
 
 
-def guarded(prog: str, action: Callable[[], int], errors: Tuple[Type[BaseException], ...]) -> int:
-    """``action()``, with the command's own ``errors`` and file-system errors turned into :func:`fail`.
+def guarded(prog: str, action: Callable[[], int]) -> int:
+    """``action()``, with every :class:`~bnnmd.BnnmdError` and file-system error turned into :func:`fail`.
 
-    The command's errors (``DataError``, ``ExportError``, ...) already name the problem and its fix;
-    an ``OSError`` (a missing directory, a path through a file, no permission, a full disk) gets the
-    path from Python's message and a hint. Anything else is a bug and keeps its traceback.
+    bnnmd's errors (``ConfigError``, ``DataError``, ``ExportError``, ...) already name the problem and
+    its fix; an ``OSError`` (a missing directory, a path through a file, no permission, a full disk)
+    gets the path from Python's message and a hint. Anything else is a bug and keeps its traceback.
     """
     try:
         return action()
-    except errors as exc:
+    except BnnmdError as exc:
         return fail(prog, str(exc))
     except OSError as exc:
         return fail(prog, f"{exc}; check the path, its permissions and the free space")

@@ -16,6 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from bnnmd.analysis import analyze, read_trajectory, select_frames, write_report, write_selection
+from bnnmd.cli._errors import fail as _fail
+from bnnmd.cli._errors import guarded
+
 SELECTION_FILE = "selected.extxyz"
 
 
@@ -71,10 +75,6 @@ def main(argv=None) -> int:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
 
-    from bnnmd.cli._errors import fail as _fail, guarded
-    from bnnmd.analysis import (AnalysisError, analyze, read_trajectory, select_frames, write_report,
-                                write_selection)
-
     def fail(message: str) -> int:
         return _fail("bnn-analyze", message)
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
             print(f"JSON written to {args.json}", file=text_out)
         return 0
 
-    return guarded("bnn-analyze", run, (AnalysisError,))
+    return guarded("bnn-analyze", run)
 
 
 if __name__ == "__main__":

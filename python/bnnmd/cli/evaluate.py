@@ -11,6 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
+from bnnmd.cli._errors import fail as _fail
+from bnnmd.cli._errors import guarded
+from bnnmd.uq import calibrate, evaluate, load_model
+
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4g}"
@@ -48,13 +54,6 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the MC-dropout masks (default 0)")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from bnnmd.cli._errors import fail as _fail, guarded
-    from bnnmd.data import DataError
-    from bnnmd.nn import ConfigError, SampleError
-    from bnnmd.uq import CalibrationError, EvaluationError, calibrate, evaluate, load_model
-
     def fail(message: str) -> int:
         return _fail("bnn-eval", message)
 
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
             print(f"plots written to {args.plots}: {', '.join(f.name for f in files)}")
         return 0
 
-    return guarded("bnn-eval", run, (EvaluationError, SampleError, DataError, CalibrationError, ConfigError))
+    return guarded("bnn-eval", run)
 
 
 if __name__ == "__main__":

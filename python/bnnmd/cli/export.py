@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bnnmd.cli._errors import guarded
+from bnnmd.deploy import ExportError, export, read_metadata
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
@@ -37,9 +40,6 @@ def main(argv=None) -> int:
                              "kcal/mol/A) instead of a rule's; needs no validation statistics")
     args = parser.parse_args(argv)
 
-    from bnnmd.cli._errors import guarded
-    from bnnmd.deploy import ExportError, export, read_metadata
-
     def run() -> int:
         select = None
         if args.select:
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                   "--data split:val --calibrate-on split:val before exporting to get one")
         return 0
 
-    return guarded("bnn-export", run, (ExportError,))
+    return guarded("bnn-export", run)
 
 
 if __name__ == "__main__":

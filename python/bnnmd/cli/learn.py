@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bnnmd._files import DirectoryLock
+from bnnmd.cli._errors import guarded
+from bnnmd.learn import ActiveLearning, LearnConfig, LearnError
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
@@ -16,17 +20,14 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     args = parser.parse_args(argv)
 
-    from bnnmd.cli._errors import guarded
-    from bnnmd.label import LabelError
-    from bnnmd.learn import ActiveLearning, LearnConfig, LearnError
-
     def run() -> int:
-        loop = ActiveLearning(LearnConfig.load(args.config), args.out, resume=args.resume)
-        rep = loop.run()
+        config = LearnConfig.load(args.config)
+        with DirectoryLock(args.out, LearnError):  # one bnn-learn per output directory
+            rep = ActiveLearning(config, args.out, resume=args.resume).run()
         print(f"bnn-learn: {rep['status']}; {rep['dft_calls']} DFT calls; report in {args.out}/report.md")
         return 0
 
-    return guarded("bnn-learn", run, (LearnError, LabelError))
+    return guarded("bnn-learn", run)
 
 
 if __name__ == "__main__":

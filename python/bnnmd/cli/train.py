@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bnnmd.cli._errors import guarded
+from bnnmd.train import train
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
@@ -17,18 +20,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
 
-    from bnnmd.cli._errors import guarded
-    from bnnmd.data import DataError
-    from bnnmd.nn import ConfigError
-    from bnnmd.train import RunError, train
-
     def run() -> int:
         result = train(args.config, args.out, resume=args.resume, progress=not args.quiet)
         print(f"bnn-train: {result.status} at step {result.step}; {len(result.samples)} sample(s) in "
               f"{result.run_dir / 'samples'}")
         return 130 if result.status == "interrupted" else 0
 
-    return guarded("bnn-train", run, (ConfigError, DataError, RunError))
+    return guarded("bnn-train", run)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,13 @@ def bundled_path(name: str) -> Path:
     return Path(str(resources.files("bnnmd.data") / "_bundled" / f"{name}.npz"))
 
 
+def resolve_data_path(spec: str) -> Path:
+    """``bundled:NAME`` -> the bundled file; anything else is a path."""
+    if spec.startswith("bundled:"):
+        return bundled_path(spec.split(":", 1)[1])
+    return Path(spec)
+
+
 def bundled_dataset(name: str) -> AtomicDataset:
     """A bundled dataset, read with :func:`read_dataset`."""
     return read_dataset(bundled_path(name))
@@ -50,5 +57,5 @@ __all__ = [
     "NeighbourGraph", "PROTOCOLS", "Split", "SplitPart", "TypeMapper",
     "average_num_neighbours", "bundled_dataset", "bundled_path", "compute_statistics",
     "force_rms", "keys", "neighbour_list", "per_species_energy", "protocol_split",
-    "random_split", "read_ase", "read_dataset", "read_rmd17", "read_sgdml", "species_counts",
+    "random_split", "read_ase", "read_dataset", "read_rmd17", "read_sgdml", "resolve_data_path", "species_counts",
 ]

@@ -4,14 +4,11 @@ The file holds a :class:`DeployedModel` (input contract: positions, type
 indices, edge index, edge shifts, number of local atoms) as TorchScript (``.pth``)
 or compiled ahead of time by AOTInductor (``.pt2``, :mod:`bnnmd.deploy._pt2`), and
 metadata (``bnnmd.txt``: format version, type names, cutoff, layers, k, units, dtype,
-calibration, samples hash). ``bnnmd._core.Evaluator`` — the same C++ code the
+calibration, samples hash; :mod:`bnnmd.posterior` holds its writer and reader). ``bnnmd._core.Evaluator`` — the same C++ code the
 LAMMPS plugin runs — loads either and aggregates the k samples.
 """
 
-from bnnmd.deploy._aggregate import energy_stats, force_stats
 from bnnmd.deploy._export import ExportError, export, read_calibration, read_metadata
-from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION
 from bnnmd.deploy._module import DeployedModel
 
-__all__ = ["DeployedModel", "EXTRA_FILE", "ExportError", "FORMAT_VERSION", "energy_stats",
-           "export", "force_stats", "read_calibration", "read_metadata"]
+__all__ = ["DeployedModel", "ExportError", "export", "read_calibration", "read_metadata"]

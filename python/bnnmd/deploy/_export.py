@@ -7,8 +7,6 @@ output or by ``fmt``.
 
 from __future__ import annotations
 
-from bnnmd._errors import BnnmdError
-
 import hashlib
 import io
 import math
@@ -19,13 +17,14 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 
 import bnnmd
+from bnnmd._errors import BnnmdError
 from bnnmd._files import write_atomic
-from bnnmd.deploy._metadata import EXTRA_FILE, FORMAT_VERSION, parse, to_text
 from bnnmd.deploy._module import DeployedModel
-from bnnmd.nn import SampleError, script
-from bnnmd.nn._samples import choose, load_chosen
-from bnnmd.uq._calibration import QUANTITIES, CalibrationError, StdMap, find_calibration
-from bnnmd.uq._halt import DEFAULT_HALT_RULE, HaltRuleError, halt_threshold, parse_rule
+from bnnmd.deploy._pt2 import METADATA_KEY, compile_package, read_package_metadata
+from bnnmd.nn import script
+from bnnmd.posterior import (DEFAULT_HALT_RULE, EXTRA_FILE, FORMAT_VERSION, QUANTITIES, CalibrationError,
+                             HaltRuleError, SampleError, StdMap, choose, find_calibration, halt_threshold,
+                             load_chosen, metadata_to_text, parse_metadata, parse_rule)
 
 PathLike = Union[str, os.PathLike]
 
@@ -88,7 +87,7 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
 
     MC-dropout runs hold one sample: ``k`` is then the number of dropout masks. With halt
     statistics in ``samples/calibration.json`` (``bnn-eval --calibrate-on``), the threshold of
-    ``halt_rule`` (:mod:`bnnmd.uq._halt`; None: ``DEFAULT_HALT_RULE`` when there are statistics,
+    ``halt_rule`` (:mod:`bnnmd.posterior._halt`; None: ``DEFAULT_HALT_RULE`` when there are statistics,
     else none) goes into the metadata. ``halt_threshold`` (model force unit) stores that number
     instead of a rule's: a threshold fixed across models, e.g. bnn-learn's rounds, which keep the
     start model's. Returns the path written (atomically).
@@ -124,7 +123,7 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
         model = load_chosen(chosen, getattr(torch, dtype))
     except SampleError as exc:
         raise ExportError(str(exc)) from None
-    files, first_meta = chosen.files, chosen.meta
+    files = chosen.files
     indices = list(dict.fromkeys(chosen.indices))  # MC dropout: its one file
     model.eval()
     sha = hashlib.sha256()
@@ -135,8 +134,7 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     meta = {
         "format_version": FORMAT_VERSION, "type_names": list(cfg.type_names), "cutoff": float(cfg.cutoff),
         "num_layers": int(cfg.num_layers), "num_samples": int(model.num_samples),
-        "energy_unit": first_meta.get("energy_unit", "kcal/mol"),
-        "length_unit": first_meta.get("length_unit", "A"), "dtype": dtype,
+        "energy_unit": cfg.energy_unit, "length_unit": cfg.length_unit, "dtype": dtype,
         "calibration_forces": maps["forces"], "calibration_energy": maps["energy"], "method": chosen.method,
         "samples_sha256": sha.hexdigest(), "bnnmd_version": bnnmd.__version__,
         "torch_version": torch.__version__,
@@ -144,19 +142,17 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
         "halt_rule": None if halt is None else halt[1],
     }
     if fmt == "pt2":
-        return _export_pt2(model, chosen.method, to_text(meta), out, device)
+        return _export_pt2(model, chosen.dropout, metadata_to_text(meta), out, device)
     module = script(DeployedModel(model))
     if freeze:
         module = torch.jit.freeze(module.eval())
     buf = io.BytesIO()
-    torch.jit.save(module, buf, _extra_files={EXTRA_FILE: to_text(meta)})
+    torch.jit.save(module, buf, _extra_files={EXTRA_FILE: metadata_to_text(meta)})
     return write_atomic(out, buf.getvalue())
 
 
-def _export_pt2(model, method: str, meta_text: str, out: PathLike, device: str) -> Path:
-    from bnnmd.deploy._pt2 import compile_package
-
-    if method == "mc_dropout":
+def _export_pt2(model, dropout: bool, meta_text: str, out: PathLike, device: str) -> Path:
+    if dropout:
         raise ExportError("MC-dropout samples draw random masks in every call, which a .pt2 package cannot "
                           "reproduce; export them to TorchScript (OUT.pth)")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -188,8 +184,6 @@ def read_metadata(path: PathLike) -> Dict:
 
 
 def _read_pt2_metadata(path: PathLike) -> Dict:
-    from bnnmd.deploy._pt2 import METADATA_KEY, read_package_metadata
-
     try:
         text = read_package_metadata(path).get(METADATA_KEY, "")
     except Exception as exc:
@@ -202,6 +196,6 @@ def _read_pt2_metadata(path: PathLike) -> Dict:
 
 def _parse(text: str, path: PathLike) -> Dict:
     try:
-        return parse(text, str(path))
+        return parse_metadata(text, str(path))
     except RuntimeError as exc:
         raise ExportError(str(exc)) from None

@@ -26,10 +26,13 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from torch.export import Dim
+from torch.fx.experimental.proxy_tensor import make_fx
 
+from bnnmd import _core
 from bnnmd.data import keys as K
 from bnnmd.data import neighbour_list
-from bnnmd.deploy._metadata import EXTRA_FILE
+from bnnmd.posterior import EXTRA_FILE
 from bnnmd.deploy._module import DeployedModel
 
 PathLike = Union[str, os.PathLike]
@@ -76,9 +79,6 @@ def example_inputs(type_names: Sequence[str], cutoff: float, n: int, seed: int, 
 def compile_package(deployed: DeployedModel, meta_text: str, out: PathLike, device: str = "cpu") -> Path:
     """Compile ``deployed`` (its model in eval mode, on ``device``) into the AOTInductor package ``out``
     and check it against the eager model on two inputs of different sizes. Returns ``out``."""
-    from torch.export import Dim
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     model = deployed.model
     cfg = model.config
     dtype = next(model.parameters()).dtype
@@ -132,6 +132,4 @@ def check_package(path: PathLike, flat: torch.nn.Module, inputs: List[Inputs]) -
 def read_package_metadata(path: PathLike) -> Dict[str, str]:
     """The AOTInductor metadata of a ``.pt2`` (``bnnmd.txt`` under :data:`METADATA_KEY`), read by the
     C++ core without loading the compiled code (raises ``RuntimeError`` for other files)."""
-    from bnnmd import _core
-
     return dict(_core.read_pt2_metadata(str(path)))

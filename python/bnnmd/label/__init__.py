@@ -13,7 +13,7 @@ Examples
 """
 
 from bnnmd.label._ase import ASELabeller
-from bnnmd.label._base import CachedLabeller, Label, LabelError
+from bnnmd.label._base import LABEL_UNITS, CachedLabeller, Label, LabelError
 from bnnmd.label._pyscf import PySCFLabeller, label_frames
 
-__all__ = ["ASELabeller", "CachedLabeller", "Label", "LabelError", "PySCFLabeller", "label_frames"]
+__all__ = ["ASELabeller", "CachedLabeller", "LABEL_UNITS", "Label", "LabelError", "PySCFLabeller", "label_frames"]

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from bnnmd import units
-from bnnmd.label._base import CachedLabeller, Label, LabelError
+from bnnmd.label._base import LABEL_UNITS, CachedLabeller, Label, LabelError
 
 
 class ASELabeller(CachedLabeller):
@@ -39,8 +39,9 @@ class ASELabeller(CachedLabeller):
         a = atoms.copy()
         try:
             a.calc = self.factory(**self.kwargs)
-            e = float(a.get_potential_energy()) * units.energy_factor(self.energy_unit, "kcal/mol")
-            f = np.asarray(a.get_forces(), dtype=np.float64) * units.energy_factor(self.energy_unit, "kcal/mol")
+            to_label = units.energy_factor(self.energy_unit, LABEL_UNITS["energy"])  # ASE lengths are A
+            e = float(a.get_potential_energy()) * to_label
+            f = np.asarray(a.get_forces(), dtype=np.float64) * to_label
         except Exception as exc:  # a calculator's own failure: this frame only
             raise LabelError(f"labeller {self.path} failed on this frame ({type(exc).__name__}: {exc})") from None
         return Label(e, f)

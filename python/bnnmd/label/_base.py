@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from bnnmd._errors import BnnmdError
-
 import hashlib
 import os
 from dataclasses import dataclass
@@ -12,9 +10,12 @@ from typing import Optional, Union
 
 import numpy as np
 
+from bnnmd._errors import BnnmdError
 from bnnmd._files import write_npz_atomic
 
 PathLike = Union[str, os.PathLike]
+#: The units of every :class:`Label` (and of the label cache): energies in kcal/mol, forces in kcal/mol/A.
+LABEL_UNITS = {"energy": "kcal/mol", "length": "A"}
 
 
 class LabelError(BnnmdError, RuntimeError):
@@ -23,7 +24,7 @@ class LabelError(BnnmdError, RuntimeError):
 
 @dataclass
 class Label:
-    """One labelled frame: energy (kcal/mol) and forces ``[n, 3]`` (kcal/mol/A)."""
+    """One labelled frame: energy and forces ``[n, 3]`` in :data:`LABEL_UNITS` (kcal/mol, kcal/mol/A)."""
 
     energy: float
     forces: np.ndarray

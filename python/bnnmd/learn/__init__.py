@@ -7,7 +7,9 @@ with SGHMC on the old and new data, each chain starting at and centred on where 
 posterior's chain ended; export. Resumable after a kill at any point. See ``docs/learn.md``.
 """
 
-from bnnmd.learn._config import LearnConfig, LearnError
-from bnnmd.learn._loop import PHASES, ActiveLearning, make_labeller, run_md
+from bnnmd.learn._config import (FINETUNE_KEYS, FinetuneSection, LabelSection, LearnConfig, LearnError, MDSection,
+                                 SelectSection, finetune_config)
+from bnnmd.learn._loop import PHASES, ActiveLearning, make_labeller, pick_frames, run_md
 
-__all__ = ["ActiveLearning", "LearnConfig", "LearnError", "PHASES", "make_labeller", "run_md"]
+__all__ = ["ActiveLearning", "FINETUNE_KEYS", "FinetuneSection", "LabelSection", "LearnConfig", "LearnError",
+           "MDSection", "PHASES", "SelectSection", "finetune_config", "make_labeller", "pick_frames", "run_md"]

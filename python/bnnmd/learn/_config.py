@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from bnnmd._errors import BnnmdError
-
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-import yaml
+from bnnmd._errors import BnnmdError
+from bnnmd._yaml import read_config_file
+from bnnmd.nn import ConfigError
+from bnnmd.train import TrainConfig
 
 
 class LearnError(BnnmdError, RuntimeError):
     """Something the active-learning loop cannot do; the message says why and what to do."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is no count
 
 
 def _known_keys(cls, d: dict, prefix: str = "") -> dict:
@@ -115,33 +120,29 @@ class LearnConfig:
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
 
     @classmethod
-    def from_dict(cls, d: dict, base: Optional[Path] = None) -> "LearnConfig":
+    def from_dict(cls, d: dict) -> "LearnConfig":
+        """Paths (``start``, ``test``, ``md.structure``, ...) relative to the working directory, as in
+        ``bnn-train`` configs."""
         d = _known_keys(cls, dict(d or {}))
         sections = {"md": MDSection, "select": SelectSection, "label": LabelSection, "finetune": FinetuneSection}
         for name, scls in sections.items():
             d[name] = _section(scls, name, d.get(name))
-        cfg = cls(**d)
-        if base is not None and cfg.start and not Path(cfg.start).is_absolute():
-            cfg.start = str((base / cfg.start).resolve()) if (base / cfg.start).exists() else cfg.start
-        return cfg.validate()
+        return cls(**d).validate()
 
     @classmethod
     def load(cls, path) -> "LearnConfig":
-        path = Path(path)
-        try:
-            d = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise LearnError(f"{path}: config file does not exist") from None
-        return cls.from_dict(d, path.parent)
+        return cls.from_dict(read_config_file(path, LearnError))
 
     def validate(self) -> "LearnConfig":
         start = Path(self.start) if self.start else None
-        if start is None or not (start / "samples").is_dir() or not (start / "split.json").exists():
-            raise LearnError(f"start = {self.start!r}: must be a bnn-train run directory (with samples/ and "
-                             "split.json); train one first, e.g. bnn-train examples/demo/train.yaml --out runs/start")
+        if start is None or not (start / "samples").is_dir() or not all((start / f).exists()
+                                                                        for f in ("split.json", "config.yaml")):
+            raise LearnError(f"start = {self.start!r}: must be a bnn-train run directory (with samples/, "
+                             "split.json and config.yaml; a relative path is relative to the working directory); train one "
+                             "first, e.g. bnn-train examples/demo/train.yaml --out runs/start")
         for key in ("rounds", "max_dft_calls"):
             v = getattr(self, key)
-            if not isinstance(v, int) or v < 0:
+            if not _is_int(v) or v < 0:
                 raise LearnError(f"{key} = {v!r}: must be an integer >= 0")
         for sec, key, lo in (("md", "nsteps", 1), ("md", "halt_every", 1), ("md", "dump_every", 1),
                              ("md", "runs", 1), ("md", "processes", 1), ("md", "overshoot", 0),
@@ -149,7 +150,7 @@ class LearnConfig:
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
                              ("finetune", "warm_start_steps", 0)):
             v = getattr(getattr(self, sec), key)
-            if not isinstance(v, int) or v < lo:
+            if not _is_int(v) or v < lo:
                 raise LearnError(f"{sec}.{key} = {v!r}: must be an integer >= {lo}")
         thr = self.md.threshold
         if not (thr in ("start", "round") or (isinstance(thr, (int, float)) and not isinstance(thr, bool)
@@ -174,7 +175,44 @@ class LearnConfig:
         if self.md.halt_every % self.md.dump_every and self.md.dump_every % self.md.halt_every:
             raise LearnError(f"md.halt_every = {self.md.halt_every} and md.dump_every = {self.md.dump_every}: "
                              "one must divide the other, so that the dump holds the frame the halt fired on")
+        # the fine-tuning's training config, checked now rather than after a round's MD and labels
+        finetune_config(start, start / "split.json", start / "samples", self.finetune)
         return self
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: finetune.KEY -> the key of the training config it sets (:func:`finetune_config`)
+FINETUNE_KEYS = {
+    "prior_std": "training.prior_std", "validate_every": "training.validate_every",
+    "warm_start_steps": "sghmc.warm_start_steps", "warm_start_lr": "adam.lr", "lr": "sghmc.lr",
+    "mass_freeze_step": "sghmc.mass_freeze_step", "burn_in": "sghmc.burn_in",
+    "sample_interval": "sghmc.sample_interval",
+}
+
+
+def finetune_config(start: Path, split: Path, prior_centre: Path, ft: FinetuneSection) -> TrainConfig:
+    """The :class:`~bnnmd.train.TrainConfig` of a fine-tuning: the start run's ``config.yaml`` with the
+    ``finetune`` section ``ft`` (:data:`FINETUNE_KEYS`), on ``split``, every chain starting at, and
+    pulled towards, its last sample in ``prior_centre``; Adam + EMA first, then the sampler with its
+    mass primed from Adam's statistics. Raises :class:`LearnError` naming the ``finetune.*`` key."""
+    cfg = TrainConfig.load(Path(start) / "config.yaml")
+    cfg.method = "sghmc"
+    cfg.data.split = str(split)
+    cfg.training.prior_centre = str(prior_centre)
+    cfg.training.max_steps = ft.warm_start_steps + ft.max_steps
+    cfg.training.time_limit = None  # the start run's budget is not the fine-tuning's
+    cfg.sghmc.schedule = "steps"
+    cfg.sghmc.warm_start_shared = False
+    for key, target in FINETUNE_KEYS.items():
+        section, name = target.split(".")
+        setattr(getattr(cfg, section), name, getattr(ft, key))
+    try:
+        return cfg.validate()
+    except ConfigError as exc:
+        text = str(exc)
+        for key, target in FINETUNE_KEYS.items():
+            text = text.replace(target, f"finetune.{key}")
+        text = text.replace("training.max_steps", "finetune.warm_start_steps + finetune.max_steps")
+        raise LearnError(f"the fine-tuning settings: {text}") from None

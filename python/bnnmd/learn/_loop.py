@@ -22,18 +22,32 @@ cache).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import ase.io
 import numpy as np
+from ase.io.lammpsdata import write_lammps_data
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
+from bnnmd import units
 from bnnmd._files import write_atomic, write_npz_atomic
-from bnnmd.learn._config import LearnConfig, LearnError
+from bnnmd.analysis import molecule_atoms, read_trajectory, select_frames, write_selection
+from bnnmd.data import Split, SplitPart
+from bnnmd.deploy import export, read_metadata
+from bnnmd.label import ASELabeller, LabelError, PySCFLabeller, label_frames
+from bnnmd.learn._config import LearnConfig, LearnError, finetune_config
+from bnnmd.posterior import DEFAULT_HALT_RULE, HaltStatistics, halt_threshold
+from bnnmd.train import train
+from bnnmd.uq import calibrate, evaluate, resolve_data
 
 PHASES = ("export", "evaluate", "md", "select", "label", "finetune")
 
@@ -44,18 +58,12 @@ def _log(msg: str) -> None:
 
 def make_labeller(cfg: LearnConfig, cache: Path):
     """The labeller of ``cfg.label``: pyscf, or an ASE calculator from ``MODULE:FACTORY``."""
-    from bnnmd.label import PySCFLabeller
-
     lab = cfg.label
     if lab.labeller == "pyscf":
-        try:
-            import pyscf  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("pyscf") is None:  # an optional dependency (bnnmd[label])
             raise LearnError("label.labeller = pyscf, but pyscf is not installed; pip install pyscf (make install "
-                             "does), or give label.labeller MODULE:FACTORY for an ASE calculator") from None
+                             "does), or give label.labeller MODULE:FACTORY for an ASE calculator")
         return PySCFLabeller(xc=lab.xc, basis=lab.basis, cache=cache, max_cycle=lab.max_cycle)
-    from bnnmd.label._ase import ASELabeller
-
     return ASELabeller(lab.labeller, lab.kwargs, lab.energy_unit, cache=cache)
 
 
@@ -68,8 +76,6 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
     per-atom epistemic std instead of the total one against the model's threshold. With
     ``c.overshoot`` > 0 a halted run goes on for that many steps without the halt (to ``c.nsteps`` at
     most, the heating ramp continued), dumping frames; the step returned is still the halt's."""
-    from ase.io.lammpsdata import write_lammps_data
-
     md = Path(md)
     shutil.rmtree(md, ignore_errors=True)
     md.mkdir(parents=True)
@@ -87,9 +93,6 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
         if epistemic_threshold is None:
             ratio = "variable ratio equal c_unc[4]/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]"
         else:  # c_unc is in LAMMPS' force unit (real: kcal/mol/A), the threshold in the model's
-            from bnnmd import units
-            from bnnmd.deploy import read_metadata
-
             meta, real = read_metadata(model), units.LAMMPS_UNITS["real"]
             thr = epistemic_threshold * (units.energy_factor(meta["energy_unit"], real["energy"])
                                          / units.length_factor(meta["length_unit"], real["length"]))
@@ -134,8 +137,6 @@ def pick_frames(traj, threshold: float, n: int, column: str = "total", min_gap: 
     """bnn-learn's pick from one run (a :class:`~bnnmd.analysis.Selection`): up to ``n`` diverse
     frames above ``threshold`` of ``column``, topped up with the most uncertain frames of the run's
     second half below it (where a heating run left the training distribution); those above stay first."""
-    from bnnmd.analysis import select_frames
-
     sel = select_frames(traj, threshold, n, column=column, min_gap=min_gap)
     if len(sel.frames) < n:
         late = traj.steps >= traj.steps[-1] / 2
@@ -143,32 +144,6 @@ def pick_frames(traj, threshold: float, n: int, column: str = "total", min_gap: 
         below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
         sel = select_frames(traj, min(below, threshold), n, column=column, min_gap=min_gap)
     return sel
-
-
-def finetune_config(start: Path, split: Path, prior_centre: Path, ft):
-    """The :class:`~bnnmd.train.TrainConfig` of a fine-tuning: the start run's ``config.yaml`` with the
-    ``finetune`` section ``ft`` (:class:`~bnnmd.learn._config.FinetuneSection`), on ``split``, every
-    chain starting at, and pulled towards, its last sample in ``prior_centre``; Adam + EMA first, then
-    the sampler with its mass primed from Adam's statistics."""
-    from bnnmd.train import TrainConfig
-
-    cfg = TrainConfig.load(Path(start) / "config.yaml")
-    cfg.method = "sghmc"
-    cfg.data.split = str(split)
-    cfg.training.prior_centre = str(prior_centre)
-    cfg.training.prior_std = ft.prior_std
-    cfg.training.max_steps = ft.warm_start_steps + ft.max_steps
-    cfg.training.validate_every = ft.validate_every
-    cfg.training.time_limit = None  # the start run's budget is not the fine-tuning's
-    cfg.sghmc.schedule = "steps"
-    cfg.sghmc.warm_start_steps = ft.warm_start_steps
-    cfg.sghmc.warm_start_shared = False
-    cfg.adam.lr = ft.warm_start_lr
-    cfg.sghmc.lr = ft.lr
-    cfg.sghmc.mass_freeze_step = ft.mass_freeze_step
-    cfg.sghmc.burn_in = ft.burn_in
-    cfg.sghmc.sample_interval = ft.sample_interval
-    return cfg.validate()
 
 
 class ActiveLearning:
@@ -179,6 +154,8 @@ class ActiveLearning:
         self.out = Path(out)
         self._start_atoms = None
         self.state_path = self.out / "state.json"
+        # the labeller first: a labeller that does not import is a config error, and leaves nothing behind
+        self.labeller = make_labeller(config, self.out / "labels")
         if self.state_path.exists():
             if not resume:
                 raise LearnError(f"{self.out} holds a bnn-learn run already (state.json); resume it with --resume "
@@ -196,7 +173,6 @@ class ActiveLearning:
             self.out.mkdir(parents=True, exist_ok=True)
             self.state = {"config": config.to_dict(), "done": [], "dft_calls": 0, "rounds": {}, "status": "running"}
             self._save()
-        self.labeller = make_labeller(config, self.out / "labels")
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def _save(self) -> None:
@@ -245,9 +221,6 @@ class ActiveLearning:
 
     # ---- phases ------------------------------------------------------------------------------
     def _export(self, r: int) -> None:
-        from bnnmd.deploy import export, read_metadata
-        from bnnmd.uq import calibrate
-
         run = self.round_dir(r) / "run"
         if r == 0:  # a copy: calibrating writes into the samples directory
             start = Path(self.cfg.start)
@@ -272,8 +245,6 @@ class ActiveLearning:
 
     def _epistemic_threshold(self, r: int, calibration: Path) -> float:
         """md.halt_on epistemic: the threshold of round ``r`` (model force unit), by md.threshold."""
-        from bnnmd.uq._halt import DEFAULT_HALT_RULE, HaltStatistics, halt_threshold
-
         thr = self.cfg.md.threshold
         if not isinstance(thr, str):
             return float(thr)
@@ -286,8 +257,6 @@ class ActiveLearning:
         return halt_threshold(stats, DEFAULT_HALT_RULE, part="epistemic")[0]
 
     def _evaluate(self, r: int) -> None:
-        from bnnmd.uq import evaluate
-
         samples = self.round_dir(r) / "run" / "samples"
         row = {}
         for name, data in (("test", self.cfg.test or "split:test"), ("hot", self.cfg.hot_test)):
@@ -303,8 +272,6 @@ class ActiveLearning:
         return self.round_dir(r) / ("md" if i == 0 else f"md_{i:02d}")
 
     def _md(self, r: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         c = self.cfg.md
         epi = self.state["rounds"][str(r)].get("threshold_epistemic") if c.halt_on == "epistemic" else None
 
@@ -322,15 +289,11 @@ class ActiveLearning:
 
     def _trajectory(self, r: int, i: int = 0):
         """Round ``r``'s MD run ``i``: its trajectory with the per-atom stds."""
-        from bnnmd.analysis import read_trajectory
-
         md = self.md_dir(r, i)
         elements = sorted(set(self.start_structure().get_chemical_symbols()))  # run_md's type order
         return read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
 
     def _select(self, r: int) -> None:
-        from bnnmd.analysis import write_selection
-
         info = self.state["rounds"][str(r)]
         column = self.cfg.md.halt_on  # pick frames by what the run halted on
         threshold = info["threshold_epistemic"] if column == "epistemic" else info["threshold"]
@@ -350,9 +313,6 @@ class ActiveLearning:
         self._mark(r, "select", selected=[[i, f] for i, f, _ in picked], selected_steps=[st for _, _, st in picked])
 
     def _label(self, r: int) -> None:
-        from bnnmd.analysis import molecule_atoms
-        from bnnmd.label import LabelError, label_frames
-
         info = self.state["rounds"][str(r)]
         picked = info.get("selected") or [[0, f] for f in info["selected_frames"]]  # a state of bnnmd <= 0.1.0
         trajs = {i: self._trajectory(r, i) for i in sorted({i for i, _ in picked})}
@@ -376,9 +336,6 @@ class ActiveLearning:
         self._mark(r, "label", labelled=len(ok), label_failures=failed, dft_calls=self.state["dft_calls"])
 
     def _finetune(self, r: int) -> None:
-        from bnnmd.data import Split, SplitPart
-        from bnnmd.train import train
-
         nxt = self.round_dir(r + 1)
         nxt.mkdir(parents=True, exist_ok=True)
         start = Path(self.cfg.start)
@@ -413,14 +370,10 @@ class ActiveLearning:
         if self._start_atoms is None:
             spec = self.cfg.md.structure
             if ":" in spec and not Path(spec).exists():
-                from bnnmd.uq import resolve_data
-
                 data, _, frame = spec.rpartition(":")
                 ds, _ = resolve_data(data)
                 self._start_atoms = ds.to_ase(int(frame))
             else:
-                import ase.io
-
                 self._start_atoms = ase.io.read(spec)
         return self._start_atoms.copy()
 
@@ -452,15 +405,12 @@ class ActiveLearning:
         self._plot(rep)
 
     def _plot(self, rep) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         rows = [r for r in rep["rounds"] if r.get("steps_run") is not None]
         if not rows:
             return
-        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+        fig = Figure(figsize=(8, 3.2))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots(1, 2)
         ax[0].bar([r["round"] for r in rows], [r["steps_run"] for r in rows], color="tab:blue")
         ax[0].set_xlabel("round")
         ax[0].set_ylabel("MD steps before the halt")
@@ -473,4 +423,3 @@ class ActiveLearning:
         ax[1].legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(self.out / "report.png", dpi=110)
-        plt.close(fig)

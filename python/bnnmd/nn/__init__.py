@@ -17,14 +17,17 @@ Examples
 
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
+from e3nn.util.jit import compile as _e3nn_compile
+
+from bnnmd.data import TypeMapper, average_num_neighbours, force_rms, per_species_energy
 
 from bnnmd.nn._config import NONLINEARITIES, ConfigError, ModelConfig
 from bnnmd.nn._model import StochasticNequIP
 from bnnmd.nn._predictive import Predictive, predict, predictive
-from bnnmd.nn._samples import SampleError, evenly_spaced, load_samples, read_sample, save_sample
 from bnnmd.nn._stacked import StackedLinear, StackedMLP
 
 
@@ -37,10 +40,6 @@ def build_model(config: ModelConfig, dataset=None, dtype: torch.dtype = torch.fl
     the scales from its force RMS and, unless the config sets it,
     ``avg_num_neighbours`` from its graphs.
     """
-    import copy
-
-    from bnnmd.data import TypeMapper, average_num_neighbours, force_rms, per_species_energy
-
     config = copy.deepcopy(config)
     if dataset is not None and config.avg_num_neighbours is None:
         config.avg_num_neighbours = average_num_neighbours(dataset, config.cutoff)
@@ -58,11 +57,8 @@ def build_model(config: ModelConfig, dataset=None, dtype: torch.dtype = torch.fl
 
 def script(model: StochasticNequIP) -> torch.jit.ScriptModule:
     """TorchScript version of ``model`` (same outputs; used by the exporter)."""
-    from e3nn.util.jit import compile
-
-    return compile(model)
+    return _e3nn_compile(model)
 
 
-__all__ = ["ConfigError", "ModelConfig", "NONLINEARITIES", "Predictive", "SampleError", "StackedLinear",
-           "StackedMLP", "StochasticNequIP", "build_model", "evenly_spaced", "load_samples", "predict", "predictive",
-           "read_sample", "save_sample", "script"]
+__all__ = ["ConfigError", "ModelConfig", "NONLINEARITIES", "Predictive", "StackedLinear", "StackedMLP",
+           "StochasticNequIP", "build_model", "predict", "predictive", "script"]

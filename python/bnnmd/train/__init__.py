@@ -11,8 +11,8 @@ one stacked pass, early stopping per member). Every method writes ``RUN_DIR/samp
 
 from bnnmd.train._config import AdamSection, DataSection, SGHMCSection, TrainConfig, TrainingSection
 from bnnmd.train._ema import WeightEMA
-from bnnmd.train._methods import METHODS, REGISTRY, InferencePlan, Method, get_method, register
+from bnnmd.train._methods import METHODS, REGISTRY, Method, get_method, register
 from bnnmd.train._trainer import RunError, RunResult, Trainer, train
 
-__all__ = ["AdamSection", "DataSection", "InferencePlan", "METHODS", "Method", "REGISTRY", "RunError", "RunResult",
+__all__ = ["AdamSection", "DataSection", "METHODS", "Method", "REGISTRY", "RunError", "RunResult",
            "SGHMCSection", "TrainConfig", "Trainer", "TrainingSection", "WeightEMA", "get_method", "register", "train"]

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Union
 
 import yaml
 
+from bnnmd._yaml import read_config_file
 from bnnmd.nn import ConfigError, ModelConfig
 from bnnmd.train._methods import get_method, method_names
 DTYPES = ("float64", "float32")
@@ -191,16 +192,7 @@ class TrainConfig:
                 raise ConfigError(f"model.{key} is set by the trainer ({'data.type_names' if key == 'type_names' else 'the method'}); "
                                   "remove it from the model section")
         ModelConfig.from_dict({**self.model, "type_names": ["H"]})  # validates keys and values
-        if self.method == "sghmc" and self.sghmc.schedule == "time" and self.training.time_limit is None:
-            _bad("training", "time_limit", None, "sghmc.schedule: time plans the run to fit training.time_limit; "
-                 "give it in seconds, or use sghmc.schedule: steps")
-        if self.method == "sghmc" and self.sghmc.schedule == "steps":
-            s = self.sghmc
-            need = s.warm_start_steps + s.burn_in + (s.num_samples // s.chains - 1) * s.sample_interval
-            if need > self.training.max_steps:
-                _bad("training", "max_steps", self.training.max_steps,
-                     f"must be >= {need} = sghmc.warm_start_steps + burn_in + (num_samples/chains - 1) * "
-                     "sample_interval to collect all samples")
+        get_method(self.method)(self).validate()  # the rules that tie the method's section to the others
         return self
 
     @classmethod
@@ -236,16 +228,9 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Union[str, Path]) -> "TrainConfig":
         path = Path(path)
+        d = read_config_file(path, ConfigError)
         try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file does not exist") from None
-        try:
-            d = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        try:
-            return cls.from_dict(d or {})
+            return cls.from_dict(d)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
 

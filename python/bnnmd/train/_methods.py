@@ -11,13 +11,17 @@ Adding a method is one class with ``@register``.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Sequence, Type
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Optional, Type
 
 import torch
 
+from bnnmd._files import write_atomic
 from bnnmd.bayes import AdaptiveSGHMC
+from bnnmd.nn import ConfigError
+from bnnmd.posterior import Inference, sample_path, save_sample
+from bnnmd.train import _schedule as S
 from bnnmd.train._ema import WeightEMA
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,15 +52,6 @@ def get_method(name: str) -> Type["Method"]:
         raise ValueError(f"unknown method {name!r}; one of {', '.join(REGISTRY)}") from None
 
 
-@dataclass
-class InferencePlan:
-    """Which sample files make the k copies of an inference model."""
-
-    indices: List[int]  # one file index per model copy (k = len(indices))
-    available: Optional[int]  # files that can be chosen from; None: any number of copies (dropout masks)
-    dropout: bool = False  # keep dropout on at inference (one mask per copy)
-
-
 class Method:
     """Base class; the defaults are those of a method that writes its k members at the end."""
 
@@ -64,6 +59,10 @@ class Method:
 
     def __init__(self, config: "TrainConfig"):
         self.config = config
+
+    def validate(self) -> None:
+        """Raise :class:`~bnnmd.nn.ConfigError` for settings of this method that do not fit the rest of
+        the config (each section's own values are checked by the section)."""
 
     # ---- the model ---------------------------------------------------------------------------
     def training_k(self) -> int:
@@ -121,25 +120,10 @@ class Method:
         """Restore :meth:`state_dict` and rebuild the optimiser of the saved phase (before its state loads)."""
 
     # ---- inference ----------------------------------------------------------------------------
-    @classmethod
-    def inference_plan(cls, n_files: int, k: Optional[int], select: Optional[Sequence[int]],
-                       meta: Dict[str, Any]) -> InferencePlan:
-        """All files, ``k`` evenly spaced ones, or ``select``; raises ValueError with the fix."""
-        from bnnmd.nn._samples import evenly_spaced
-
-        if k is not None and select is not None:
-            raise ValueError("give either k (--k) or a selection (--select), not both")
-        if select is not None:
-            bad = [i for i in select if not 0 <= i < n_files]
-            if bad or not select:
-                raise ValueError(f"--select {list(select)}: indices must be in 0..{n_files - 1}")
-            return InferencePlan(list(select), n_files)
-        if k is None:
-            return InferencePlan(list(range(n_files)), n_files)
-        if isinstance(k, bool) or int(k) < 1 or int(k) > n_files:
-            raise ValueError(f"k = {k}: {cls.name} wrote {n_files} sample(s); use --k {n_files} or fewer (at least 1), "
-                             "or let the run write more samples")
-        return InferencePlan(evenly_spaced(n_files, int(k)), n_files)
+    def inference(self) -> Inference:
+        """The inference plan its sample files carry (:class:`bnnmd.posterior.Inference`): one file
+        per model copy, all or k evenly spaced ones."""
+        return Inference()
 
 
 def make_ema(trainer: "Trainer", adam) -> Optional[WeightEMA]:
@@ -170,21 +154,30 @@ class SGHMC(Method):
 
     name = "sghmc"
 
+    def validate(self) -> None:
+        c = self.config
+        if c.sghmc.schedule == "time" and c.training.time_limit is None:
+            raise ConfigError("training.time_limit = None: sghmc.schedule: time plans the run to fit "
+                              "training.time_limit; give it in seconds, or use sghmc.schedule: steps")
+        if c.sghmc.schedule == "steps":
+            s = c.sghmc
+            need = s.warm_start_steps + s.burn_in + (s.num_samples // s.chains - 1) * s.sample_interval
+            if need > c.training.max_steps:
+                raise ConfigError(f"training.max_steps = {c.training.max_steps!r}: must be >= {need} = "
+                                  "sghmc.warm_start_steps + burn_in + (num_samples/chains - 1) * sample_interval "
+                                  "to collect all samples")
+
     def training_k(self) -> int:
         return self.config.sghmc.chains
 
     def setup(self, trainer: "Trainer") -> None:
         s = self.config.sghmc
         self.timed = s.schedule == "time"
-        if self.timed:  # decided during the run; None = not yet
-            # budget_steps: the steps the budget holds at the first plan (until the sampler's plan)
-            self.plan = {"warm_start_steps": None, "mass_freeze_step": None, "burn_in": None,
-                         "sample_interval": None, "budget_steps": None, "ref_step": None, "ref_elapsed": None,
-                         "stage": "timing"}
+        if self.timed:  # decided during the run (bnnmd.train._schedule)
+            self.plan = S.Plan()
             warm = s.warm_start_fraction > 0
         else:
-            self.plan = {"warm_start_steps": s.warm_start_steps, "mass_freeze_step": s.mass_freeze_step,
-                         "burn_in": s.burn_in, "sample_interval": s.sample_interval}
+            self.plan = S.Plan.fixed(s.warm_start_steps, s.mass_freeze_step, s.burn_in, s.sample_interval)
             warm = s.warm_start_steps > 0
         self.phase = "warm_start" if warm else "sample"
         self._build_phase(trainer)
@@ -199,13 +192,13 @@ class SGHMC(Method):
             s = c.sghmc
             trainer.optimizer = AdaptiveSGHMC(params, dataset_size=len(trainer.train_set), lr=s.lr,
                                               friction=s.friction, beta=s.beta, eps=s.eps,
-                                              mass_freeze_step=self.plan["mass_freeze_step"], noise=s.noise,
+                                              mass_freeze_step=self.plan.mass_freeze_step, noise=s.noise,
                                               noise_start=s.noise_start, noise_ramp_steps=s.noise_ramp_steps,
                                               seed=c.seed)
             trainer.ema = None
 
     def sampler_step(self, step: int) -> int:
-        return step - (self.plan["warm_start_steps"] or 0)
+        return self.plan.sampler_step(step)
 
     def loss_scale(self, trainer: "Trainer") -> float:
         # Adam minimises u / |D|; the sampler's gradient is that of u (it divides by |D| itself)
@@ -219,14 +212,12 @@ class SGHMC(Method):
             self._plan_step(trainer)
         p = self.plan
         if self.phase == "warm_start":
-            if p["warm_start_steps"] is not None and trainer.step >= p["warm_start_steps"]:
+            if p.warm_start_steps is not None and trainer.step >= p.warm_start_steps:
                 self._end_warm_start(trainer)
             return
         t = self.sampler_step(trainer.step)
-        if p["burn_in"] is None or t < p["burn_in"] or (t - p["burn_in"]) % p["sample_interval"]:
+        if p.burn_in is None or t < p.burn_in or (t - p.burn_in) % p.sample_interval:
             return
-        from bnnmd.nn._samples import sample_path, save_sample
-
         s = self.config.sghmc
         before = trainer.clock()
         first = trainer.samples_written == 0
@@ -235,7 +226,7 @@ class SGHMC(Method):
                 break
             save_sample(sample_path(trainer.samples_dir, trainer.samples_written), trainer.model, chain, self.name,
                         meta={"step": trainer.step, "sampler_step": t, "chain": chain, "seed": self.config.seed,
-                              **trainer.units})
+                              **trainer.units}, inference=self.inference())
             trainer.samples_written += 1
         if self.timed and first and self._per_chain() > 1:
             self._plan_interval(trainer, before)
@@ -246,73 +237,21 @@ class SGHMC(Method):
         return s.num_samples // s.chains
 
     def _plan_interval(self, trainer: "Trainer", before: float) -> None:
-        """Decision 4 of ``_schedule``: once the first samples are written (they took from
-        ``before`` to now), the interval that fits the other samples and their writing into the budget."""
-        from bnnmd.train import _schedule as S
-
-        p, step, now = self.plan, trainer.step, trainer.clock()
-        rest = self._per_chain() - 1
-        step_s = S.step_time(step, before, p["ref_step"], p["ref_elapsed"]) if step > p["ref_step"] else None
-        interval = S.sample_interval(step_s, S.END_FRACTION * self.config.training.time_limit - now, rest,
-                                     now - before, p["sample_interval"])
-        p["sample_interval"] = max(1, min(interval, (self.config.training.max_steps - step) // rest))
+        """Decision 4 of ``_schedule`` (:func:`bnnmd.train._schedule.plan_interval`)."""
+        c = self.config
+        self.plan = S.plan_interval(self.plan, trainer.step, trainer.clock(), before, c.training.time_limit,
+                                    c.training.max_steps, self._per_chain())
 
     def _plan_step(self, trainer: "Trainer") -> None:
-        """The decisions of ``bnnmd.train._schedule``, each made once, at the step it belongs to."""
-        from bnnmd.train import _schedule as S
-
-        p, step, now = self.plan, trainer.step, trainer.clock()
-        limit, cap = self.config.training.time_limit, self.config.training.max_steps
-        if p["ref_step"] is None:
-            if step >= S.RATE_SKIP:
-                p["ref_step"], p["ref_elapsed"] = step, now
-            return
-        if p["stage"] == "timing":
-            timed = step - p["ref_step"]
-            if timed < S.PLAN_MIN_STEPS or (now < S.PLAN_SHARE * limit and timed < S.PLAN_MAX_STEPS):
-                return
-            total = min(cap, step + S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit))
-            p["budget_steps"] = total
-            if self.phase == "warm_start":
-                p["warm_start_steps"] = max(step, int(self.config.sghmc.warm_start_fraction * total))
-                step_s = S.step_time(step, now, p["ref_step"], p["ref_elapsed"])
-                p["warm_start_deadline"] = now + S.WARM_START_SLACK * (p["warm_start_steps"] - step) * step_s
-                p["stage"] = "warm_start"
-                if p["warm_start_steps"] > step:
-                    return
-                # the plan point is the warm start's last step: fall through to the sampler's plan
-            else:  # no warm start: the sampler started at step 1
-                p["warm_start_steps"] = 0
-            self._plan_sampler(trainer, total, step)
-            return
-        if p["stage"] == "warm_start" and step < p["warm_start_steps"] and now > p.get("warm_start_deadline", now):
-            p["warm_start_steps"] = step  # slower than planned (a loaded machine): end it by the clock
-        if p["stage"] == "warm_start" and step >= p["warm_start_steps"]:
-            p["ref_step"], p["ref_elapsed"] = step, now  # the sampler's own rate from here
-            p["stage"] = "sampler_timing"
-            return
-        if p["stage"] == "sampler_timing" and step - p["ref_step"] >= S.PLAN_MIN_STEPS:
-            left = S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit)
-            self._plan_sampler(trainer, min(cap, step + left), step)
-            return
-        if p["stage"] == "sampler" and self.sampler_step(step) >= p["mass_freeze_step"]:
-            # the mass freezes after the sampler's plan, so steps have been timed since ref_step
-            left = min(cap - step, S.steps_left(step, now, p["ref_step"], p["ref_elapsed"], limit))
-            p["burn_in"], p["sample_interval"] = S.sampling_schedule(self.sampler_step(step), left,
-                                                                     self._per_chain())
-            p["stage"] = "done"
-
-    def _plan_sampler(self, trainer: "Trainer", total: int, step: int) -> None:
-        """Mass freeze, burn-in and interval for a sampler that ends at global step ``total``."""
-        from bnnmd.train import _schedule as S
-
-        p = self.plan
-        done = self.sampler_step(step)  # sampler steps already taken (> 0 only without a warm start)
-        mass, burn, interval = S.sampler_schedule(total - p["warm_start_steps"], self._per_chain())
-        mass = max(mass, done + 1)
-        p.update(mass_freeze_step=mass, burn_in=max(burn, mass), sample_interval=interval, stage="sampler")
-        if isinstance(trainer.optimizer, AdaptiveSGHMC):
-            trainer.optimizer.mass_freeze_step = mass
+        """Decisions 1-3 of ``bnnmd.train._schedule`` (:func:`~bnnmd.train._schedule.advance`); the
+        sampler in use learns its planned mass freeze."""
+        c = self.config
+        before = self.plan.mass_freeze_step
+        self.plan = S.advance(self.plan, trainer.step, trainer.clock(), c.training.time_limit, c.training.max_steps,
+                              self._per_chain(),
+                              c.sghmc.warm_start_fraction if self.phase == "warm_start" else None)
+        if self.plan.mass_freeze_step != before and isinstance(trainer.optimizer, AdaptiveSGHMC):
+            trainer.optimizer.mass_freeze_step = self.plan.mass_freeze_step
 
     def _end_warm_start(self, trainer: "Trainer") -> None:
         shared = self.config.sghmc.warm_start_shared and trainer.k > 1
@@ -340,38 +279,31 @@ class SGHMC(Method):
 
     def finish(self, trainer: "Trainer") -> None:
         """``schedule.json``: the step counts the run used (planned ones with ``schedule: time``)."""
-        import json
-
-        from bnnmd._files import write_atomic
-
         write_atomic(trainer.run_dir / "schedule.json", json.dumps(self.schedule(), indent=1) + "\n")
 
     def planned_steps(self) -> Optional[int]:
         """The steps the schedule takes: its last sample's step (a wall-clock plan: the steps the
         budget holds until the sampler is planned, None before the first plan)."""
-        p = self.plan
-        if p["burn_in"] is None:
-            return p["budget_steps"]
-        return p["warm_start_steps"] + p["burn_in"] + (self._per_chain() - 1) * p["sample_interval"]
+        return self.plan.planned_steps(self._per_chain())
 
     def progress(self, trainer: "Trainer") -> str:
         if self.phase == "warm_start":
-            return f"warm start {trainer.step}/{self.plan['warm_start_steps'] or '?'}"
+            return f"warm start {trainer.step}/{self.plan.warm_start_steps or '?'}"
         return f"samples {trainer.samples_written}/{self.config.sghmc.num_samples}"
 
     def schedule(self) -> Dict[str, Any]:
         """The phases' step counts in use (the plan, with ``sghmc.schedule: time``)."""
         keys = ("warm_start_steps", "mass_freeze_step", "burn_in", "sample_interval")
-        return {**{k: self.plan[k] for k in keys}, "planned_steps": self.planned_steps(),
+        return {**{k: getattr(self.plan, k) for k in keys}, "planned_steps": self.planned_steps(),
                 "schedule": self.config.sghmc.schedule}
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"phase": self.phase, "plan": dict(self.plan)}
+        return {"phase": self.phase, "plan": self.plan.to_dict()}
 
     def load_state_dict(self, state: Dict[str, Any], trainer: "Trainer") -> None:
         self.phase = str(state["phase"])
         if self.timed:
-            self.plan = dict(state["plan"])
+            self.plan = S.Plan.from_dict(state["plan"])
         self._build_phase(trainer)
 
 
@@ -433,8 +365,6 @@ class _AdamMethod(Method):
         return "early_stopped" if self.stopped.all() else None
 
     def finish(self, trainer: "Trainer") -> None:
-        from bnnmd.nn._samples import sample_path, save_sample
-
         c = self.config
         with torch.no_grad():
             for name, p in trainer.model.named_parameters():
@@ -443,7 +373,8 @@ class _AdamMethod(Method):
         for member in range(trainer.k):
             meta = {"step": trainer.step, "member": member, "seed": c.seed, **trainer.units,
                     "val_force_mae": float(self.best_metric[member]), **self.sample_meta()}
-            save_sample(sample_path(trainer.samples_dir, member), trainer.model, member, self.name, meta=meta)
+            save_sample(sample_path(trainer.samples_dir, member), trainer.model, member, self.name, meta=meta,
+                        inference=self.inference())
         trainer.samples_written = trainer.k
 
     def sample_meta(self) -> Dict[str, Any]:
@@ -491,14 +422,9 @@ class MCDropout(_AdamMethod):
     def sample_meta(self) -> Dict[str, Any]:
         return {"mc_samples": self.config.adam.mc_samples}
 
-    @classmethod
-    def inference_plan(cls, n_files, k, select, meta) -> InferencePlan:
-        if select is not None:
-            raise ValueError("--select does not apply to an MC-dropout run (one sample); use --k for masks")
-        masks = int(meta.get("mc_samples", 8)) if k is None else k
-        if isinstance(masks, bool) or int(masks) < 1:
-            raise ValueError(f"k = {k}: the number of dropout masks must be at least 1")
-        return InferencePlan([i % n_files for i in range(int(masks))], None, dropout=True)
+    def inference(self) -> Inference:
+        """One file, ``adam.mc_samples`` dropout masks by default."""
+        return Inference(dropout=True, copies=self.config.adam.mc_samples)
 
 
 @register

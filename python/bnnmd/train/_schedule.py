@@ -19,12 +19,16 @@ steps, which hold one-off costs, are not timed):
 4. once the first samples are written: the interval of the others, with the measured cost of
    writing them (:func:`sample_interval`).
 
-The plan is part of the checkpoint, so a resumed run keeps the decisions it had made.
+The decisions are one :class:`Plan` (a frozen dataclass with its :class:`Stage`), moved on by the
+pure functions :func:`advance` (decisions 1-3, after every step) and :func:`plan_interval`
+(decision 4). The plan is part of the checkpoint, so a resumed run keeps the decisions it had made.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+import enum
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Dict, Optional, Tuple
 
 END_FRACTION = 0.95  # every sample is written by this share of training.time_limit
 PLAN_SHARE = 0.02  # the first plan is made after this share of the time limit ...
@@ -78,3 +82,112 @@ def sample_interval(step_s, time_left: float, rest: int, write_s: float, planned
     if step_s is None or step_s <= 0:
         return planned
     return max(1, int((time_left - rest * write_s) / (rest * step_s)))
+
+
+class Stage(str, enum.Enum):
+    """Where a wall-clock plan is (its value is what checkpoints store)."""
+
+    TIMING = "timing"  # timing the first steps; decision 1 pending
+    WARM_START = "warm_start"  # the warm start's end is planned (and may come earlier, by the clock)
+    SAMPLER_TIMING = "sampler_timing"  # the warm start is over: timing the sampler's own steps
+    SAMPLER = "sampler"  # decision 2 made: the mass adapts until mass_freeze_step
+    DONE = "done"  # decision 3 made: burn-in and interval (decision 4 may still change the interval)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The phases' step counts (None: not decided yet) and what the next decision needs.
+
+    ``warm_start_steps`` counts global steps; ``mass_freeze_step`` and ``burn_in`` count sampler
+    steps (after the warm start). ``budget_steps``: the steps the budget held at decision 1.
+    ``ref_step`` / ``ref_elapsed``: where the rate in use is timed from.
+    """
+
+    warm_start_steps: Optional[int] = None
+    mass_freeze_step: Optional[int] = None
+    burn_in: Optional[int] = None
+    sample_interval: Optional[int] = None
+    budget_steps: Optional[int] = None
+    ref_step: Optional[int] = None
+    ref_elapsed: Optional[float] = None
+    stage: Stage = Stage.TIMING
+    warm_start_deadline: Optional[float] = None  # elapsed seconds by which the warm start must end
+
+    @classmethod
+    def fixed(cls, warm_start_steps: int, mass_freeze_step: int, burn_in: int, sample_interval: int) -> "Plan":
+        """The plan of ``sghmc.schedule: steps``: every count given, nothing left to decide."""
+        return cls(warm_start_steps, mass_freeze_step, burn_in, sample_interval, stage=Stage.DONE)
+
+    def sampler_step(self, step: int) -> int:
+        return step - (self.warm_start_steps or 0)
+
+    def planned_steps(self, per_chain: int) -> Optional[int]:
+        """The step of the last sample (before the sampler is planned: the budget's steps, or None)."""
+        if self.burn_in is None:
+            return self.budget_steps
+        return self.warm_start_steps + self.burn_in + (per_chain - 1) * self.sample_interval
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), "stage": self.stage.value}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Plan":
+        return cls(**{**d, "stage": Stage(d.get("stage", Stage.DONE.value))})
+
+
+def advance(p: Plan, step: int, now: float, time_limit: float, max_steps: int, per_chain: int,
+            warm_start_fraction: Optional[float]) -> Plan:
+    """The plan after global step ``step`` ended at ``now`` seconds: decisions 1-3, each made once, at
+    the step it belongs to. ``warm_start_fraction``: the warm start's share of the steps (None: the
+    run has no warm start, the sampler started at step 1)."""
+    if p.ref_step is None:
+        return replace(p, ref_step=step, ref_elapsed=now) if step >= RATE_SKIP else p
+    if p.stage is Stage.TIMING:
+        timed = step - p.ref_step
+        if timed < PLAN_MIN_STEPS or (now < PLAN_SHARE * time_limit and timed < PLAN_MAX_STEPS):
+            return p
+        total = min(max_steps, step + steps_left(step, now, p.ref_step, p.ref_elapsed, time_limit))
+        p = replace(p, budget_steps=total)
+        if warm_start_fraction is None:
+            p = replace(p, warm_start_steps=0)
+        else:
+            warm = max(step, int(warm_start_fraction * total))
+            deadline = now + WARM_START_SLACK * (warm - step) * step_time(step, now, p.ref_step, p.ref_elapsed)
+            p = replace(p, warm_start_steps=warm, warm_start_deadline=deadline, stage=Stage.WARM_START)
+            if warm > step:
+                return p
+            # the plan point is the warm start's last step: the sampler's plan follows at once
+        return _plan_sampler(p, total, step, per_chain)
+    if p.stage is Stage.WARM_START:
+        if step < p.warm_start_steps and p.warm_start_deadline is not None and now > p.warm_start_deadline:
+            p = replace(p, warm_start_steps=step)  # slower than planned (a loaded machine): end it by the clock
+        if step >= p.warm_start_steps:
+            return replace(p, ref_step=step, ref_elapsed=now, stage=Stage.SAMPLER_TIMING)  # the sampler's own rate
+        return p
+    if p.stage is Stage.SAMPLER_TIMING and step - p.ref_step >= PLAN_MIN_STEPS:
+        left = steps_left(step, now, p.ref_step, p.ref_elapsed, time_limit)
+        return _plan_sampler(p, min(max_steps, step + left), step, per_chain)
+    if p.stage is Stage.SAMPLER and p.sampler_step(step) >= p.mass_freeze_step:
+        # the mass freezes after the sampler's plan, so steps have been timed since ref_step
+        left = min(max_steps - step, steps_left(step, now, p.ref_step, p.ref_elapsed, time_limit))
+        burn, interval = sampling_schedule(p.sampler_step(step), left, per_chain)
+        return replace(p, burn_in=burn, sample_interval=interval, stage=Stage.DONE)
+    return p
+
+
+def _plan_sampler(p: Plan, total: int, step: int, per_chain: int) -> Plan:
+    """Mass freeze, burn-in and interval for a sampler that ends at global step ``total``."""
+    done = p.sampler_step(step)  # sampler steps already taken (> 0 only without a warm start)
+    mass, burn, interval = sampler_schedule(total - p.warm_start_steps, per_chain)
+    mass = max(mass, done + 1)
+    return replace(p, mass_freeze_step=mass, burn_in=max(burn, mass), sample_interval=interval, stage=Stage.SAMPLER)
+
+
+def plan_interval(p: Plan, step: int, now: float, before: float, time_limit: float, max_steps: int,
+                  per_chain: int) -> Plan:
+    """Decision 4: once the first samples are written (they took from ``before`` to ``now``), the
+    interval that fits the other samples and their writing into the budget."""
+    rest = per_chain - 1
+    step_s = step_time(step, before, p.ref_step, p.ref_elapsed) if step > p.ref_step else None
+    interval = sample_interval(step_s, END_FRACTION * time_limit - now, rest, now - before, p.sample_interval)
+    return replace(p, sample_interval=max(1, min(interval, (max_steps - step) // rest)))

@@ -17,12 +17,12 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from bnnmd._files import write_atomic
+from bnnmd._files import DirectoryLock, write_atomic
 from bnnmd.bayes import gaussian_prior_potential, negative_log_likelihood
-from bnnmd.data import (DataError, GraphDataset, Split, SplitPart, TypeMapper, bundled_path, keys as K,
-                        protocol_split, random_split, read_dataset)
+from bnnmd.data import (PROTOCOLS, DataError, GraphDataset, Split, SplitPart, TypeMapper, keys as K,
+                        protocol_split, random_split, read_dataset, resolve_data_path)
 from bnnmd.nn import ConfigError, ModelConfig, build_model
-from bnnmd.nn._samples import read_sample
+from bnnmd.posterior import read_sample
 from bnnmd.train._config import TrainConfig
 from bnnmd.train._methods import get_method
 
@@ -33,13 +33,6 @@ LOG_COLUMNS = ("step", "epoch", "loss", "val_force_mae", "val_energy_mae", "val_
 
 class RunError(BnnmdError, RuntimeError):
     """A run directory that cannot be used as asked (exists, differs, missing checkpoint)."""
-
-
-def resolve_data_path(spec: str) -> Path:
-    """``bundled:NAME`` -> the bundled file; anything else is a path."""
-    if spec.startswith("bundled:"):
-        return bundled_path(spec.split(":", 1)[1])
-    return Path(spec)
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> List[str]:
@@ -122,7 +115,6 @@ class Trainer:
             test_file = resolve_data_path(d.test) if d.test else None
             if d.protocol == "random" or d.n_train or d.n_val:
                 n = len(read_dataset(train_file))
-                from bnnmd.data import PROTOCOLS
                 p = PROTOCOLS.get(d.protocol, {})
                 n_train = d.n_train or p.get("n_train")
                 n_val = d.n_val or p.get("n_val")
@@ -437,4 +429,5 @@ def train(config: Union[TrainConfig, str, Path], run_dir: Union[str, Path], resu
     """Train ``config`` (a :class:`TrainConfig` or a YAML path) into ``run_dir``."""
     if not isinstance(config, TrainConfig):
         config = TrainConfig.load(config)
-    return Trainer(config, run_dir, resume=resume, progress=progress).run(stop_after=stop_after)
+    with DirectoryLock(run_dir, RunError):  # one process per run directory
+        return Trainer(config, run_dir, resume=resume, progress=progress).run(stop_after=stop_after)

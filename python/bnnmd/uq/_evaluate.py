@@ -12,21 +12,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from bnnmd import units
-from bnnmd._files import write_atomic
-from bnnmd.data import AtomicDataset, DataError, GraphDataset, Split, TypeMapper, read_dataset
+from bnnmd._files import jsonable, write_atomic
+from bnnmd.data import AtomicDataset, DataError, GraphDataset, Split, TypeMapper, read_dataset, resolve_data_path
 from bnnmd.data import keys as K
-from bnnmd.nn import evenly_spaced
-from bnnmd.uq._calibration import (CALIBRATION_FILE, GROUP, QUANTITIES, Calibration, CalibrationError, StdMap,
-                                   _jsonable, find_calibration, fit_map)
-from bnnmd.uq._metrics import GAUSSIAN_COVERAGE, compute_metrics
+from bnnmd.posterior import (CALIBRATION_FILE, GROUP, QUANTITIES, Calibration, CalibrationError, SampleError, StdMap,
+                             choose, evenly_spaced, find_calibration, halt_statistics, load_chosen, sample_files)
+from bnnmd.uq._fitting import fit_map
+from bnnmd.uq._metrics import AUC_THRESHOLD_KCAL_MOL_A, GAUSSIAN_COVERAGE, auc_threshold_in, compute_metrics
+from bnnmd.uq._plots import write_plots
 
 PathLike = Union[str, os.PathLike]
-
-#: The paper's outlier threshold for force components (kcal/mol/A), converted to the data's units.
-AUC_THRESHOLD_KCAL_MOL_A = 1.0
-
 
 class EvaluationError(BnnmdError, ValueError):
     """A request bnn-eval cannot serve; the message names the problem and the fix."""
@@ -50,12 +48,9 @@ class LoadedModel:
 def load_model(samples_dir: PathLike, k: Optional[int] = None, dtype: torch.dtype = torch.float64) -> LoadedModel:
     """The samples of ``samples_dir`` as one model; ``k`` evenly spaced samples (MC dropout: k masks).
 
-    Raises :class:`bnnmd.nn.SampleError` for a missing/empty directory and
+    Raises :class:`bnnmd.posterior.SampleError` for a missing/empty directory and
     :class:`EvaluationError` when ``k`` exceeds the samples there.
     """
-    from bnnmd.nn import SampleError
-    from bnnmd.nn._samples import choose, load_chosen, sample_files
-
     samples_dir = Path(samples_dir)
     if not samples_dir.exists():
         raise EvaluationError(f"{samples_dir}: samples directory does not exist; pass RUN_DIR/samples of a "
@@ -116,8 +111,6 @@ def resolve_data(spec: Union[PathLike, AtomicDataset], samples_dir: Optional[Pat
             raise EvaluationError(f"{text}: the {part} part of {split_file} has no frames; pass another "
                                   "--data")
         return sp.load(), f"{text} ({len(sp)} frames of {sp.file})"
-    from bnnmd.train._trainer import resolve_data_path
-
     path = resolve_data_path(text)
     if not path.exists():
         raise EvaluationError(f"{text}: data file does not exist; pass a dataset file, bundled:NAME, "
@@ -126,8 +119,6 @@ def resolve_data(spec: Union[PathLike, AtomicDataset], samples_dir: Optional[Pat
 
 
 def _check_dataset(dataset: AtomicDataset, type_names: Sequence[str], desc: str) -> None:
-    from ase.data import chemical_symbols
-
     if dataset.forces is None and dataset.energy is None:
         raise EvaluationError(f"{desc}: has no reference forces and no energies, nothing to compare the "
                               "predictions with; evaluate on labelled data (e.g. the run's split:test)")
@@ -154,7 +145,7 @@ class QuantityPredictions:
         return self.mu.shape[0]
 
     def calibrated(self, std_map: StdMap, group: int) -> "QuantityPredictions":
-        """The predictions with ``std_map`` applied to every unit of ``group`` (see bnnmd.uq._calibration)."""
+        """The predictions with ``std_map`` applied to every unit of ``group`` (see bnnmd.posterior.StdMap)."""
         mu, sigma = std_map.apply(self.mu, self.sigma, group)
         return QuantityPredictions(mu, sigma, self.y)
 
@@ -229,15 +220,6 @@ def _in_model_units(dataset: AtomicDataset, loaded: LoadedModel) -> AtomicDatase
     return dataset
 
 
-def auc_threshold_in(energy_unit: str, length_unit: str, kcal_mol_a: float = AUC_THRESHOLD_KCAL_MOL_A) -> float:
-    """The force threshold ``kcal_mol_a`` (kcal/mol/A) in ``energy_unit/length_unit``.
-
-    >>> round(auc_threshold_in("eV", "A"), 6)
-    0.043364
-    """
-    return kcal_mol_a * units.energy_factor("kcal/mol", energy_unit) / units.length_factor("A", length_unit)
-
-
 def metrics_of(pred: Predictions, auc_threshold: float = AUC_THRESHOLD_KCAL_MOL_A,
                nece_width: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """Flat ``{"forces.mae": ..., "energy.mll": ...}`` of every quantity present (``None`` if absent).
@@ -273,7 +255,7 @@ class EvaluationResult:
         return self.metrics[key]
 
     def to_dict(self) -> Dict[str, Any]:
-        return _jsonable(self.metrics)
+        return jsonable(self.metrics)
 
     def to_json(self, path: Optional[PathLike] = None) -> str:
         """The metrics as strict JSON (NaN -> null); written atomically to ``path`` when given."""
@@ -287,8 +269,6 @@ class EvaluationResult:
 
     def plots(self, directory: PathLike) -> List[Path]:
         """Write the PNG plots (see :func:`bnnmd.uq.write_plots`) into ``directory``."""
-        from bnnmd.uq._plots import write_plots
-
         return write_plots(self.predictions, directory, auc_threshold=self.metrics.get("forces.auc_threshold"),
                            uncalibrated=self.uncalibrated if self.calibration is not None else None)
 
@@ -382,8 +362,6 @@ def calibrate(samples_or_model, data, k: Optional[int] = None, batch_size: int =
     cal.metrics_before = before
     cal.metrics_after = metrics_of(raw.calibrated(cal), auc_threshold, widths)
     if raw.forces is not None:
-        from bnnmd.uq._halt import halt_statistics
-
         f = raw.forces
         cal.halt = halt_statistics(f.mu, f.sigma, f.y, dataset.n_atoms, cal.map("forces"), raw.force_unit, desc)
     if save and loaded.samples_dir is not None:

@@ -14,29 +14,26 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from scipy.special import logsumexp, ndtr
 
+from bnnmd import units
+from bnnmd.posterior import check_predictions
+
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 
 #: Fraction of a Gaussian within 1, 2, 3 standard deviations (reference for ``within_*sigma``).
 GAUSSIAN_COVERAGE = {1: 0.6826894921370859, 2: 0.9544997361036416, 3: 0.9973002039367398}
 
 
-def _check(mu, sigma, y=None) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    mu = np.asarray(mu, dtype=np.float64)
-    sigma = np.asarray(sigma, dtype=np.float64)
-    if mu.ndim == 1:
-        mu = mu[None]
-    if sigma.ndim == 1:
-        sigma = sigma[None]
-    if mu.ndim != 2:
-        raise ValueError(f"mu must have shape [k, n], got {mu.shape}")
-    sigma = np.broadcast_to(sigma, mu.shape)
-    if not (sigma > 0).all():
-        raise ValueError("every sigma must be positive")
-    if y is not None:
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
-        if y.shape[0] != mu.shape[1]:
-            raise ValueError(f"y has {y.shape[0]} values for {mu.shape[1]} predictions")
-    return mu, sigma, y
+#: The paper's outlier threshold for force components (kcal/mol/A), converted to the data's units.
+AUC_THRESHOLD_KCAL_MOL_A = 1.0
+
+
+def auc_threshold_in(energy_unit: str, length_unit: str, kcal_mol_a: float = AUC_THRESHOLD_KCAL_MOL_A) -> float:
+    """The force threshold ``kcal_mol_a`` (kcal/mol/A) in ``energy_unit/length_unit``.
+
+    >>> round(auc_threshold_in("eV", "A"), 6)
+    0.043364
+    """
+    return kcal_mol_a * units.energy_factor("kcal/mol", energy_unit) / units.length_factor("A", length_unit)
 
 
 class Moments(NamedTuple):
@@ -57,7 +54,7 @@ def moments(mu, sigma) -> Moments:
     >>> float(m.mean[0]), float(m.epistemic[0]), float(m.aleatoric[0]), float(m.variance[0])
     (2.0, 1.0, 1.0, 2.0)
     """
-    mu, sigma, _ = _check(mu, sigma)
+    mu, sigma, _ = check_predictions(mu, sigma)
     mean = mu.mean(axis=0)
     epistemic = ((mu - mean) ** 2).mean(axis=0)
     aleatoric = (sigma ** 2).mean(axis=0)
@@ -88,7 +85,7 @@ def rmse(mu, y) -> float:
 
 def log_likelihood(mu, sigma, y) -> np.ndarray:
     """Per-prediction log density of ``y`` under the mixture, ``[n]`` (log-sum-exp over samples)."""
-    mu, sigma, y = _check(mu, sigma, y)
+    mu, sigma, y = check_predictions(mu, sigma, y)
     z = (y - mu) / sigma
     logp = -0.5 * z * z - np.log(sigma) - _LOG_SQRT_2PI
     return logsumexp(logp, axis=0) - np.log(mu.shape[0])
@@ -107,7 +104,7 @@ def mll(mu, sigma, y) -> float:
 
 def mixture_cdf(mu, sigma, x) -> np.ndarray:
     """``F_j(x_j) = (1/k) sum_s Phi((x_j - mu_sj) / sigma_sj)``, ``x`` of shape ``[n]`` or ``[n, m]``."""
-    mu, sigma, _ = _check(mu, sigma)
+    mu, sigma, _ = check_predictions(mu, sigma)
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         return ndtr((x[None] - mu) / sigma).mean(axis=0)
@@ -116,7 +113,7 @@ def mixture_cdf(mu, sigma, x) -> np.ndarray:
 
 def pit(mu, sigma, y) -> np.ndarray:
     """Probability integral transform ``F_j(y_j)`` of each observation under its mixture, ``[n]``."""
-    mu, sigma, y = _check(mu, sigma, y)
+    mu, sigma, y = check_predictions(mu, sigma, y)
     return mixture_cdf(mu, sigma, y)
 
 
@@ -137,7 +134,7 @@ class NeceBins(NamedTuple):
 def nece_bins(mu, sigma, y, width: Optional[float] = None, limit: Optional[float] = None,
               normalise: bool = False, max_bins: int = 2000) -> NeceBins:
     """The bins behind :func:`nece`; see there for the definition and the defaults."""
-    mu, sigma, y = _check(mu, sigma, y)
+    mu, sigma, y = check_predictions(mu, sigma, y)
     n = y.shape[0]
     m = moments(mu, sigma)
     err = y - m.mean
@@ -250,14 +247,14 @@ def roc_curve(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
 
 def error_detection_auc(mu, sigma, y, threshold: float = 1.0) -> float:
     """ROC-AUC of detecting ``|y - mean| > threshold`` from the total predictive variance."""
-    mu, sigma, y = _check(mu, sigma, y)
+    mu, sigma, y = check_predictions(mu, sigma, y)
     m = moments(mu, sigma)
     return roc_auc(m.variance, np.abs(y - m.mean) > threshold)
 
 
 def within_sigma(mu, sigma, y, c: float) -> float:
     """Fraction of predictions with ``|y - mean| <= c * std`` (std: total predictive std)."""
-    mu, sigma, y = _check(mu, sigma, y)
+    mu, sigma, y = check_predictions(mu, sigma, y)
     m = moments(mu, sigma)
     return float(np.mean(np.abs(y - m.mean) <= c * np.sqrt(m.variance)))
 
@@ -285,7 +282,7 @@ def compute_metrics(mu, sigma, y, auc_threshold: Optional[float] = None,
     >>> r["mae"], r["rmse"], r["within_1sigma"], r["n_outliers"]
     (0.25, 0.3535533905932738, 1.0, 1)
     """
-    mu, sigma, y = _check(mu, sigma, y)
+    mu, sigma, y = check_predictions(mu, sigma, y)
     m = moments(mu, sigma)
     bins = nece_bins(mu, sigma, y, nece_width, nece_limit)
     out = {

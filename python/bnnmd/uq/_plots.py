@@ -10,23 +10,24 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import List, Optional, Union
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from bnnmd._files import write_atomic
-from bnnmd.uq._metrics import central_interval_coverage, error_detection_auc, moments, nece_bins, roc_curve
+from bnnmd.uq._metrics import (auc_threshold_in, central_interval_coverage, error_detection_auc, moments, nece_bins,
+                              roc_curve)
 
 PathLike = Union[str, os.PathLike]
 PLOT_FILES = ("error_density.png", "roc.png", "error_vs_std.png", "reliability.png")
 
 
 def _figure(ncols: int = 1, width: float = 5.0, height: float = 4.0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width * ncols, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
@@ -34,8 +35,6 @@ def _figure(ncols: int = 1, width: float = 5.0, height: float = 4.0):
 
 
 def _save(fig, path: Path) -> Path:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return write_atomic(path, buf.getvalue())
@@ -109,8 +108,6 @@ def write_plots(pred, directory: PathLike, auc_threshold: Optional[float] = None
     ``uncalibrated`` (predictions before calibration) adds their curves to the density
     and reliability plots (the ROC curve does not change: calibration keeps the ranking). Quantities missing from the data are left out.
     """
-    from bnnmd.uq._evaluate import auc_threshold_in
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     fu, eu = pred.force_unit, pred.energy_unit

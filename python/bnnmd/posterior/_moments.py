@@ -8,7 +8,7 @@ from typing import Dict, Union
 import numpy as np
 
 from bnnmd import _core
-from bnnmd.uq._calibration import StdMap
+from bnnmd.posterior._stdmap import StdMap
 
 Calibration = Union[StdMap, float]
 
@@ -20,7 +20,7 @@ def _map_text(calibration: Calibration) -> str:
 def energy_stats(energy: np.ndarray, energy_std: np.ndarray, calibration: Calibration = 1.0) -> Dict[str, float]:
     """Mixture moments of k energies: mean, and calibrated total/epistemic/aleatoric std.
 
-    ``calibration``: a :class:`~bnnmd.uq.StdMap` (or a scale factor) applied to the uncalibrated
+    ``calibration``: a :class:`~bnnmd.posterior.StdMap` (or a scale factor) applied to the uncalibrated
     total std; every variance is multiplied by its factor squared.
     """
     return _core.energy_stats(np.asarray(energy, dtype=np.float64).reshape(-1),

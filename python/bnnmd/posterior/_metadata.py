@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Dict, List, Union
 
-from bnnmd.uq._calibration import StdMap
+from bnnmd import _core
+from bnnmd.posterior._stdmap import StdMap
 
 #: 2: calibration_forces / calibration_energy are maps (``scale C`` or ``isotonic S:C ...``).
-FORMAT_VERSION = 2
+FORMAT_VERSION: int = _core.format_version  # the C++ reader's (bnn_evaluator.h kFormatVersion)
 EXTRA_FILE = "bnnmd.txt"
 #: Keys every exported file has, in the order written.
 KEYS = ("format_version", "type_names", "cutoff", "num_layers", "num_samples", "energy_unit", "length_unit",
@@ -42,10 +43,8 @@ def to_text(meta: Dict[str, Value]) -> str:
 
 def parse(text: str, path: str = "metadata") -> Dict[str, Value]:
     """The metadata written by :func:`to_text`, read by the C++ core (calibration maps as
-    :class:`~bnnmd.uq.StdMap`). Raises ``RuntimeError`` (from C++) for unknown format versions and
+    :class:`~bnnmd.posterior.StdMap`). Raises ``RuntimeError`` (from C++) for unknown format versions and
     missing or malformed keys."""
-    from bnnmd import _core
-
     meta = dict(_core.parse_metadata(text, str(path)))
     for key in ("calibration_forces", "calibration_energy"):
         meta[key] = StdMap(**meta[key])

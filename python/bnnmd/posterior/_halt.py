@@ -22,18 +22,19 @@ Rules (``NAME:FACTOR``; default :data:`DEFAULT_HALT_RULE`):
     F x the validation force RMSE (per component): the run stops once the model itself expects
     an atom's force error of F x its typical error.
 
-The per-atom std is the one LAMMPS computes (:func:`bnnmd.deploy._aggregate.force_stats`: a
+The per-atom std is the one LAMMPS computes (:func:`bnnmd.posterior.force_stats`: a
 per-component std, calibrated). ``bench/halt_truth.py`` compares the rules against DFT.
 """
 
 from __future__ import annotations
 
-from bnnmd._errors import BnnmdError
-
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from bnnmd._errors import BnnmdError
+from bnnmd.posterior._moments import force_stats
 
 HALT_RULES = ("envelope", "median", "rmse")
 #: Measured by bench/halt_truth.py (docs/results.md): on heated rMD17 ethanol and malonaldehyde it
@@ -71,8 +72,6 @@ class HaltStatistics:
 def per_atom_stds(mu: np.ndarray, sigma: np.ndarray, calibration) -> Dict[str, np.ndarray]:
     """Per-atom calibrated stds from per-component predictions ``mu, sigma [k, 3 n]`` (x, y, z of
     each atom in a row, uncalibrated), as the C++ evaluator computes them."""
-    from bnnmd.deploy._aggregate import force_stats
-
     k = mu.shape[0]
     forces = np.asarray(mu, dtype=np.float64).reshape(k, -1, 3)
     sig = np.asarray(sigma, dtype=np.float64).reshape(k, -1, 3)[:, :, 0]  # shared by x, y, z
