@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from bnnmd import BnnmdError
 from bnnmd.cli._errors import fail, guarded
+from bnnmd.nn import ConfigError
 
 
-class _Known(Exception):
+class _Known(BnnmdError):
     pass
 
 
@@ -17,14 +19,20 @@ def test_fail_prints_one_line_and_returns_2(capsys):
 
 
 def test_guarded_maps_known_and_os_errors_and_keeps_bugs(tmp_path, capsys):
-    assert guarded("bnn-x", lambda: 0, (_Known,)) == 0
-    assert guarded("bnn-x", lambda: 130, (_Known,)) == 130
+    assert guarded("bnn-x", lambda: 0) == 0
+    assert guarded("bnn-x", lambda: 130) == 130
 
     def known():
         raise _Known("frames have no forces; pass a labelled file")
 
-    assert guarded("bnn-x", known, (_Known,)) == 2
+    assert guarded("bnn-x", known) == 2
     assert capsys.readouterr().err == "bnn-x: error: frames have no forces; pass a labelled file\n"
+
+    def config():  # every bnnmd error, whichever package raised it, is one line
+        raise ConfigError("model.lmax is unknown; use l_max")
+
+    assert guarded("bnn-x", config) == 2
+    assert capsys.readouterr().err == "bnn-x: error: model.lmax is unknown; use l_max\n"
 
     (tmp_path / "afile").write_text("")
 
@@ -32,7 +40,7 @@ def test_guarded_maps_known_and_os_errors_and_keeps_bugs(tmp_path, capsys):
         (tmp_path / "afile" / "out.json").write_text("{}")
         return 0
 
-    assert guarded("bnn-x", write_through_a_file, (_Known,)) == 2
+    assert guarded("bnn-x", write_through_a_file) == 2
     err = capsys.readouterr().err
     assert err.startswith("bnn-x: error: [Errno 20] Not a directory") and "afile" in err
     assert err.rstrip().endswith("check the path, its permissions and the free space")
@@ -41,4 +49,4 @@ def test_guarded_maps_known_and_os_errors_and_keeps_bugs(tmp_path, capsys):
         raise KeyError("a bug")
 
     with pytest.raises(KeyError):  # not an input problem: the traceback stays
-        guarded("bnn-x", bug, (_Known,))
+        guarded("bnn-x", bug)
