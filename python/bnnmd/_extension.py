@@ -7,9 +7,9 @@ We record ``torch.__version__`` at build time and refuse to go on when it differ
 
 from __future__ import annotations
 
-from bnnmd._errors import BnnmdError
-
 import torch
+
+from bnnmd._errors import BnnmdError
 
 REBUILD_COMMAND = "pip install --no-build-isolation --no-deps --force-reinstall .  (or: make install)"
 
@@ -44,6 +44,7 @@ def check_torch_version(compiled: str, running: str) -> None:
 def load_core():
     """Import ``bnnmd._core`` and check its torch version; return the module."""
     try:
+        # kept lazy: the compiled extension may be missing or unloadable; its ImportError becomes the message below
         from bnnmd import _core
     except ImportError as exc:  # not built, or built for another Python/torch
         raise ImportError(

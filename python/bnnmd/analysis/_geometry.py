@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from ase.data import atomic_numbers
+from ase.data import covalent_radii as _covalent_radii
+from MDAnalysis.lib.distances import self_capped_distance, self_distance_array
 
 from bnnmd.analysis._errors import AnalysisError
 from bnnmd.analysis._structure import element_order
@@ -36,9 +39,7 @@ EVENTS = ("too_close", "h2_formed", "lasting_bond_change")
 
 def covalent_radii(elements: Sequence[str]) -> np.ndarray:
     """Covalent radius (A, Cordero et al. 2008 as in ``ase.data.covalent_radii``) of each element."""
-    from ase.data import atomic_numbers, covalent_radii as radii
-
-    return np.array([float(radii[atomic_numbers[str(e)]]) for e in elements], dtype=np.float64)
+    return np.array([float(_covalent_radii[atomic_numbers[str(e)]]) for e in elements], dtype=np.float64)
 
 
 @dataclass
@@ -164,8 +165,6 @@ def _pairs(pos: np.ndarray, box: Optional[np.ndarray], rsum_max: float, bond_fac
            radii: np.ndarray) -> Tuple[np.ndarray, np.ndarray, bool]:
     """Pairs (i < j) and distances within ``bond_factor * rsum_max``; a flag when that list holds the
     shortest distance and the smallest ratio (else all pairs are returned)."""
-    from MDAnalysis.lib.distances import self_capped_distance, self_distance_array
-
     pairs, d = self_capped_distance(pos, bond_factor * rsum_max, box=box)
     pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
     d = np.asarray(d, dtype=np.float64)

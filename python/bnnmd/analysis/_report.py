@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from bnnmd._files import write_atomic
 from bnnmd.analysis._analyze import AnalysisResult
@@ -28,9 +30,6 @@ REPORT_FILE = "report.md"
 
 
 def _figure(rows: int = 1, width: float = 7.0, height: float = 3.6, sharex: bool = True):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height * rows), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(rows, 1, 1)]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional, Union
 
+import ase.io
 import numpy as np
 
 from bnnmd._files import write_atomic
@@ -146,8 +147,6 @@ def write_selection(traj: UncertaintyTrajectory, selection: Selection, path: Pat
     atom id); ``info``: ``step``, ``frame``, ``source``, ``forces_std_unit``, ``forces_std_max``,
     ``selection_rank``. No forces or energies: the model's are not labels.
     """
-    import ase.io
-
     frames = []
     for rank, f in enumerate(selection.frames):
         atoms = traj.to_atoms(f.frame)

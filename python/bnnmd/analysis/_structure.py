@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import numpy as np
+from ase.data import atomic_numbers
+from MDAnalysis.lib.distances import distance_array, self_capped_distance
+from MDAnalysis.lib.mdamath import triclinic_vectors
 
 from bnnmd.analysis._trajectory import UncertaintyTrajectory
 
@@ -18,8 +21,6 @@ def half_box_width(box: Optional[np.ndarray]) -> float:
     """Half the smallest perpendicular width of an MDAnalysis box (inf for no box)."""
     if box is None:
         return float("inf")
-    from MDAnalysis.lib.mdamath import triclinic_vectors
-
     v = np.asarray(triclinic_vectors(box), dtype=np.float64)
     volume = abs(np.linalg.det(v))
     widths = [volume / np.linalg.norm(np.cross(v[(i + 1) % 3], v[(i + 2) % 3])) for i in range(3)]
@@ -33,8 +34,6 @@ def atom_environment(traj: UncertaintyTrajectory, frame: int, atom: int, radius:
     "nearest_element": str, "neighbours": [{"atom_id", "element", "distance"}, ...]}``;
     the nearest neighbour is found among all atoms, also beyond the radius.
     """
-    from MDAnalysis.lib.distances import distance_array
-
     pos = traj.positions(frame)
     box = traj.box(frame)
     d = distance_array(pos[atom:atom + 1], pos, box=box)[0]
@@ -57,8 +56,6 @@ def atom_environment(traj: UncertaintyTrajectory, frame: int, atom: int, radius:
 
 def element_order(elements: Sequence[str]) -> List[str]:
     """The distinct elements sorted by atomic number."""
-    from ase.data import atomic_numbers
-
     return sorted(set(str(e) for e in elements), key=lambda e: atomic_numbers[e])
 
 
@@ -82,8 +79,6 @@ def frame_descriptor(positions: np.ndarray, elements: Sequence[str], box: Option
     Both blocks have the scale of one atom's neighbour count, so neither dominates. Frames that
     differ in structure (near the uncertain atom or anywhere) are far apart in the Euclidean norm.
     """
-    from MDAnalysis.lib.distances import distance_array, self_capped_distance
-
     species = list(species) if species is not None else element_order(elements)
     index = {e: i for i, e in enumerate(species)}
     n_el = len(species)

@@ -19,9 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import ase
+import ase.io
+import MDAnalysis as mda
 import numpy as np
+from ase.data import atomic_masses, atomic_numbers, chemical_symbols
+from MDAnalysis.coordinates.memory import MemoryReader
+from MDAnalysis.lib.mdamath import triclinic_vectors
+from MDAnalysis.lib.util import anyopen
 
 from bnnmd.analysis._errors import AnalysisError
+from bnnmd.units import LAMMPS_UNITS
 
 PathLike = Union[str, os.PathLike]
 
@@ -59,8 +67,6 @@ def column_kind(column: Union[int, str]) -> str:
 
 
 def check_elements(symbols: Sequence[str], where: str) -> List[str]:
-    from ase.data import atomic_numbers
-
     out = []
     for s in symbols:
         name = str(s).strip()
@@ -75,8 +81,6 @@ def check_elements(symbols: Sequence[str], where: str) -> List[str]:
 
 def element_from_mass(mass: float, atom_type: str) -> str:
     """The element whose standard atomic mass is within 0.1 of ``mass`` (unique), else an error."""
-    from ase.data import atomic_masses, chemical_symbols
-
     diff = np.abs(atomic_masses[1:] - mass)
     close = np.flatnonzero(diff < 0.1)
     if len(close) != 1:
@@ -173,9 +177,6 @@ class UncertaintyTrajectory:
         """The frame as ``ase.Atoms``: positions, cell, pbc, elements; the uncertainties as per-atom arrays
         (:data:`EXTXYZ_ARRAYS` names, in :attr:`unit`), the LAMMPS atom id as array ``id``, and
         ``info``: ``step``, ``frame``, ``source``, ``forces_std_unit``."""
-        import ase
-        from MDAnalysis.lib.mdamath import triclinic_vectors
-
         if self._frames is not None:
             atoms = self._frames[frame].copy()
             atoms.calc = None
@@ -205,8 +206,6 @@ class _DumpHeader:
 
 
 def _open(path: PathLike):
-    from MDAnalysis.lib.util import anyopen
-
     return anyopen(str(path), "rt")
 
 
@@ -347,10 +346,6 @@ def read_lammps_dump(path: PathLike, data: Optional[PathLike] = None, elements: 
     compute : the ID of ``compute bnn/atom`` (default: ``unc``, or the only per-atom array compute dumped)
     units : the LAMMPS units style (``real``/``metal``), used for the unit label only
     """
-    import MDAnalysis as mda
-
-    from bnnmd.units import LAMMPS_UNITS
-
     path = Path(path)
     if not path.is_file():
         raise AnalysisError(f"trajectory {path} not found", "give the dump file written by the LAMMPS run")
@@ -472,11 +467,6 @@ def read_extxyz(path: PathLike) -> UncertaintyTrajectory:
     frame is ``info["step"]`` when present (else its index). Units: eV/A, or the frame's
     ``info["forces_std_unit"]`` (which bnn-analyze writes into its own selections).
     """
-    import ase.io
-    import MDAnalysis as mda
-    from MDAnalysis.coordinates.memory import MemoryReader
-    from MDAnalysis.lib.mdamath import triclinic_vectors
-
     path = Path(path)
     if not path.is_file():
         raise AnalysisError(f"trajectory {path} not found", "give the extxyz file")

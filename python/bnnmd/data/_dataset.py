@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Union
 
+import ase
 import numpy as np
+from ase.data import chemical_symbols
 
 from bnnmd import units
 from bnnmd.data._errors import DataError
@@ -247,15 +249,11 @@ class AtomicDataset:
 
     def to_ase(self, i: int):
         """Frame ``i`` as an :class:`ase.Atoms` (positions in the dataset's length unit)."""
-        import ase
-
         f = self.frame(i)
         return ase.Atoms(numbers=f["atomic_numbers"], positions=f["positions"],
                          cell=f["cell"], pbc=f["pbc"])
 
     def __repr__(self) -> str:
-        from ase.data import chemical_symbols
-
         els = " ".join(chemical_symbols[z] for z in self.elements)
         yn = lambda x: "no" if x is None else "yes"  # noqa: E731
         return (f"AtomicDataset({len(self)} frames, {self.num_atoms_total} atoms, elements {els}, "

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Union
 
+import ase.io
 import numpy as np
 
 from bnnmd.data._dataset import AtomicDataset
@@ -117,8 +118,6 @@ def read_ase(path: PathLike, index: Union[str, int, slice] = ":", format: Option
     ``energy=`` and ``forces`` columns, or an ASE db row's stored results).
     ASE works in eV and Angstrom.
     """
-    import ase.io
-
     path = _check_file(path)
     try:
         frames = ase.io.read(str(path), index=index, format=format)

@@ -13,6 +13,7 @@ import numpy as np
 from bnnmd._files import write_atomic
 from bnnmd.data._dataset import AtomicDataset
 from bnnmd.data._errors import DataError
+from bnnmd.data._readers import read_dataset
 
 PathLike = Union[str, os.PathLike]
 
@@ -38,8 +39,6 @@ class SplitPart:
         return len(self.indices)
 
     def load(self, **read_kwargs) -> AtomicDataset:
-        from bnnmd.data._readers import read_dataset
-
         return read_dataset(self.file, **read_kwargs).subset(self.indices)
 
 
@@ -130,8 +129,6 @@ def random_split(n_frames: int, n_train: int, n_val: int, n_test: Optional[int] 
 
 
 def _num_frames(file: PathLike) -> int:
-    from bnnmd.data._readers import read_dataset
-
     return len(read_dataset(file))
 
 

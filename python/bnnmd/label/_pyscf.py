@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import time
+from multiprocessing.connection import wait
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -31,6 +34,7 @@ class PySCFLabeller(CachedLabeller):
 
     def _compute(self, atoms) -> Label:
         try:
+            # optional dependency: pyscf (pip install bnnmd[label]) is needed only to compute labels
             from pyscf import dft, gto, lib
         except ImportError:
             raise LabelError("pyscf is not installed; install it (pip install pyscf; make install does)") from None
@@ -93,18 +97,12 @@ def label_frames(labeller: PySCFLabeller, frames: Sequence, processes: int = 1,
         todo = [(labeller, a) for a in frames]
         if processes <= 1 or len(todo) <= 1:
             return [_label_one(t) for t in todo]
-        import multiprocessing as mp
-
         with mp.get_context("spawn").Pool(processes) as pool:
             return pool.map(_label_one, todo, chunksize=1)
     return _label_with_timeout(labeller, frames, max(1, processes), float(timeout))
 
 
 def _label_with_timeout(labeller, frames, processes: int, timeout: float):
-    import multiprocessing as mp
-    import time
-    from multiprocessing.connection import wait
-
     ctx = mp.get_context("spawn")
     results: List = [None] * len(frames)
     pending = []

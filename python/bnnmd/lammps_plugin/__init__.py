@@ -7,11 +7,11 @@ and loads every ``*plugin.so`` in the directories they return, so after
 
 from pathlib import Path
 
+from bnnmd import _core
+
 
 def plugin_dir() -> str:
     """The directory holding ``bnnplugin.so`` (next to the installed ``bnnmd._core``)."""
-    from bnnmd import _core
-
     return str(Path(_core.__file__).parent / "lammps_plugin")
 
 

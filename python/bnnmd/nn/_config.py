@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from bnnmd._errors import BnnmdError
-
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional
+
+from ase.data import atomic_numbers, covalent_radii
+
+from bnnmd import units
+from bnnmd._errors import BnnmdError
+from bnnmd.data import DataError, TypeMapper
+from bnnmd.nn._repulsion import REPULSIONS
 
 NONLINEARITIES = ("silu", "ssp", "tanh")
 
@@ -66,8 +71,6 @@ class ModelConfig:
 
         if not isinstance(self.type_names, (list, tuple)) or not self.type_names:
             bad("type_names", self.type_names, "must be a non-empty list of element symbols, e.g. [H, C, O]")
-        from bnnmd.data import DataError, TypeMapper
-
         try:
             TypeMapper(self.type_names)
         except DataError as exc:
@@ -88,8 +91,6 @@ class ModelConfig:
             bad("nonlinearity", self.nonlinearity, f"must be one of {', '.join(NONLINEARITIES)}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             bad("dropout", self.dropout, "must be a number in [0, 1)")
-        from bnnmd.nn._repulsion import REPULSIONS
-
         if self.repulsion not in REPULSIONS:
             bad("repulsion", self.repulsion, f"must be one of {', '.join(REPULSIONS)}")
         for key in ("repulsion_inner", "repulsion_outer"):
@@ -99,16 +100,12 @@ class ModelConfig:
         if self.repulsion_inner >= self.repulsion_outer:
             bad("repulsion_inner", self.repulsion_inner,
                 f"must be below model.repulsion_outer = {self.repulsion_outer} (the switch runs from inner to outer)")
-        from bnnmd import units
-
         for key, check in (("energy_unit", units.check_energy_unit), ("length_unit", units.check_length_unit)):
             try:
                 check(getattr(self, key))
             except ValueError as exc:
                 bad(key, getattr(self, key), str(exc))
         if self.repulsion != "none":
-            from ase.data import atomic_numbers, covalent_radii
-
             widest = 2 * max(covalent_radii[atomic_numbers[t]] for t in self.type_names) \
                 * units.length_factor("A", self.length_unit)
             if self.repulsion_outer * widest >= self.cutoff:

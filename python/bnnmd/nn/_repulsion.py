@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from ase.data import atomic_numbers, covalent_radii
 from e3nn.util.jit import compile_mode
 from torch import nn
 
@@ -41,8 +42,6 @@ REPULSIONS = ("zbl", "none")
 
 def pair_tables(type_names: Sequence[str], inner: float, outer: float, energy_unit: str, length_unit: str):
     """Per type pair ``[T * T]``: Z_i Z_j e^2/(4 pi eps0), a_ij, r_in, r_out in the model's units."""
-    from ase.data import atomic_numbers, covalent_radii
-
     to_a = units.length_factor("A", length_unit)
     coulomb = units.energy_factor("Hartree", energy_unit) * units.length_factor("Bohr", length_unit)
     bohr = units.length_factor("Bohr", length_unit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional
 
+import ase
 import numpy as np
 import torch
 
@@ -25,8 +26,6 @@ def random_periodic_atoms(n: int, length: float, min_distance: float, seed: int 
     Positions are drawn first, then the atomic numbers (``rng.choice(numbers, n, p=p)``).
     Returns an :class:`ase.Atoms`.
     """
-    import ase
-
     rng = np.random.default_rng(seed)
     pts = []
     while len(pts) < n:
