@@ -311,3 +311,109 @@ def test_extract_energy_std_is_current_without_the_compute(tmp_path, model_file)
         a.get_potential_energy()
         assert value == pytest.approx(a.calc.results["energy_std"] * ef, rel=1e-9), data
     assert moved != pytest.approx(first, rel=1e-6)
+
+
+# ---- bad inputs that must stop LAMMPS with a clear message (issue 24, item 7) ----
+
+HALT_ON_UNCERTAINTY = """
+compute unc all bnn/atom
+compute umax all reduce max c_unc[1]
+variable umax equal c_umax
+fix 1 all nve
+fix stop all halt 1 v_umax > 1e6 error soft
+thermo_style custom step pe c_umax
+thermo 1
+run 5
+"""
+
+
+@pytest.mark.parametrize("nprocs", [1, 2])
+def test_atoms_at_the_same_place_stop_the_run(tmp_path, model_file, nprocs):
+    """Two atoms at one position gave NaN energies with exit 0 (and fix halt blamed the uncertainty); now
+    the pair style stops naming both atom IDs, as the Python graph builder refuses the same geometry."""
+    atoms = molecule()
+    atoms.positions[4] = atoms.positions[1]  # atom IDs 2 and 5
+    r = run_lammps(tmp_path, atoms, HALT_ON_UNCERTAINTY, model=model_file, nprocs=nprocs, check=False)
+    # a rank's own error (error->one) ends in MPI_Abort, which can cut the piped screen output: the log has it
+    out = r.stdout + r.stderr + (tmp_path / "log.lammps").read_text()
+    assert r.returncode != 0, out[-2000:]
+    m = re.search(r"pair_style bnn: atoms (\d+) and (\d+) \(atom IDs.*?\) are at the same place \(distance 0\) "
+                  r"at step 0: a radius graph needs distinct positions", out)
+    assert m, out[-2000:]
+    assert {int(m.group(1)), int(m.group(2))} == {2, 5}
+    assert "Fix halt condition" not in out
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory):
+    """``model_file``'s samples with one weight tensor of sample 1 set to NaN (a diverged sample), exported."""
+    import torch
+
+    d = tmp_path_factory.mktemp("nan_model")
+    write_samples(d / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=3, seed=4)
+    path = d / "samples" / "sample_001.pt"
+    payload = torch.load(path, weights_only=True)
+    name = next(n for n, v in payload["state_dict"].items() if v.is_floating_point() and "weight" in n)
+    payload["state_dict"][name].fill_(float("nan"))
+    torch.save(payload, path)
+    return export(d / "samples", d / "model.pth")
+
+
+def test_a_model_that_produces_nan_stops_the_run(tmp_path, nan_model):
+    """A non-finite number from the model is an error at the step it appears, not a NaN energy that a max over
+    atoms skips."""
+    r = run_lammps(tmp_path, molecule(), HALT_ON_UNCERTAINTY, model=nan_model, check=False)
+    out = r.stdout + r.stderr + (tmp_path / "log.lammps").read_text()
+    assert r.returncode != 0, out[-2000:]
+    assert re.search(r"pair_style bnn: the model produced NaN \(energy of sample 1\) at step 0; the run cannot go "
+                     r"on", out), out[-2000:]
+    assert "Fix halt condition" not in out
+
+
+@pytest.mark.parametrize("order", ["H C O", "O H C"])
+def test_elements_in_another_order_than_the_types(tmp_path, model_file, order):
+    """The data file's types are C H O (masses 12.011 1.008 15.999); pair_coeff with the elements permuted
+    ran silently with a wrong energy. The masses tell: an error naming each wrong type and the fix."""
+    body = f"pair_style bnn\npair_coeff * * {model_file} {order}\nrun 0\n"
+    r = run_lammps(tmp_path, molecule(), body, check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-2000:]
+    given = order.split()
+    for t, (el, mass) in enumerate(zip(SPECORDER, ("12.011", "1.008", "15.999")), start=1):
+        wrong = f"atom type {t} has mass {mass}, the mass of {el} \\({mass}\\), but pair_coeff gives it {given[t - 1]}"
+        assert bool(re.search(wrong, out)) == (given[t - 1] != el), (t, out[-2000:])
+    assert re.search(r"The elements of pair_coeff must follow the atom types: pair_coeff \* \* \S+model.pth C H O "
+                     r"\(or correct the masses\)", out), out[-2000:]
+    assert not re.search(r"^\s+Step", out, re.M)  # stopped before any energy
+
+
+def test_matching_masses_run_without_a_warning(tmp_path, model_file):
+    """Masses of the elements (ASE's, in the data file): no warning, the energy of the ASE calculator."""
+    atoms = molecule()
+    r = run_lammps(tmp_path, atoms, SINGLE_POINT, model=model_file)
+    assert "WARNING: pair_style bnn" not in r.stdout + r.stderr + (tmp_path / "log.lammps").read_text()
+    atoms.calc = BNNCalculator(model_file)
+    assert parse_single_point(tmp_path, r)["energy"] == pytest.approx(
+        atoms.get_potential_energy() * ENERGY["real"], rel=1e-12)
+
+
+def test_masses_are_checked_when_the_run_starts(tmp_path, model_file):
+    """Masses set after pair_coeff are the ones checked: pair_coeff H C O with the masses of types 1 and 2
+    swapped by mass commands afterwards runs."""
+    body = f"pair_style bnn\npair_coeff * * {model_file} H C O\nmass 1 1.008\nmass 2 12.011\nrun 0\n"
+    r = run_lammps(tmp_path, molecule(), body)
+    assert "pair_coeff gives it" not in r.stdout and "WARNING: pair_style bnn" not in r.stdout
+
+
+def test_isotope_mass_runs_with_a_warning(tmp_path, model_file):
+    """Deuterium (2.014 for H): legitimate, a warning on rank 0 (once for two runs), the same energy."""
+    atoms = molecule()
+    body = "mass 2 2.014\n" + SINGLE_POINT.replace("run 0", "run 0\nrun 0")
+    r = run_lammps(tmp_path, atoms, body, model=model_file, nprocs=2)
+    warning = ("WARNING: pair_style bnn: atom type 2 (H) has mass 2.014, 1.01 g/mol from the standard mass of H "
+               "(1.008): fine for an isotope (deuterium: 2.014), otherwise check the masses")
+    assert r.stdout.count(warning) == 1, r.stdout[-3000:]
+    assert warning in (tmp_path / "log.lammps").read_text()
+    atoms.calc = BNNCalculator(model_file)
+    assert parse_single_point(tmp_path, r)["energy"] == pytest.approx(
+        atoms.get_potential_energy() * ENERGY["real"], rel=1e-12)

@@ -20,10 +20,12 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 
+#include "bnn_elements.h"
 #include "bnn_evaluator.h"
 
 using namespace LAMMPS_NS;
@@ -43,6 +45,12 @@ bool lammps_units(const std::string& style, std::string& energy, std::string& le
   }
   return false;
 }
+
+// Two atoms closer than this (LAMMPS length units, A in real and metal) are "at the same place":
+// a radius graph needs distinct positions (the edge direction of a zero-length edge is 0/0).
+constexpr double kSamePlace = 1e-8;
+
+const char *nonfinite(double v) { return std::isnan(v) ? "NaN" : (v > 0 ? "+inf" : "-inf"); }
 }  // namespace
 
 PairBNN::PairBNN(LAMMPS *lmp) : Pair(lmp)
@@ -136,10 +144,13 @@ void PairBNN::coeff(int narg, char **arg)
   k = meta.num_samples;
 
   type_map.assign(ntypes + 1, -1);
+  type_element.assign(ntypes + 1, "");
+  warned_mass.assign(ntypes + 1, 0.0);
   std::string known;
   for (const auto &t : meta.type_names) known += (known.empty() ? "" : " ") + t;
   for (int t = 1; t <= ntypes; t++) {
     const std::string el = arg[2 + t];
+    type_element[t] = el;
     for (size_t m = 0; m < meta.type_names.size(); m++)
       if (meta.type_names[m] == el) type_map[t] = static_cast<int>(m);
     if (type_map[t] < 0)
@@ -175,6 +186,69 @@ void PairBNN::init_style()
                      num_layers);
   }
   comm_reverse = 3 * k;
+  check_masses();
+}
+
+/* Each type's mass against the standard mass of the element pair_coeff gives it (masses may be
+   set after pair_coeff, so at init). A mass nearer another element named in pair_coeff is an
+   error (the elements are in another order than the types); a mass more than 0.5 g/mol from its
+   element's is a warning (isotopes such as deuterium are legitimate). real and metal, the only
+   units pair_style bnn accepts, both measure mass in g/mol, the unit of the element table.
+   Per-atom masses (atom styles with rmass) are not checked: they need not be element masses. */
+void PairBNN::check_masses()
+{
+  const int ntypes = atom->ntypes;
+  if (atom->rmass_flag) {
+    if (comm->me == 0 && !rmass_logged)
+      utils::logmesg(lmp, "pair_style bnn: per-atom masses (rmass): the check of type masses against "
+                          "the elements of pair_coeff is skipped\n");
+    rmass_logged = true;
+    return;
+  }
+  if (!atom->mass || !atom->mass_setflag) return;
+  std::vector<std::string> named;  // the elements of pair_coeff, once each
+  for (int t = 1; t <= ntypes; t++)
+    if (std::find(named.begin(), named.end(), type_element[t]) == named.end() &&
+        bnnmd::standard_mass(type_element[t]) > 0)
+      named.push_back(type_element[t]);
+  std::vector<std::string> suggested(type_element);
+  std::string mismatch;
+  std::vector<int> to_warn;
+  for (int t = 1; t <= ntypes; t++) {
+    const std::string &el = type_element[t];
+    const double own = bnnmd::standard_mass(el);
+    if (!atom->mass_setflag[t] || own <= 0) continue;
+    const double mass = atom->mass[t];
+    double best = std::fabs(mass - own);
+    for (const std::string &other : named) {
+      const double d = std::fabs(mass - bnnmd::standard_mass(other));
+      if (d < best) {
+        best = d;
+        suggested[t] = other;
+      }
+    }
+    if (suggested[t] != el)
+      mismatch += fmt::format("{}atom type {} has mass {:.6g}, the mass of {} ({:.6g}), but pair_coeff gives it {} "
+                              "({:.6g})", mismatch.empty() ? "" : "; ", t, mass, suggested[t],
+                              bnnmd::standard_mass(suggested[t]), el, own);
+    else if (std::fabs(mass - own) > 0.5 && mass != warned_mass[t])
+      to_warn.push_back(t);
+  }
+  if (!mismatch.empty()) {
+    std::string fix;
+    for (int t = 1; t <= ntypes; t++) fix += " " + suggested[t];
+    error->all(FLERR, "pair_style bnn: {}. The elements of pair_coeff must follow the atom types: "
+                      "pair_coeff * * {}{} (or correct the masses)", mismatch, model_file, fix);
+  }
+  for (int t : to_warn) {
+    const std::string &el = type_element[t];
+    if (comm->me == 0)
+      error->warning(FLERR, "pair_style bnn: atom type {} ({}) has mass {:.6g}, {:.3g} g/mol from the standard "
+                            "mass of {} ({:.6g}): fine for an isotope (deuterium: 2.014), otherwise check the masses",
+                     t, el, atom->mass[t], std::fabs(atom->mass[t] - bnnmd::standard_mass(el)), el,
+                     bnnmd::standard_mass(el));
+    warned_mass[t] = atom->mass[t];
+  }
 }
 
 double PairBNN::init_one(int i, int j)
@@ -205,7 +279,14 @@ void PairBNN::compute(int eflag, int vflag)
     for (int jj = 0; jj < list->numneigh[i]; jj++) {
       const int j = jlist[jj] & NEIGHMASK;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      if (dx * dx + dy * dy + dz * dz < cutsq_model) {
+      const double r2 = dx * dx + dy * dy + dz * dz;
+      if (r2 < kSamePlace * kSamePlace)
+        error->one(FLERR, "pair_style bnn: atoms {} and {} (atom IDs{}) are at the same place (distance {:.3g}) "
+                          "at step {}: a radius graph needs distinct positions; remove the duplicate atom "
+                          "(e.g. delete_atoms overlap 0.1 all all)",
+                   atom->tag[i], atom->tag[j], j >= nlocal ? ", the second a periodic image or another rank's atom" : "",
+                   std::sqrt(r2), update->ntimestep);
+      if (r2 < cutsq_model) {
         centre.push_back(i);
         neigh.push_back(j);
       }
@@ -249,6 +330,7 @@ void PairBNN::compute(int eflag, int vflag)
   } catch (const std::exception &e) {
     error->one(FLERR, std::string("pair_style bnn: evaluation failed: ") + e.what());
   }
+  check_finite(s, old_of, nlocal);
 
   // mean forces on local and ghost atoms (LAMMPS reverse-communicates the ghosts' share)
   for (int a = 0; a < m; a++)
@@ -305,6 +387,36 @@ void PairBNN::compute(int eflag, int vflag)
   uncertainty_step = -1;
 }
 
+/* Every number of the model that LAMMPS uses must be finite: a NaN would pass through the means and
+   make a max over atoms (fix halt on c_unc[4]) skip it. Checked on each rank for its own samples. */
+void PairBNN::check_finite(const bnnmd::SampleOutput &s, const std::vector<int> &old_of, int nlocal)
+{
+  const int m = static_cast<int>(old_of.size());
+  auto stop = [&](const std::string &what, double v) {
+    error->one(FLERR, "pair_style bnn: the model produced {} ({}) at step {}; the run cannot go on (look for "
+                      "atoms that overlap or flew apart in the last steps, or a model with non-finite weights)",
+               nonfinite(v), what, update->ntimestep);
+  };
+  for (int q = 0; q < k; q++) {
+    if (!std::isfinite(s.energy[q])) stop(fmt::format("energy of sample {}", q), s.energy[q]);
+    if (!std::isfinite(s.energy_std[q])) stop(fmt::format("energy std of sample {}", q), s.energy_std[q]);
+    for (int c = 0; c < 9; c++)
+      if (!std::isfinite(s.virial[q * 9 + c])) stop(fmt::format("virial of sample {}", q), s.virial[q * 9 + c]);
+    for (int a = 0; a < m; a++) {
+      for (int c = 0; c < 3; c++) {
+        const double v = s.forces[(static_cast<size_t>(q) * m + a) * 3 + c];
+        if (!std::isfinite(v)) stop(fmt::format("force of sample {} on atom {}", q, atom->tag[old_of[a]]), v);
+      }
+      if (a < nlocal) {  // a ghost's own energy and sigma_F are not used
+        const double e = s.atomic_energy[static_cast<size_t>(q) * m + a];
+        const double sd = s.forces_std[static_cast<size_t>(q) * m + a];
+        if (!std::isfinite(e)) stop(fmt::format("energy of sample {} of atom {}", q, atom->tag[a]), e);
+        if (!std::isfinite(sd)) stop(fmt::format("force std of sample {} of atom {}", q, atom->tag[a]), sd);
+      }
+    }
+  }
+}
+
 int PairBNN::pack_reverse_comm(int n, int first, double *buf)
 {
   int m = 0;
@@ -347,7 +459,10 @@ void PairBNN::update_uncertainty()
     unc_atom[3 * i] = tot[i];
     unc_atom[3 * i + 1] = epi[i];
     unc_atom[3 * i + 2] = alea[i];
-    local_max = std::max(local_max, tot[i]);
+    if (!std::isfinite(tot[i]))  // std::max would skip a NaN (never reached: compute() checks the samples)
+      error->one(FLERR, "pair_style bnn: the force std of atom {} is {} at step {}", atom->tag[i],
+                 nonfinite(tot[i]), update->ntimestep);
+    if (tot[i] > local_max) local_max = tot[i];
   }
   const bnnmd::EnergyStats &es = energy_stats;  // of this step (compute())
   double global_max = 0.0;

@@ -47,6 +47,13 @@ class PairBNN : public Pair {
  protected:
   void allocate();
   void update_uncertainty();
+  void check_masses();  // each type's mass against its element's standard mass (init_style)
+  // a non-finite number from the model is an error (compute)
+  void check_finite(const bnnmd::SampleOutput &, const std::vector<int> &old_of, int nlocal);
+
+  std::vector<std::string> type_element;  // LAMMPS type (1..ntypes) -> element named in pair_coeff
+  std::vector<double> warned_mass;        // the mass a type was last warned about (no repeat per run)
+  bool rmass_logged = false;              // "per-atom masses: not checked" said once
 
   std::unique_ptr<bnnmd::Evaluator> evaluator;
   std::string model_file, device_request, device_used;
