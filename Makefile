@@ -1,4 +1,5 @@
 # bnnmd: the two commands are `make demo` and `make test`; both install what they need.
+# `make test-fast` is the fast lane: the tests not marked slow (pytest -m "not slow"), under 3 minutes.
 #
 # `make install` creates .venv with python3 and installs everything into it. To use an
 # environment you already have (for example one with a CUDA torch), pass its python:
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 STAMP := $(PYTHON_ENV)/.bnnmd-installed
 SOURCES := pyproject.toml CMakeLists.txt $(shell find cpp -type f 2>/dev/null)
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
 install: $(STAMP)
 
@@ -38,6 +39,9 @@ $(STAMP): $(SOURCES) Makefile
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(PY) examples/demo/demo.py --out demo_out

@@ -347,6 +347,7 @@ def test_missing_column_names_the_fix(run_dir):
         analyze(traj, 1.0, column=2)
 
 
+@pytest.mark.slow
 def test_extxyz_from_the_ase_calculator(model_file, tmp_path, capsys):
     from ase.md.verlet import VelocityVerlet
     from ase.units import fs
@@ -410,6 +411,7 @@ def test_incomplete_last_frame_is_skipped_with_a_note(run_dir, reference, tmp_pa
     assert "incomplete" in analyze(traj, 1.0).notes[0]
 
 
+@pytest.mark.slow
 def test_triclinic_gzipped_dump_neighbours_match_ase(model_file, tmp_path):
     import gzip
 

@@ -38,7 +38,7 @@ def periodic_run(tmp_path_factory):
     return d, ds, model.eval()
 
 
-@pytest.mark.parametrize("run", ["molecule_run", "periodic_run"])
+@pytest.mark.parametrize("run", ["molecule_run", pytest.param("periodic_run", marks=pytest.mark.slow)])
 def test_eager_equals_exported_equals_cpp(run, request):
     d, ds, model = request.getfixturevalue(run)
     path = export(d / "samples", d / "model.pth")
@@ -62,6 +62,7 @@ def test_eager_equals_exported_equals_cpp(run, request):
             np.testing.assert_allclose(cpp[key], eager[key].detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_ghost_atoms_get_forces_but_no_energy(molecule_run):
     """Atoms >= nlocal (LAMMPS ghosts) contribute no energy; forces reach them."""
     d, ds, model = molecule_run
@@ -114,6 +115,7 @@ def reference_metadata(text):
     return meta
 
 
+@pytest.mark.slow
 def test_metadata_reader_equals_python_twin(molecule_run, tmp_path):
     d, ds, _ = molecule_run
     for name, fmap in (("plain.pth", StdMap.scale(1.0)), ("iso.pth", ISOTONIC)):
@@ -137,7 +139,7 @@ def _exported_with_calibration(d, name, forces, energy):
         (d / "samples" / "calibration.json").unlink()
 
 
-@pytest.mark.parametrize("fmap, emap", [(StdMap.scale(1.7), StdMap.scale(0.6)),
+@pytest.mark.parametrize("fmap, emap", [pytest.param(StdMap.scale(1.7), StdMap.scale(0.6), marks=pytest.mark.slow),
                                         (ISOTONIC, StdMap("isotonic", (0.3, 0.9), (2.0, 0.7)))],
                          ids=["scale", "isotonic"])
 def test_aggregation_equals_numpy_reference(molecule_run, fmap, emap):
@@ -172,6 +174,7 @@ def test_calibration_map_factor_equals_python_twin():
     assert np.all(np.diff(g) >= -1e-12)
 
 
+@pytest.mark.slow
 def test_isotonic_knots_follow_the_evaluator_units(molecule_run):
     d, ds, _ = molecule_run
     path = _exported_with_calibration(d, "cal_units.pth", ISOTONIC, StdMap.scale(1.0))
@@ -193,6 +196,7 @@ def test_isotonic_knots_follow_the_evaluator_units(molecule_run):
     assert r["forces_std"][0] == pytest.approx(np.sqrt(4 + 1.0 / 3))
 
 
+@pytest.mark.slow
 def test_ase_backends_agree_with_an_isotonic_calibration(molecule_run):
     d, ds, _ = molecule_run
     # knots in the model units (kcal/mol/A, kcal/mol), where this untrained model's stds fall
@@ -244,6 +248,7 @@ def test_units_table_matches_python_and_conversion(molecule_run):
     np.testing.assert_allclose(b["forces_std"], a["forces_std"] * ke * 10, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_select_k_and_float32(molecule_run):
     d, ds, model = molecule_run
     p = export(d / "samples", d / "k2.pth", k=2)
@@ -270,6 +275,7 @@ def test_mc_dropout_export_uses_k_masks(tmp_path):
     assert len(set(np.round(e, 10))) > 1  # different masks, same parameters
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["core", "python"])
 def test_ase_forces_stress_and_nve(periodic_run, backend):
     d, ds, model = periodic_run
@@ -308,6 +314,7 @@ def test_ase_forces_stress_and_nve(periodic_run, backend):
         assert stress[i, j] == pytest.approx((e[0] - e[1]) / (2 * eps) / atoms.get_volume(), rel=1e-5, abs=1e-8)
 
 
+@pytest.mark.slow
 def test_ase_nve_conserves_energy(molecule_run):
     d, ds, _ = molecule_run
     atoms = ds.to_ase(0)
@@ -325,6 +332,7 @@ def test_ase_nve_conserves_energy(molecule_run):
     assert drift < 0.01 * ekin, (drift, ekin)
 
 
+@pytest.mark.slow
 def test_bad_input_messages(tmp_path, molecule_run, periodic_run):
     d, ds, _ = molecule_run
     empty = tmp_path / "empty"
@@ -381,6 +389,7 @@ def test_bad_input_messages(tmp_path, molecule_run, periodic_run):
         _core.Evaluator(str(good), energy_unit="kcal")
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, molecule_run):
     d, _, _ = molecule_run
     r = subprocess.run([sys.executable, "-m", "bnnmd.cli.export", str(d / "samples"), str(tmp_path / "m.pth"),

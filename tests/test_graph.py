@@ -184,6 +184,7 @@ def survives_vesin_traps():
                     f"a thin wide cell:\n{r.stderr[-2000:]}")
 
 
+@pytest.mark.slow
 def test_far_apart_atoms_do_not_break_vesin(survives_vesin_traps):
     """vesin's own bounding box dies (SIGFPE) for atoms 1e6 apart, and is slow at 5e4 in a slab
     (the time of these two is measured by bench/neighbour_list.py, not asserted here)."""

@@ -55,6 +55,7 @@ def calibrated(tmp_path_factory):
     return d, cal
 
 
+@pytest.mark.slow
 def test_calibration_file_keeps_the_statistics(calibrated):
     d, cal = calibrated
     stored = json.loads((d / "samples" / "calibration.json").read_text())["halt"]
@@ -62,6 +63,7 @@ def test_calibration_file_keeps_the_statistics(calibrated):
     assert Calibration.load(d / "samples" / "calibration.json").halt == cal.halt
 
 
+@pytest.mark.slow
 def test_export_applies_the_default_rule(calibrated, tmp_path):
     d, cal = calibrated
     meta = read_metadata(export(d / "samples", tmp_path / "m.pth"))
@@ -71,6 +73,7 @@ def test_export_applies_the_default_rule(calibrated, tmp_path):
         export(d / "samples", tmp_path / "bad.pth", halt_rule="sigma:3")
 
 
+@pytest.mark.slow
 def test_export_without_statistics(tmp_path):
     write_samples(tmp_path / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=2)
     assert "halt_threshold" not in read_metadata(export(tmp_path / "samples", tmp_path / "m.pth"))
@@ -78,6 +81,7 @@ def test_export_without_statistics(tmp_path):
         export(tmp_path / "samples", tmp_path / "m2.pth", halt_rule="rmse:3")
 
 
+@pytest.mark.slow
 def test_cli_prints_the_threshold(calibrated, tmp_path, capsys):
     from bnnmd.cli.export import main
 
@@ -88,6 +92,7 @@ def test_cli_prints_the_threshold(calibrated, tmp_path, capsys):
     assert "rule rmse:2: 2 x the force RMSE on 6 validation frames" in out
 
 
+@pytest.mark.slow
 def test_a_fixed_threshold(calibrated, tmp_path, capsys):
     """--halt-threshold stores the number given (no statistics needed), and nothing else with it."""
     from bnnmd.cli.export import main

@@ -15,6 +15,7 @@ def water(shift=0.0):
     return a
 
 
+@pytest.mark.slow
 def test_forces_are_minus_the_energy_gradient():
     lab = PySCFLabeller(basis="sto-3g")
     label = lab(water())
@@ -44,6 +45,7 @@ def test_cache_resumes_without_recomputing(tmp_path):
     assert lab.cached(water(0.01)) is None
 
 
+@pytest.mark.slow
 def test_open_shell_and_parallel_frames():
     lab = PySCFLabeller(basis="sto-3g")
     oh = ase.Atoms("OH", positions=[[0, 0, 0], [0.97, 0, 0]])  # a radical: UKS
@@ -64,6 +66,7 @@ def test_errors():
         PySCFLabeller(basis="sto-3g")(periodic)
 
 
+@pytest.mark.slow
 def test_timeout_stops_a_frame_and_keeps_the_others(tmp_path):
     """A frame over the timeout is stopped with a clear error; frames within it and cached ones are labelled."""
     from bnnmd.data import bundled_dataset

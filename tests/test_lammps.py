@@ -37,8 +37,8 @@ ENERGY = {"real": units.energy_factor("eV", "kcal/mol"), "metal": 1.0}
 LAMMPS_ENERGY = {style: units.LAMMPS_UNITS[style]["energy"] for style in ("real", "metal")}
 
 
-@pytest.mark.parametrize("units_style", ["real", "metal"])
-@pytest.mark.parametrize("system", ["molecule", "periodic"])
+@pytest.mark.parametrize("units_style", ["real", pytest.param("metal", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("system", ["molecule", pytest.param("periodic", marks=pytest.mark.slow)])
 def test_lammps_equals_ase_calculator(tmp_path, model_file, units_style, system):
     atoms = molecule() if system == "molecule" else periodic_box()
     r = run_lammps(tmp_path, atoms, SINGLE_POINT, units_style, model=model_file)
@@ -60,6 +60,7 @@ def test_lammps_equals_ase_calculator(tmp_path, model_file, units_style, system)
                                atol=1e-9 * np.abs(want).max())
 
 
+@pytest.mark.slow
 def test_two_ranks_equal_one_rank(tmp_path, model_file):
     """The receptive field (2 layers x 3.5 A) crosses the boundary between the ranks' domains."""
     atoms = periodic_box(n=60, length=11.0, seed=2)
@@ -74,6 +75,7 @@ def test_two_ranks_equal_one_rank(tmp_path, model_file):
     np.testing.assert_allclose(two["pressure_virial"], one["pressure_virial"], rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_repulsion_on_two_ranks_equals_ase_calculator(tmp_path, model_file):
     """Atoms pushed as close as 0.5 A (deep inside the ZBL repulsion), across the ranks' boundary."""
     atoms = random_periodic_atoms(40, 9.0, min_distance=0.5, seed=5)
@@ -92,6 +94,7 @@ def test_repulsion_on_two_ranks_equals_ase_calculator(tmp_path, model_file):
     np.testing.assert_allclose(got["atoms"][:, 1:4], want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
 
 
+@pytest.mark.slow
 def test_nve_conserves_energy(tmp_path, model_file):
     atoms = molecule()
     body = """
@@ -113,6 +116,7 @@ run 300
     assert drift < 0.01 * ke.mean(), (drift, ke.mean())
 
 
+@pytest.mark.slow
 def test_fix_halt_stops_where_the_python_path_predicts(tmp_path, model_file):
     from ase.md.verlet import VelocityVerlet
 
@@ -169,6 +173,7 @@ def halting_model(tmp_path_factory):
     return export(d / "samples", d / "model.pth", halt_rule="rmse:0.5"), cal, val
 
 
+@pytest.mark.slow
 def test_halt_statistics_equal_the_deployed_model(halting_model):
     """The validation statistics behind the rules, recomputed through the C++ evaluator (ASE calculator)."""
     from bnnmd.deploy import read_metadata
@@ -193,6 +198,7 @@ def test_halt_statistics_equal_the_deployed_model(halting_model):
     assert meta["halt_rule"].startswith("rmse:0.5: 0.5 x the force RMSE on 12 validation frames")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("units_style", ["real", "metal"])
 def test_halt_threshold_reaches_lammps_and_stops_the_run(tmp_path, halting_model, units_style):
     """c_unc[5] is the exported threshold in LAMMPS units; fix halt on c_unc[4]/c_unc[5] stops at the first check
@@ -223,12 +229,14 @@ print "THRESHOLD $(c_unc[5]:%.15g) RATIO $(v_ratio:%.15g)"
     assert re.search(r"Fix halt condition for fix-id stop met on step 2 ", r.stdout), r.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_model_without_a_threshold_reads_zero(tmp_path, model_file):
     r = run_lammps(tmp_path, molecule(), "compute unc all bnn/atom\nthermo_style custom step c_unc[5]\nrun 0\n"
                    "print \"THRESHOLD $(c_unc[5])\"\n", model=model_file)
     assert float(re.search(r"THRESHOLD (\S+)", r.stdout).group(1)) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,body,message", [
     ("elements", "pair_style bnn\npair_coeff * * {model} C H\n",
      r"expected pair_coeff \* \* model.pth <element for each of the 3 atom types>, got 2"),
@@ -252,7 +260,7 @@ def test_errors(tmp_path, model_file, case, body, message):
     assert re.search(message, r.stdout + r.stderr), (r.stdout + r.stderr)[-2000:]
 
 
-def test_unsupported_units(tmp_path, model_file):
+def test_unsupported_units(tmp_path):
     (tmp_path / "in.lmp").write_text("units lj\nregion b block 0 5 0 5 0 5\ncreate_box 1 b\npair_style bnn\n")
     r = subprocess.run([str(LMP), "-in", "in.lmp"], cwd=tmp_path, capture_output=True, text=True, env=ENV)
     assert r.returncode != 0
@@ -288,6 +296,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_extract_energy_std_is_current_without_the_compute(tmp_path, model_file):
     """``extract("energy_std")`` (lammps.extract_pair) is this step's mixture std with no
     compute bnn/atom in the input, and it follows the atoms when they move."""

@@ -70,6 +70,7 @@ def write_config(path, d):
     return path
 
 
+@pytest.mark.slow
 def test_one_round_end_to_end(start_run, tmp_path):
     out = tmp_path / "out"
     rep = ActiveLearning(LearnConfig.from_dict(learn_config(start_run)), out).run()
@@ -111,6 +112,7 @@ def test_one_round_end_to_end(start_run, tmp_path):
     assert "| 0 | 10 | 10 | 2 | 2 |" in md and (out / "report.png").exists()
 
 
+@pytest.mark.slow
 def test_several_md_runs_pool_their_frames(start_run, tmp_path):
     """md.runs = 2 (velocity seeds 5 and 6, two at a time): the round's frames come from both runs,
     ceil(select.n / runs) from each, and steps_run is the runs' mean."""
@@ -132,6 +134,7 @@ def test_several_md_runs_pool_their_frames(start_run, tmp_path):
     assert len(state["rounds"]["1"]["halt_steps"]) == 2
 
 
+@pytest.mark.slow
 def test_halt_on_epistemic(start_run, tmp_path):
     """md.halt_on epistemic: the built-in recipe halts on the largest per-atom epistemic std
     (compute reduce max c_unc[2]) against 1.5 x the median of the validation frames' largest
@@ -159,6 +162,7 @@ def test_halt_on_epistemic(start_run, tmp_path):
         LearnConfig.from_dict(learn_config(start_run, md={"halt_on": "epistemic"}))
 
 
+@pytest.mark.slow
 def test_overshoot_runs_on_past_the_halt(start_run, tmp_path):
     """md.overshoot: a halted run of the built-in recipe goes on without the halt (to md.nsteps at
     most), its frames past the halt are dumped and picked, and the step reported is the halt's."""
@@ -183,6 +187,7 @@ def test_overshoot_runs_on_past_the_halt(start_run, tmp_path):
         LearnConfig.from_dict(learn_config(start_run, md={"template": None, "overshoot": -1}))
 
 
+@pytest.mark.slow
 def test_resume_after_kill(start_run, tmp_path):
     cfg = write_config(tmp_path / "learn.yaml", learn_config(start_run))
     out = tmp_path / "out"
@@ -211,6 +216,7 @@ def test_resume_after_kill(start_run, tmp_path):
     assert json.loads((out / "state.json").read_text()) == state
 
 
+@pytest.mark.slow
 def test_scf_failure_keeps_the_state_and_resumes(start_run, tmp_path, capsys):
     bad = learn_config(start_run, label={"max_cycle": 1})
     out = tmp_path / "out"

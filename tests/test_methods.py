@@ -136,7 +136,7 @@ def test_sghmc_warm_start_then_samples(tmp_path):
         [(9, 4, 0), (9, 4, 1), (11, 6, 0), (11, 6, 1)]
 
 
-@pytest.mark.parametrize("stop_after", [3, 7])  # a checkpoint before and after the phase change
+@pytest.mark.parametrize("stop_after", [3, pytest.param(7, marks=pytest.mark.slow)])  # a checkpoint before and after the phase change
 def test_resume_is_exact_across_the_warm_start(tmp_path, stop_after):
     cfg = tiny("sghmc", training={"max_steps": 12, "validate_every": 3, "checkpoint_every": 4}, sghmc=WARM)
     train(cfg, tmp_path / "full", progress=False)
@@ -200,6 +200,7 @@ def _fake_clock(trainer, warm_s, sample_s):
 TIMED = {"schedule": "time", "warm_start_fraction": 0.5, "num_samples": 4, "chains": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sample_s", [0.01, 0.03])  # the sampler as fast as the warm start, and 3x slower
 def test_time_schedule_fills_the_time_limit(tmp_path, sample_s):
     cfg = tiny("sghmc", training={"max_steps": 10 ** 6, "validate_every": 25, "checkpoint_every": 50,
@@ -223,6 +224,7 @@ def test_time_schedule_fills_the_time_limit(tmp_path, sample_s):
     assert json.loads((tmp_path / "run" / "schedule.json").read_text())["warm_start_steps"] == 142
 
 
+@pytest.mark.slow
 def test_time_schedule_ends_a_slowed_warm_start_by_the_clock(tmp_path):
     """Warm-start steps 3x slower after the plan (a loaded machine): the planned 142 warm steps would
     take 3.5 s of a 3 s limit and leave no sample; the warm start ends by the clock instead."""
@@ -246,6 +248,7 @@ def test_time_schedule_ends_a_slowed_warm_start_by_the_clock(tmp_path):
     assert trainer.clock() <= 0.95 * 3.0 + 0.01
 
 
+@pytest.mark.slow
 def test_time_schedule_resumes_with_its_plan(tmp_path):
     cfg = tiny("sghmc", training={"max_steps": 10 ** 6, "validate_every": 25, "checkpoint_every": 20,
                                   "time_limit": 2.0}, sghmc=TIMED)

@@ -91,6 +91,7 @@ def test_stacked_equals_separately_built_models(molecules):
     torch.testing.assert_close(stacked.select([2])(batch)[K.FORCES][0], out[K.FORCES][2], atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("training", [False, True])
 def test_sample_chunks_equal_one_pass(molecules, training):
     """Large systems run the k samples in chunks; results and parameter gradients do not change."""
@@ -169,7 +170,7 @@ def test_far_apart_fragments_add_up(molecules):
                                (o_sep[K.TOTAL_ENERGY_STD] ** 2).sum(dim=1), atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize("system", ["molecules", "periodic"])
+@pytest.mark.parametrize("system", ["molecules", pytest.param("periodic", marks=pytest.mark.slow)])
 def test_scripted_equals_eager(molecules, system, tmp_path):
     ds = molecules if system == "molecules" else periodic_dataset()
     model, batch = make(ds, dropout=0.1)

@@ -54,6 +54,7 @@ def _compare(a, b, nlocal, rtol=1e-10, atol=1e-10):
         np.testing.assert_allclose(y, x, rtol=rtol, atol=atol, err_msg=key)
 
 
+@pytest.mark.slow
 def test_metadata_is_the_torchscript_files(models):
     d, ds, model, pth, pt2 = models
     meta = read_metadata(pt2)
@@ -63,6 +64,7 @@ def test_metadata_is_the_torchscript_files(models):
     assert cpp_metadata(ev) == meta
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("frame", [0, 7])
 def test_pt2_equals_torchscript_equals_eager(models, frame):
     d, ds, model, pth, pt2 = models
@@ -76,6 +78,7 @@ def test_pt2_equals_torchscript_equals_eager(models, frame):
     np.testing.assert_allclose(got["total_energy"], eager["total_energy"][:, 0].detach().numpy(), rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nlocal", [1, 5, 8])
 def test_ghost_atoms_get_forces_but_no_energy(models, nlocal):
     """Atoms >= nlocal are LAMMPS ghosts: the same energies and forces on every atom as TorchScript."""
@@ -87,6 +90,7 @@ def test_ghost_atoms_get_forces_but_no_energy(models, nlocal):
     np.testing.assert_allclose(got["total_energy"], got["atomic_energy"][:, :nlocal].sum(1), rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_atoms, n_edges", [(1, 0), (2, 0), (2, 2), (3, 1)])
 def test_inputs_below_the_compiled_minimum_are_padded_exactly(models, n_atoms, n_edges):
     """The package takes >= 2 atoms and >= 2 edges: a rank with fewer (LAMMPS) still gets the right answer."""
@@ -99,6 +103,7 @@ def test_inputs_below_the_compiled_minimum_are_padded_exactly(models, n_atoms, n
              n_atoms)
 
 
+@pytest.mark.slow
 def test_calculator_on_a_periodic_cell(models):
     """BNNCalculator with a .pt2 equals the TorchScript one: energies, forces, stress, stds."""
     d, ds, model, pth, pt2 = models
@@ -112,6 +117,7 @@ def test_calculator_on_a_periodic_cell(models):
         np.testing.assert_allclose(got.calc.results[key], want.calc.results[key], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("system", ["molecule", "periodic"])
 def test_lammps_pt2_equals_torchscript(tmp_path, models, system):
     d, ds, model, pth, pt2 = models
@@ -127,6 +133,7 @@ def test_lammps_pt2_equals_torchscript(tmp_path, models, system):
                                atol=1e-9 * np.abs(want["pressure_virial"]).max())
 
 
+@pytest.mark.slow
 def test_lammps_pt2_two_ranks_equal_one_rank(tmp_path, models):
     d, ds, model, pth, pt2 = models
     atoms = periodic_box(n=60, length=11.0, seed=2)
@@ -151,6 +158,7 @@ def _repackaged(src, dst, old, new):
     return dst
 
 
+@pytest.mark.slow
 def test_a_package_from_another_torch_is_refused(models, tmp_path):
     d, ds, model, pth, pt2 = models
     v = read_metadata(pt2)["torch_version"]
@@ -162,6 +170,7 @@ def test_a_package_from_another_torch_is_refused(models, tmp_path):
     assert r.returncode != 0 and "compiled by torch 2.99.0" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_a_package_for_another_device_is_refused(models, tmp_path):
     d, ds, model, pth, pt2 = models
     cuda = _repackaged(pt2, tmp_path / "cuda.pt2", '"AOTI_DEVICE_KEY": "cpu"', '"AOTI_DEVICE_KEY": "cuda"')
@@ -195,6 +204,7 @@ def test_cpu_features_against_proc_cpuinfo():
     assert _core.missing_cpu_features(str(pick_vec_isa()).upper()) == ""
 
 
+@pytest.mark.slow
 def test_a_package_for_another_cpu_is_refused(models, tmp_path):
     d, ds, model, pth, pt2 = models
     isa = _core.read_pt2_metadata(str(pt2))["AOTI_CPU_ISA"]

@@ -132,6 +132,7 @@ def test_samples_linear_regression_posterior(linreg):
     assert res["cov_ok"], res["z_cov"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", [0.5, 2.0])
 def test_wrong_temperature_fails_the_check(linreg, noise):
     """noise multiplies the noise std, so the covariance scales by noise^2: the check must catch it."""

@@ -67,6 +67,7 @@ def test_resume_equals_uninterrupted(tmp_path, method):
            [(r["step"], r["loss"], r["val_force_mae"]) for r in lb]
 
 
+@pytest.mark.slow
 def test_killed_cli_run_resumes_exactly(tmp_path):
     """SIGKILL in the middle of a run (no chance to clean up), then --resume."""
     cfg = tiny("sghmc", training={"max_steps": 40, "checkpoint_every": 2, "validate_every": 5},
@@ -93,6 +94,7 @@ def test_killed_cli_run_resumes_exactly(tmp_path):
         assert all(torch.equal(sa["state_dict"][k], sb["state_dict"][k]) for k in sa["state_dict"])
 
 
+@pytest.mark.slow
 def test_sigint_writes_checkpoint_and_says_how_to_resume(tmp_path):
     cfg = tiny("map", training={"max_steps": 100000, "checkpoint_every": 100000, "validate_every": 1000})
     path = tmp_path / "cfg.yaml"

@@ -46,6 +46,7 @@ def test_molecule_is_made_whole(tmp_path):
     assert np.abs(wrapped.get_all_distances() - bundled_dataset("rmd17_ethanol_test").to_ase(0).get_all_distances()).max() > 1.0
 
 
+@pytest.mark.slow
 def test_true_error_is_the_model_against_the_labels(tmp_path):
     write_samples(tmp_path / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=2)
     model = export(tmp_path / "samples", tmp_path / "model.pth")
@@ -68,6 +69,7 @@ def test_true_error_is_the_model_against_the_labels(tmp_path):
     assert len(list((tmp_path / "labels").glob("*.npz"))) == 2
 
 
+@pytest.mark.slow
 def test_frame_errors_by_hand(tmp_path):
     from bnnmd.analysis import frame_errors
 

@@ -404,6 +404,7 @@ def test_mc_dropout_k_masks(dropout_run):
     assert again["forces.mll"] == res["forces.mll"]  # seeded masks
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_calibration(run, tmp_path, capsys):
     samples = run / "samples"
     out = tmp_path / "metrics.json"
@@ -463,6 +464,7 @@ def _write_rmd17(path, z=None, labels=True, frames=3):
     return path
 
 
+@pytest.mark.slow
 def test_cli_errors(run, tmp_path, capsys):
     samples = str(run / "samples")
 
