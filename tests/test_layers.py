@@ -13,8 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "python" / "bnnmd"
 
 #: bottom to top; a name not listed belongs to the layer of its longest listed prefix
 LAYERS = [
-    ("bnnmd", "bnnmd._errors", "bnnmd._files", "bnnmd._extension", "bnnmd._core", "bnnmd.units",
-     "bnnmd.lammps_plugin"),
+    ("bnnmd", "bnnmd._errors", "bnnmd._files", "bnnmd._checks", "bnnmd._yaml", "bnnmd._extension", "bnnmd._core",
+     "bnnmd.units", "bnnmd.lammps_plugin"),
     ("bnnmd.data",),
     ("bnnmd.nn", "bnnmd.bayes"),
     ("bnnmd.posterior",),

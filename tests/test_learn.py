@@ -292,3 +292,56 @@ def test_config_errors_at_load_before_any_md_or_dft(start_run, tmp_path, capsys)
     twice.write_text(f"start: {start_run / 'run'}\nrounds: 1\nrounds: 2\n")
     assert main([str(twice), "--out", str(tmp_path / "out")]) == 2
     assert "key 'rounds' is given twice, on lines 2 and 3" in capsys.readouterr().err
+
+
+def test_heating_input_is_the_recipe_as_written():
+    """The packaged heat.lmp filled in: byte for byte the input bnn-learn has always run."""
+    from bnnmd.learn import MDSection, heating_input
+
+    c = MDSection(overshoot=400, nsteps=4000, timestep=0.5, temperature=300.0, ramp=770.0, halt_every=20,
+                  dump_every=20)
+    assert heating_input(c, ["C", "H", "O"], 12346, threshold=1.25) == """\
+# bnn-learn: heating with the thermostat target rising 770.0 K/ps
+units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data ${data}
+pair_style bnn
+pair_coeff * * ${model} C H O
+compute unc all bnn/atom
+compute emax all reduce max c_unc[2]
+variable ratio equal c_emax/1.25
+thermo_style custom step temp pe c_unc[4] c_emax
+thermo 20
+dump traj all custom 20 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create 300.0 12346 mom yes rot yes
+fix heat all nvt temp 300.0 1840.0 50.0
+fix stop all halt 20 v_ratio > 1.0 error continue
+timestep 0.5
+run 4000
+unfix stop
+if "$(step) < 4000" then "run $(ternary(step+400<4000,400,4000-step)) start 0 stop 4000"
+"""
+    plain = heating_input(c, ["H", "O"], 7, halt=False)
+    assert "variable ratio equal c_unc[4]/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]\n" in plain
+    assert "# no halt\n" in plain and plain.endswith("run 4000\n") and "unfix" not in plain
+    assert "pair_coeff * * ${model} H O\n" in plain and "velocity all create 300.0 7 " in plain
+
+
+def test_loop_state_reads_and_writes_the_state_json_layout():
+    """state.json as bnn-learn has always written it (a run of bnnmd <= 0.1.0 included) resumes."""
+    from bnnmd.learn import LoopState, Phase
+
+    old = {"config": {"rounds": 2}, "done": ["0.export", "0.evaluate", "0.md", "0.select"], "dft_calls": 3,
+           "rounds": {"0": {"threshold": 1.5, "halt_rule": "median:1.5", "errors": {"test": {"force_mae": 0.9}},
+                            "halt_step": 620, "steps_run": 620.0, "selected_frames": [3, 7]}},
+           "status": "running"}
+    state = LoopState.from_dict(old)
+    assert state.is_done(0, Phase.SELECT) and not state.is_done(0, Phase.LABEL)
+    assert state.round(0).picked() == [[0, 3], [0, 7]] and state.round(0).halts() == [620]
+    assert state.to_dict() == old  # nothing added, nothing lost
+    state.mark(0, Phase.LABEL, labelled=2, label_failures={}, dft_calls=5)
+    assert state.to_dict()["done"][-1] == "0.label" and state.to_dict()["rounds"]["0"]["labelled"] == 2
+    with pytest.raises(KeyError, match="no field 'halt_stpe'"):
+        state.mark(1, Phase.MD, halt_stpe=3)

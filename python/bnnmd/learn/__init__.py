@@ -9,7 +9,9 @@ posterior's chain ended; export. Resumable after a kill at any point. See ``docs
 
 from bnnmd.learn._config import (FINETUNE_KEYS, FinetuneSection, LabelSection, LearnConfig, LearnError, MDSection,
                                  SelectSection, finetune_config)
-from bnnmd.learn._loop import PHASES, ActiveLearning, make_labeller, pick_frames, run_md
+from bnnmd.learn._loop import PHASES, ActiveLearning, heating_input, make_labeller, pick_frames, run_md
+from bnnmd.learn._state import LoopState, Phase, RoundState
 
 __all__ = ["ActiveLearning", "FINETUNE_KEYS", "FinetuneSection", "LabelSection", "LearnConfig", "LearnError",
-           "MDSection", "PHASES", "SelectSection", "finetune_config", "make_labeller", "pick_frames", "run_md"]
+           "LoopState", "MDSection", "PHASES", "Phase", "RoundState", "SelectSection", "finetune_config", "heating_input",
+           "make_labeller", "pick_frames", "run_md"]

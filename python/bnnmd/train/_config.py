@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import yaml
 
+from bnnmd._checks import Checks, is_int
 from bnnmd._yaml import read_config_file
 from bnnmd.nn import ConfigError, ModelConfig
 from bnnmd.train._methods import get_method, method_names
@@ -17,34 +17,8 @@ DTYPES = ("float64", "float32")
 PROTOCOLS = ("rmd17", "ccsd_t_ethanol", "random")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _bad(section: str, key: str, value, allowed: str):
-    raise ConfigError(f"{section}.{key} = {value!r}: {allowed}")
-
-
-def _int(section, obj, key, minimum):
-    v = getattr(obj, key)
-    if not _is_int(v) or v < minimum:
-        _bad(section, key, v, f"must be an integer >= {minimum}")
-
-
-def _num(section, obj, key, lo=None, hi=None, lo_open=False, hi_open=False):
-    v = getattr(obj, key)
-    ok = _is_num(v)
-    if ok and lo is not None:
-        ok = v > lo if lo_open else v >= lo
-    if ok and hi is not None:
-        ok = v < hi if hi_open else v <= hi
-    if not ok:
-        rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
-        _bad(section, key, v, f"must be a number in {rng}")
+def _checks(section: str) -> Checks:
+    return Checks(ConfigError, section)
 
 
 @dataclass
@@ -59,12 +33,12 @@ class DataSection:
 
     def validate(self):
         if self.protocol not in PROTOCOLS:
-            _bad("data", "protocol", self.protocol, f"must be one of {', '.join(PROTOCOLS)}")
+            _checks("data").bad("protocol", self.protocol, f"must be one of {', '.join(PROTOCOLS)}")
         for key in ("n_train", "n_val"):
             if getattr(self, key) is not None:
-                _int("data", self, key, 1)
+                _checks("data").integer(self, key, 1)
         if self.protocol == "random" and (self.n_train is None or self.n_val is None):
-            _bad("data", "n_train", self.n_train, "protocol random needs data.n_train and data.n_val")
+            _checks("data").bad("n_train", self.n_train, "protocol random needs data.n_train and data.n_val")
 
 
 @dataclass
@@ -82,13 +56,13 @@ class TrainingSection:
 
     def validate(self):
         for key, mn in (("batch_size", 1), ("max_steps", 1), ("validate_every", 1), ("checkpoint_every", 1)):
-            _int("training", self, key, mn)
+            _checks("training").integer(self, key, mn)
         if self.time_limit is not None:
-            _num("training", self, "time_limit", 0, None, lo_open=True)
-        _num("training", self, "prior_std", 0, None, lo_open=True)
+            _checks("training").number(self, "time_limit", 0, None, lo_open=True)
+        _checks("training").number(self, "prior_std", 0, None, lo_open=True)
         if not isinstance(self.device, str) or not (self.device in ("cpu", "cuda", "auto")
                                                     or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
-            _bad("training", "device", self.device, "must be cpu, cuda, cuda:N or auto")
+            _checks("training").bad("device", self.device, "must be cpu, cuda, cuda:N or auto")
 
 
 @dataclass
@@ -113,27 +87,27 @@ class SGHMCSection:
     warm_start_fraction: float = 0.85  # schedule time: the warm start's share of the planned steps
 
     def validate(self):
-        _num("sghmc", self, "lr", 0, None, lo_open=True)
-        _num("sghmc", self, "friction", 0, 1, lo_open=True)
-        _num("sghmc", self, "beta", 0, 1, hi_open=True)
-        _num("sghmc", self, "eps", 0, None, lo_open=True)
-        _num("sghmc", self, "noise", 0, None)
-        _num("sghmc", self, "noise_start", 0, 1)
+        _checks("sghmc").number(self, "lr", 0, None, lo_open=True)
+        _checks("sghmc").number(self, "friction", 0, 1, lo_open=True)
+        _checks("sghmc").number(self, "beta", 0, 1, hi_open=True)
+        _checks("sghmc").number(self, "eps", 0, None, lo_open=True)
+        _checks("sghmc").number(self, "noise", 0, None)
+        _checks("sghmc").number(self, "noise_start", 0, 1)
         for key, mn in (("mass_freeze_step", 1), ("burn_in", 1), ("num_samples", 1), ("sample_interval", 1),
                         ("chains", 1), ("noise_ramp_steps", 0)):
-            _int("sghmc", self, key, mn)
-        _int("sghmc", self, "warm_start_steps", 0)
+            _checks("sghmc").integer(self, key, mn)
+        _checks("sghmc").integer(self, "warm_start_steps", 0)
         if not isinstance(self.warm_start_shared, bool):
-            _bad("sghmc", "warm_start_shared", self.warm_start_shared, "must be true or false")
+            _checks("sghmc").bad("warm_start_shared", self.warm_start_shared, "must be true or false")
         if self.schedule not in ("steps", "time"):
-            _bad("sghmc", "schedule", self.schedule, "must be steps (the step counts given) or time "
+            _checks("sghmc").bad("schedule", self.schedule, "must be steps (the step counts given) or time "
                  "(planned to fit training.time_limit)")
-        _num("sghmc", self, "warm_start_fraction", 0, 1, hi_open=True)
+        _checks("sghmc").number(self, "warm_start_fraction", 0, 1, hi_open=True)
         if self.burn_in < self.mass_freeze_step:
-            _bad("sghmc", "burn_in", self.burn_in,
+            _checks("sghmc").bad("burn_in", self.burn_in,
                  f"must be >= sghmc.mass_freeze_step ({self.mass_freeze_step}): samples are taken once the mass is frozen")
         if self.num_samples % self.chains:
-            _bad("sghmc", "num_samples", self.num_samples,
+            _checks("sghmc").bad("num_samples", self.num_samples,
                  f"must be a multiple of sghmc.chains ({self.chains}): every chain gives the same number of samples")
 
 
@@ -151,15 +125,15 @@ class AdamSection:
     mc_samples: int = 8  # mc_dropout only: dropout masks at inference
 
     def validate(self):
-        _num("adam", self, "lr", 0, None, lo_open=True)
-        _num("adam", self, "lr_factor", 0, 1, lo_open=True, hi_open=True)
-        _num("adam", self, "min_lr", 0, None)
-        _num("adam", self, "dropout", 0, 1, hi_open=True)
-        _num("adam", self, "ema_decay", 0, 1, hi_open=True)
+        _checks("adam").number(self, "lr", 0, None, lo_open=True)
+        _checks("adam").number(self, "lr_factor", 0, 1, lo_open=True, hi_open=True)
+        _checks("adam").number(self, "min_lr", 0, None)
+        _checks("adam").number(self, "dropout", 0, 1, hi_open=True)
+        _checks("adam").number(self, "ema_decay", 0, 1, hi_open=True)
         if not isinstance(self.ema_warmup, bool):
-            _bad("adam", "ema_warmup", self.ema_warmup, "must be true or false")
+            _checks("adam").bad("ema_warmup", self.ema_warmup, "must be true or false")
         for key in ("lr_patience", "early_stopping_patience", "members", "mc_samples"):
-            _int("adam", self, key, 1)
+            _checks("adam").integer(self, key, 1)
 
 
 SECTIONS = {"data": DataSection, "training": TrainingSection, "sghmc": SGHMCSection, "adam": AdamSection}
@@ -180,11 +154,11 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         if self.method not in method_names():
-            _bad("config", "method", self.method, f"must be one of {', '.join(method_names())}")
-        if not _is_int(self.seed):
-            _bad("config", "seed", self.seed, "must be an integer")
+            _checks("config").bad("method", self.method, f"must be one of {', '.join(method_names())}")
+        if not is_int(self.seed):
+            _checks("config").bad("seed", self.seed, "must be an integer")
         if self.dtype not in DTYPES:
-            _bad("config", "dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+            _checks("config").bad("dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
         for name in SECTIONS:
             getattr(self, name).validate()
         for key in ("type_names", "num_samples", *get_method(self.method)(self).model_options()):
