@@ -34,3 +34,22 @@ def test_a_real_config_error_is_caught_as_bnnmd_error():
     assert bnnmd.BnnmdError is BnnmdError
     with pytest.raises(BnnmdError, match="sghmc.schedule"):
         TrainConfig.from_dict({"method": "sghmc", "sghmc": {"schedule": "clock"}})
+
+
+def test_export_names_the_path_it_cannot_write(tmp_path, capsys):
+    """A bad output path is named as typed (not a parent or a temporary file), before any work."""
+    from bnnmd.cli.export import main
+    from bnnmd.data import bundled_dataset
+    from helpers import write_samples
+
+    write_samples(tmp_path / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(2)), k=1)
+    (tmp_path / "afile").write_text("")
+    for out, want in ((tmp_path / "afile" / "model.pth", f"{tmp_path / 'afile' / 'model.pth'}: cannot be written: "
+                       f"{tmp_path / 'afile'} is a file, not a directory"),
+                      (tmp_path / "afile" / "sub" / "model.pt2", f"{tmp_path / 'afile' / 'sub' / 'model.pt2'}: "
+                       f"cannot be written: {tmp_path / 'afile'} is a file"),
+                      (tmp_path / "samples", f"{tmp_path / 'samples'} is a directory; give a file name")):
+        assert main([str(tmp_path / "samples"), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"bnn-export: error: {want}") and err.count("\n") == 1, err
+        assert ".tmp" not in err

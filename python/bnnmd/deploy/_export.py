@@ -58,6 +58,21 @@ def _halt(cal, rule: str) -> Optional[Tuple[float, str]]:
     return halt_threshold(cal.halt, rule)
 
 
+def _check_writable(out: Path) -> None:
+    """Fail before any work, naming the path as given, when ``out`` cannot be a file (its parent
+    directories are created, as the writer would)."""
+    for parent in reversed(out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ExportError(f"{out}: cannot be written: {parent} is a file, not a directory; give a path in a "
+                              "directory, e.g. runs/model.pth")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot be written ({exc.strerror}); give a path in a writable directory") from None
+    if out.is_dir():
+        raise ExportError(f"{out} is a directory; give a file name, e.g. {out / 'model.pth'}")
+
+
 #: The export formats: TorchScript and AOTInductor.
 FORMATS = ("torchscript", "pt2")
 
@@ -111,6 +126,7 @@ def export(samples_dir: PathLike, out: PathLike, k: Optional[int] = None,
     if dtype not in ("float64", "float32"):
         raise ExportError(f"dtype {dtype!r}: use float64 or float32")
     fmt = format_of(out, fmt)
+    _check_writable(Path(out))
     if fmt == "torchscript" and device != "cpu":
         raise ExportError(f"device {device!r} is for .pt2 packages; a TorchScript file runs on any device "
                           "(choose it in pair_style bnn or BNNCalculator)")
