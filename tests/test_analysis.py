@@ -395,6 +395,7 @@ def test_extxyz_from_the_ase_calculator(model_file, tmp_path, capsys):
     assert "eV/A" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_module_runs_as_script(run_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "bnnmd.cli.analyze", str(run_dir / "plain.dump"), "--threshold", "1",
                         "--out", str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=120)

@@ -396,6 +396,7 @@ def test_elements_in_another_order_than_the_types(tmp_path, model_file, order):
     assert not re.search(r"^\s+Step", out, re.M)  # stopped before any energy
 
 
+@pytest.mark.slow
 def test_matching_masses_run_without_a_warning(tmp_path, model_file):
     """Masses of the elements (ASE's, in the data file): no warning, the energy of the ASE calculator."""
     atoms = molecule()
@@ -414,6 +415,7 @@ def test_masses_are_checked_when_the_run_starts(tmp_path, model_file):
     assert "pair_coeff gives it" not in r.stdout and "WARNING: pair_style bnn" not in r.stdout
 
 
+@pytest.mark.slow
 def test_isotope_mass_runs_with_a_warning(tmp_path, model_file):
     """Deuterium (2.014 for H): legitimate, a warning on rank 0 (once for two runs), the same energy."""
     atoms = molecule()
