@@ -336,7 +336,7 @@ run 5
 """
 
 
-@pytest.mark.parametrize("nprocs", [1, 2])
+@pytest.mark.parametrize("nprocs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_atoms_at_the_same_place_stop_the_run(tmp_path, model_file, nprocs):
     """Two atoms at one position gave NaN energies with exit 0 (and fix halt blamed the uncertainty); now
     the pair style stops naming both atom IDs, as the Python graph builder refuses the same geometry."""
@@ -379,7 +379,7 @@ def test_a_model_that_produces_nan_stops_the_run(tmp_path, nan_model):
     assert "Fix halt condition" not in out
 
 
-@pytest.mark.parametrize("order", ["H C O", "O H C"])
+@pytest.mark.parametrize("order", ["H C O", pytest.param("O H C", marks=pytest.mark.slow)])
 def test_elements_in_another_order_than_the_types(tmp_path, model_file, order):
     """The data file's types are C H O (masses 12.011 1.008 15.999); pair_coeff with the elements permuted
     ran silently with a wrong energy. The masses tell: an error naming each wrong type and the fix."""
@@ -407,6 +407,7 @@ def test_matching_masses_run_without_a_warning(tmp_path, model_file):
         atoms.get_potential_energy() * ENERGY["real"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_masses_are_checked_when_the_run_starts(tmp_path, model_file):
     """Masses set after pair_coeff are the ones checked: pair_coeff H C O with the masses of types 1 and 2
     swapped by mass commands afterwards runs."""

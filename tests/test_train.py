@@ -204,6 +204,7 @@ def test_a_run_directory_in_use_is_refused(tmp_path, capsys):
     assert (run / "samples" / "sample_000.pt").exists()
 
 
+@pytest.mark.slow
 def test_fine_tuning_prior_centred_on_an_earlier_run(tmp_path):
     first = train(tiny("map"), tmp_path / "first", progress=False)
     centre = first.samples[0]
