@@ -229,6 +229,7 @@ def test_ase_backends_agree_with_an_isotonic_calibration(molecule_run):
     assert np.ptp(core["forces_std"] / raw) > 0.01  # the map acts, differently per atom
 
 
+@pytest.mark.slow
 def test_units_table_matches_python_and_conversion(molecule_run):
     table = _core.units_table()  # against ase.units (bnnmd.units reads this same table)
     assert table["energy"] == pytest.approx({"eV": 1.0, "meV": 1e-3, "kcal/mol": kcal / mol, "kJ/mol": kJ / mol,

