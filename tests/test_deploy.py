@@ -407,3 +407,80 @@ def test_cli(tmp_path, molecule_run):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("bnn-export: error:") and "afile" in r.stderr and "Traceback" not in r.stderr
     assert "check the path" in r.stderr
+
+
+# ---- the metadata format: one definition in C++ (keys, writer, reader), checked against the Python twin ----
+AWKWARD = StdMap("isotonic", (1e-300, 0.1 + 0.2, 1 / 3, 2.5, 1e17), (1 / 3, 1e-300, 0.1 + 0.2, 1.0, 7e22))
+FULL_META = {
+    "format_version": _core.format_version, "type_names": ["H", "C", "O"], "cutoff": 0.1 + 0.2, "num_layers": 2,
+    "num_samples": 4, "energy_unit": "kcal/mol", "length_unit": "A", "dtype": "float64",
+    "calibration_forces": AWKWARD, "calibration_energy": StdMap.scale(1 / 3), "method": "sghmc",
+    "samples_sha256": "ab" * 32, "bnnmd_version": "0.1.0", "torch_version": "2.13.0+cpu",
+    "halt_threshold": 1 / 3, "halt_rule": "median:1.5: 1.5 x the median of 6 frames' max std",
+}
+
+
+@pytest.mark.parametrize("optional", [True, False], ids=["with_halt", "without_halt"])
+def test_metadata_writer_round_trips(optional):
+    from bnnmd.posterior import METADATA_KEYS, OPTIONAL_METADATA_KEYS, parse_metadata
+
+    meta = dict(FULL_META) if optional else {k: v for k, v in FULL_META.items() if k in METADATA_KEYS}
+    text = metadata_to_text(meta)
+    assert [line.split(" ")[0] for line in text.splitlines()] == list(
+        METADATA_KEYS + (OPTIONAL_METADATA_KEYS if optional else ()))
+    # the independent Python reader and the C++ reader both give back every value, floats bit for bit
+    assert reference_metadata(text) == meta == parse_metadata(text)
+    assert text.splitlines()[8] == "calibration_forces isotonic " + " ".join(
+        f"{s!r}:{c!r}" for s, c in zip(AWKWARD.std, AWKWARD.factor))
+    # the dict form that _core.parse_metadata returns is accepted as it is
+    d = _core.parse_metadata(text)
+    assert _core.metadata_to_text(d) == text and _core.parse_metadata(_core.metadata_to_text(d)) == d
+    # None is "not known" for an optional key
+    assert metadata_to_text(dict(meta, halt_threshold=None, halt_rule=None)) == metadata_to_text(
+        {k: v for k, v in meta.items() if k in METADATA_KEYS})
+
+
+def test_metadata_floats_are_written_as_python_repr():
+    """Every double is written as repr writes it: the shortest text that float() reads back exactly."""
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.integers(0, 2 ** 63, 2000, dtype=np.int64).view(np.float64),
+                             [0.0, -0.0, 1e16, 1e15, 1e-4, 1e-5, 5e-324, 1.7976931348623157e308, 100000.0]])
+    for x in values[np.isfinite(values)]:
+        line = metadata_to_text(dict(FULL_META, cutoff=float(x))).splitlines()[2]
+        assert line == f"cutoff {float(x)!r}" and float(line.split()[1]) == x
+
+
+def test_metadata_writer_errors():
+    from bnnmd.posterior import EXTRA_FILE
+
+    assert EXTRA_FILE == _core.metadata_file == "bnnmd.txt"
+    with pytest.raises(ValueError, match="^metadata lacks cutoff, dtype$"):
+        metadata_to_text({k: v for k, v in FULL_META.items() if k not in ("cutoff", "dtype")})
+    with pytest.raises(ValueError, match="^metadata lacks method$"):
+        metadata_to_text(dict(FULL_META, method=None))
+    for key, value in (("method", "sghmc\nnum_samples 9"), ("halt_rule", "a\rb"), ("energy_unit", ""),
+                       ("halt_rule", "")):
+        with pytest.raises(ValueError, match=f"metadata value of {key} must be a non-empty single line"):
+            metadata_to_text(dict(FULL_META, **{key: value}))
+    with pytest.raises(ValueError, match="type_names holds 'C O': each must be non-empty, without spaces"):
+        metadata_to_text(dict(FULL_META, type_names=["H", "C O"]))
+    with pytest.raises(ValueError, match="metadata value of num_layers = 'two' has the wrong type"):
+        metadata_to_text(dict(FULL_META, num_layers="two"))
+    with pytest.raises(ValueError, match="calibration_energy = 0.7 is not a calibration map"):
+        metadata_to_text(dict(FULL_META, calibration_energy=0.7))
+    with pytest.raises(ValueError, match="a scale map needs as many knots as factors"):
+        metadata_to_text(dict(FULL_META, calibration_energy={"kind": "scale", "std": [1.0], "factor": [1.0, 2.0]}))
+
+
+def test_output_order_comes_from_the_core(molecule_run):
+    """The .pt2 graph's output order is the C++ evaluator's; the TorchScript dict has exactly those keys."""
+    from bnnmd.deploy import DeployedModel
+    from bnnmd.deploy._pt2 import OUTPUT_KEYS
+
+    d, ds, model = molecule_run
+    assert OUTPUT_KEYS == _core.output_keys == (K.TOTAL_ENERGY, K.ATOMIC_ENERGY, K.FORCES, K.TOTAL_ENERGY_STD,
+                                                K.FORCES_STD, K.VIRIAL)
+    f, types, g = _inputs(ds, 0)
+    out = DeployedModel(model)(torch.tensor(f["positions"]), torch.tensor(types), torch.tensor(g.edge_index),
+                               torch.tensor(g.shift_vector), len(types))
+    assert sorted(out) == sorted(OUTPUT_KEYS)

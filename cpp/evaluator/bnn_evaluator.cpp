@@ -7,23 +7,21 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 #include <unordered_map>
+#include <utility>
 
 #include "bnn_units.h"
 
 namespace bnnmd {
 
 namespace {
-
-const char* kExtraFile = "bnnmd.txt";  // TorchScript: the extra file; .pt2: the package metadata key
-
-// The model's outputs, in the order of a .pt2 graph's outputs (bnnmd.deploy._pt2.OUTPUT_KEYS).
-const char* kOutputKeys[] = {"total_energy", "atomic_energy", "forces", "total_energy_std", "forces_std", "virial"};
-constexpr int kNumOutputs = 6;
 
 [[noreturn]] void fail(const std::string& msg) { throw std::runtime_error(msg); }
 
@@ -52,15 +50,35 @@ std::string resolve_device(const std::string& device, int local_rank) {
   return "cuda:" + std::to_string(local_rank % count);
 }
 
-// The whole of v as a number (false for "", "1.5x", "abc").
+// The whole of v as a number (false for "", "1.5x", "abc", "1e999"); exact, whatever the locale.
 static bool parse_double(const std::string& v, double* out) {
-  try {
-    size_t used = 0;
-    *out = std::stod(v, &used);
-    return used == v.size();
-  } catch (const std::exception&) {
-    return false;
+  const char* end = v.data() + v.size();
+  auto r = std::from_chars(v.data(), end, *out);
+  return r.ec == std::errc() && r.ptr == end;
+}
+
+std::string format_double(double x) {
+  if (std::isnan(x)) return "nan";
+  if (std::isinf(x)) return x > 0 ? "inf" : "-inf";
+  char buf[40];
+  // the shortest digits that read back to x, as d.ddde+XX; then Python repr's layout of them
+  const std::string sci(buf, std::to_chars(buf, buf + sizeof buf, x, std::chars_format::scientific).ptr);
+  const size_t e = sci.find('e');
+  const int exp = std::atoi(sci.c_str() + e + 1);
+  const bool negative = sci[0] == '-';
+  std::string digits = sci.substr(negative, e - negative);
+  if (digits.size() > 1) digits.erase(1, 1);  // the point
+  std::string out = negative ? "-" : "";
+  if (exp < -4 || exp >= 16) {  // d.ddde-XX
+    out += digits.substr(0, 1) + (digits.size() > 1 ? "." + digits.substr(1) : "") + sci.substr(e);
+  } else if (exp < 0) {  // 0.000ddd
+    out += "0." + std::string(-exp - 1, '0') + digits;
+  } else if (static_cast<size_t>(exp) + 1 >= digits.size()) {  // ddd00.0
+    out += digits + std::string(exp + 1 - digits.size(), '0') + ".0";
+  } else {  // dd.ddd
+    out += digits.substr(0, exp + 1) + "." + digits.substr(exp + 1);
   }
+  return out;
 }
 
 double StdMap::factor_at(double s) const {
@@ -90,6 +108,19 @@ std::string StdMap::describe() const {
       << ".." << *std::max_element(factor.begin(), factor.end());
   }
   return o.str();
+}
+
+std::string StdMap::to_text() const {
+  if (kind != "scale" && kind != "isotonic")
+    throw std::invalid_argument("calibration map kind '" + kind + "' is unknown (scale or isotonic)");
+  if (std.size() != factor.size() || std.empty() || (kind == "scale" && factor.size() != 1))
+    throw std::invalid_argument("a " + kind + " map needs as many knots as factors, one for scale, at least one "
+                                "(got " + std::to_string(std.size()) + " knots, " + std::to_string(factor.size()) +
+                                " factors)");
+  std::string out = kind;
+  if (kind == "scale") return out + " " + format_double(factor[0]);
+  for (size_t i = 0; i < std.size(); ++i) out += " " + format_double(std[i]) + ":" + format_double(factor[i]);
+  return out;
 }
 
 StdMap parse_std_map(const std::string& text, const std::string& what) {
@@ -132,6 +163,125 @@ StdMap parse_std_map(const std::string& text, const std::string& what) {
   return m;
 }
 
+namespace {
+
+// MetadataKey of the member M: T is int, double, std::string, std::vector<std::string> or StdMap,
+// or std::optional of one of them for an optional key.
+template <typename T>
+struct KeyType {
+  using Value = T;
+  static constexpr bool optional = false;
+};
+template <typename T>
+struct KeyType<std::optional<T>> {
+  using Value = T;
+  static constexpr bool optional = true;
+};
+
+template <auto M>
+MetadataKey key(const char* name) {
+  using Member = std::remove_reference_t<decltype(std::declval<Metadata&>().*M)>;
+  using Value = typename KeyType<Member>::Value;
+  MetadataKey k;
+  k.name = name;
+  k.optional = KeyType<Member>::optional;
+  k.blank = Value{};
+  k.get = [](const Metadata& m) -> std::optional<MetadataValue> {
+    if constexpr (KeyType<Member>::optional) {
+      if (!(m.*M)) return std::nullopt;
+      return MetadataValue(std::in_place_type<Value>, *(m.*M));
+    } else {
+      return MetadataValue(std::in_place_type<Value>, m.*M);
+    }
+  };
+  k.set = [](Metadata& m, MetadataValue v) { m.*M = std::get<Value>(std::move(v)); };
+  return k;
+}
+
+// by MetadataValue::index()
+const char* kValueKinds[] = {"a whole number", "a number", "a string", "a list of strings", "a calibration map"};
+
+}  // namespace
+
+const std::vector<MetadataKey>& metadata_keys() {
+  static const std::vector<MetadataKey> keys = {
+      key<&Metadata::format_version>("format_version"),
+      key<&Metadata::type_names>("type_names"),
+      key<&Metadata::cutoff>("cutoff"),
+      key<&Metadata::num_layers>("num_layers"),
+      key<&Metadata::num_samples>("num_samples"),
+      key<&Metadata::energy_unit>("energy_unit"),
+      key<&Metadata::length_unit>("length_unit"),
+      key<&Metadata::dtype>("dtype"),
+      key<&Metadata::calibration_forces>("calibration_forces"),
+      key<&Metadata::calibration_energy>("calibration_energy"),
+      key<&Metadata::method>("method"),
+      key<&Metadata::samples_sha256>("samples_sha256"),
+      key<&Metadata::bnnmd_version>("bnnmd_version"),
+      key<&Metadata::torch_version>("torch_version"),
+      key<&Metadata::halt_threshold>("halt_threshold"),
+      key<&Metadata::halt_rule>("halt_rule"),
+  };
+  return keys;
+}
+
+Metadata metadata_from_values(const std::map<std::string, MetadataValue>& values) {
+  Metadata m;
+  std::string missing;
+  for (const MetadataKey& k : metadata_keys()) {
+    auto it = values.find(k.name);
+    if (it == values.end()) {
+      if (!k.optional) missing += (missing.empty() ? "" : ", ") + k.name;
+      continue;
+    }
+    if (it->second.index() != k.blank.index())
+      throw std::invalid_argument("metadata value of " + k.name + " must be " + kValueKinds[k.blank.index()] +
+                                  ", not " + kValueKinds[it->second.index()]);
+    k.set(m, it->second);
+  }
+  if (!missing.empty()) throw std::invalid_argument("metadata lacks " + missing);
+  return m;
+}
+
+std::vector<std::pair<std::string, MetadataValue>> metadata_values(const Metadata& m) {
+  std::vector<std::pair<std::string, MetadataValue>> out;
+  for (const MetadataKey& k : metadata_keys())
+    if (std::optional<MetadataValue> v = k.get(m)) out.emplace_back(k.name, std::move(*v));
+  return out;
+}
+
+std::string metadata_to_text(const Metadata& m) {
+  std::string out;
+  for (const auto& entry : metadata_values(m)) {
+    const std::string& name = entry.first;
+    const std::string text = std::visit([&](const auto& v) -> std::string {
+      using T = std::decay_t<decltype(v)>;
+      if constexpr (std::is_same_v<T, int>) {
+        return std::to_string(v);
+      } else if constexpr (std::is_same_v<T, double>) {
+        return format_double(v);
+      } else if constexpr (std::is_same_v<T, std::string>) {
+        return v;
+      } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+        std::string words;
+        for (const std::string& t : v) {
+          if (t.empty() || std::any_of(t.begin(), t.end(), [](unsigned char c) { return std::isspace(c); }))
+            throw std::invalid_argument("metadata " + name + " holds '" + t + "': each must be non-empty, without "
+                                        "spaces");
+          words += (words.empty() ? "" : " ") + t;
+        }
+        return words;
+      } else {
+        return v.to_text();
+      }
+    }, entry.second);
+    if (text.empty() || text.find_first_of("\r\n") != std::string::npos)
+      throw std::invalid_argument("metadata value of " + name + " must be a non-empty single line");
+    out += name + " " + text + "\n";
+  }
+  return out;
+}
+
 Metadata parse_metadata(const std::string& text, const std::string& path) {
   std::unordered_map<std::string, std::string> kv;
   std::istringstream in(text);
@@ -142,44 +292,50 @@ Metadata parse_metadata(const std::string& text, const std::string& path) {
     if (sp == std::string::npos) continue;
     kv[line.substr(0, sp)] = line.substr(sp + 1);
   }
-  auto get = [&](const char* key) -> const std::string& {
-    auto it = kv.find(key);
-    if (it == kv.end())
-      fail(path + ": bnnmd metadata lacks '" + key + "'; re-export the model with bnn-export");
-    return it->second;
+  auto bad = [&](const std::string& key, const std::string& why) {
+    fail(path + ": bnnmd metadata '" + key + "'" + why + "; re-export the model with bnn-export");
   };
-  auto num = [&](const char* key) -> double {
-    const std::string& v = get(key);
+  auto number = [&](const std::string& key, const std::string& v) {
     double x = 0;
-    if (!parse_double(v, &x)) fail(path + ": bnnmd metadata '" + key + "' = '" + v + "' is not a number");
+    if (!parse_double(v, &x)) bad(key, " = '" + v + "' is not a number");
     return x;
   };
-  Metadata m;
-  m.format_version = static_cast<int>(num("format_version"));
-  if (m.format_version != kFormatVersion)
-    fail(path + ": bnnmd model format version " + std::to_string(m.format_version) +
+  // the version first: another version may have other keys
+  auto version = kv.find("format_version");
+  if (version != kv.end() && number("format_version", version->second) != kFormatVersion)
+    fail(path + ": bnnmd model format version " + version->second +
          " is unknown to this bnnmd (it reads version " + std::to_string(kFormatVersion) +
          "); re-export the samples with this bnnmd's bnn-export, or install the bnnmd that wrote it");
-  std::istringstream names(get("type_names"));
-  for (std::string t; names >> t;) m.type_names.push_back(t);
-  m.cutoff = num("cutoff");
-  m.num_layers = static_cast<int>(num("num_layers"));
-  m.num_samples = static_cast<int>(num("num_samples"));
-  m.energy_unit = get("energy_unit");
-  m.length_unit = get("length_unit");
-  m.dtype = get("dtype");
-  m.calibration_forces = parse_std_map(get("calibration_forces"), path + ": bnnmd metadata 'calibration_forces'");
-  m.calibration_energy = parse_std_map(get("calibration_energy"), path + ": bnnmd metadata 'calibration_energy'");
-  m.method = get("method");
-  m.samples_sha256 = get("samples_sha256");
-  m.bnnmd_version = get("bnnmd_version");
-  m.torch_version = get("torch_version");
-  if (kv.count("halt_threshold")) {
-    m.halt_threshold = num("halt_threshold");
-    if (!(m.halt_threshold > 0))
-      fail(path + ": bnnmd metadata 'halt_threshold' must be > 0; re-export the model with bnn-export");
-    m.halt_rule = kv.count("halt_rule") ? kv["halt_rule"] : "";
+  std::map<std::string, MetadataValue> values;
+  for (const MetadataKey& k : metadata_keys()) {
+    auto it = kv.find(k.name);
+    if (it == kv.end()) {
+      if (!k.optional) fail(path + ": bnnmd metadata lacks '" + k.name + "'; re-export the model with bnn-export");
+      continue;
+    }
+    const std::string& v = it->second;
+    values[k.name] = std::visit([&](const auto& blank) -> MetadataValue {
+      using T = std::decay_t<decltype(blank)>;
+      if constexpr (std::is_same_v<T, int>) {
+        const double x = number(k.name, v);
+        if (x != std::floor(x) || std::abs(x) > 1e9) bad(k.name, " = '" + v + "' is not a whole number");
+        return static_cast<int>(x);
+      } else if constexpr (std::is_same_v<T, double>) {
+        return number(k.name, v);
+      } else if constexpr (std::is_same_v<T, std::string>) {
+        return v;
+      } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+        std::istringstream words(v);
+        T list;
+        for (std::string t; words >> t;) list.push_back(t);
+        return list;
+      } else {
+        return parse_std_map(v, path + ": bnnmd metadata '" + k.name + "'");
+      }
+    }, k.blank);
   }
+  Metadata m = metadata_from_values(values);
+  if (m.halt_threshold && !(*m.halt_threshold > 0)) bad("halt_threshold", " must be > 0");
   if (m.type_names.empty() || m.cutoff <= 0 || m.num_layers < 1 || m.num_samples < 1)
     fail(path + ": bnnmd metadata is inconsistent (type names, cutoff, layers or samples); re-export");
   if (m.dtype != "float64" && m.dtype != "float32") fail(path + ": unknown dtype '" + m.dtype + "'");
@@ -237,7 +393,7 @@ std::unordered_map<std::string, std::string> read_pt2_metadata(const std::string
 }
 
 // One exported model behind one call: inputs (pos, types, edges, shifts, nlocal) on the model's
-// device and dtype -> the kNumOutputs tensors in kOutputKeys order.
+// device and dtype -> the kNumOutputs tensors, indexed by Output.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -256,17 +412,17 @@ bool is_pt2(const std::string& path) {
 class ScriptBackend : public Backend {
  public:
   ScriptBackend(const std::string& path, const torch::Device& device, Metadata* meta) {
-    std::unordered_map<std::string, std::string> extra{{kExtraFile, ""}};
+    std::unordered_map<std::string, std::string> extra{{kMetadataFile, ""}};
     try {
       module_ = torch::jit::load(path, device, extra);
     } catch (const std::exception& e) {
       fail("'" + path + "' is not a TorchScript archive that this torch can load; export a model with "
            "bnn-export SAMPLES_DIR OUT.pth (" + std::string(e.what()).substr(0, 200) + ")");
     }
-    if (extra[kExtraFile].empty())
-      fail("'" + path + "' is a TorchScript file but not a bnnmd model (no bnnmd.txt metadata); "
-           "export one with bnn-export SAMPLES_DIR OUT.pth");
-    *meta = parse_metadata(extra[kExtraFile], path);
+    if (extra[kMetadataFile].empty())
+      fail("'" + path + "' is a TorchScript file but not a bnnmd model (no " + std::string(kMetadataFile) +
+           " metadata); export one with bnn-export SAMPLES_DIR OUT.pth");
+    *meta = parse_metadata(extra[kMetadataFile], path);
     module_.eval();
   }
   std::vector<torch::Tensor> run(const torch::Tensor& pos, const torch::Tensor& types, const torch::Tensor& edges,
@@ -290,10 +446,10 @@ class Pt2Backend : public Backend {
  public:
   Pt2Backend(const std::string& path, const torch::Device& device, Metadata* parsed) {
     std::unordered_map<std::string, std::string> meta = read_pt2_metadata(path);
-    auto it = meta.find(kExtraFile);
+    auto it = meta.find(kMetadataFile);
     if (it == meta.end() || it->second.empty())
-      fail("'" + path + "' is an AOTInductor package but not a bnnmd model (no bnnmd.txt metadata); "
-           "export one with bnn-export SAMPLES_DIR OUT.pt2");
+      fail("'" + path + "' is an AOTInductor package but not a bnnmd model (no " + std::string(kMetadataFile) +
+           " metadata); export one with bnn-export SAMPLES_DIR OUT.pt2");
     *parsed = parse_metadata(it->second, path);
     // refuse what cannot run before loading the compiled code
     const std::string here = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
@@ -344,11 +500,8 @@ class Pt2Backend : public Backend {
     if (static_cast<int>(out.size()) != kNumOutputs)
       fail("the .pt2 package returned " + std::to_string(out.size()) + " outputs, not " +
            std::to_string(kNumOutputs) + "; re-export it with this bnnmd's bnn-export");
-    if (in[0].size(0) != n) {  // drop the padding: atomic energies [k, N], forces [k, N, 3], stds [k, N]
-      out[1] = out[1].narrow(1, 0, n);
-      out[2] = out[2].narrow(1, 0, n);
-      out[4] = out[4].narrow(1, 0, n);
-    }
+    if (in[0].size(0) != n)  // drop the padding: atomic energies [k, N], forces [k, N, 3], stds [k, N]
+      for (int o : {kAtomicEnergy, kForces, kForcesStd}) out[o] = out[o].narrow(1, 0, n);
     return out;
   }
 
@@ -403,7 +556,7 @@ std::string Evaluator::device() const { return impl_->device.str(); }
 const std::string& Evaluator::format() const { return impl_->format; }
 double Evaluator::cutoff() const { return impl_->meta.cutoff * impl_->length_out; }
 double Evaluator::halt_threshold() const {
-  return impl_->meta.halt_threshold * impl_->energy_out / impl_->length_out;
+  return impl_->meta.halt_threshold.value_or(0.0) * impl_->energy_out / impl_->length_out;
 }
 const std::string& Evaluator::energy_unit() const { return impl_->energy_unit; }
 const std::string& Evaluator::length_unit() const { return impl_->length_unit; }
@@ -463,12 +616,12 @@ SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n,
   s.k = I.meta.num_samples;
   s.n = n;
   const double e = I.energy_out, fl = I.energy_out / I.length_out;
-  s.energy = take(0, e);         // kOutputKeys order
-  s.atomic_energy = take(1, e);
-  s.forces = take(2, fl);
-  s.energy_std = take(3, e);
-  s.forces_std = take(4, fl);
-  s.virial = take(5, e);
+  s.energy = take(kTotalEnergy, e);
+  s.atomic_energy = take(kAtomicEnergy, e);
+  s.forces = take(kForces, fl);
+  s.energy_std = take(kTotalEnergyStd, e);
+  s.forces_std = take(kForcesStd, fl);
+  s.virial = take(kVirial, e);
   return s;
 }
 

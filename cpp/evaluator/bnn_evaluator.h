@@ -5,41 +5,95 @@
 // Torch headers stay out of this header (private implementation).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <variant>
 #include <vector>
 
 namespace bnnmd {
 
+// The version of the metadata format (bnnmd.txt) that this bnnmd writes and reads
+// (2: calibration_forces / calibration_energy are maps). Python: bnnmd.posterior.FORMAT_VERSION.
 constexpr int kFormatVersion = 2;
+// The metadata's name in an exported file: the extra file of a TorchScript model and the metadata key
+// of a .pt2 package. Python: bnnmd.posterior.EXTRA_FILE.
+inline constexpr const char* kMetadataFile = "bnnmd.txt";
+
+// The model's outputs: the keys of the TorchScript module's dict and, in this order, the outputs of a
+// .pt2 graph (bnnmd.deploy._pt2.OUTPUT_KEYS reads them from here). Output indexes both.
+enum Output { kTotalEnergy, kAtomicEnergy, kForces, kTotalEnergyStd, kForcesStd, kVirial, kNumOutputs };
+inline constexpr const char* kOutputKeys[kNumOutputs] = {"total_energy",     "atomic_energy", "forces",
+                                                         "total_energy_std", "forces_std",    "virial"};
+
+// A double as Python's repr writes it: the shortest text that reads back to the same double
+// ("4.0", "0.1", "1e-300", "0.30000000000000004", "1e+16", "inf", "nan"). Exact round trip.
+std::string format_double(double x);
 
 // Calibration map of the uncalibrated total std s of an atom (forces) or a frame (energy):
 // every variance of that unit is multiplied by factor_at(s)^2. Knots std[] strictly increasing;
 // the calibrated std factor_at(s) * s is linear between knots and proportional to s beyond them.
-// One knot ("scale"): a constant factor. Python twin: bnnmd.uq.StdMap.
+// One knot ("scale"): a constant factor. Python twin: bnnmd.posterior.StdMap.
 struct StdMap {
   std::string kind = "scale";
   std::vector<double> std{1.0}, factor{1.0};
   double factor_at(double s) const;
   StdMap in_units(double std_factor) const;  // the knots for stds measured x std_factor
   std::string describe() const;
+  // The map as bnnmd.txt stores it, "scale C" or "isotonic S:C S:C ..." (floats exact), read back by
+  // parse_std_map. Throws std::invalid_argument for an unknown kind or knots and factors that differ in
+  // number (a scale map: one factor).
+  std::string to_text() const;
 };
 StdMap parse_std_map(const std::string& text, const std::string& what);
 
+// The metadata of an exported model (bnnmd.txt): one "key value" line per key, in the order of
+// metadata_keys(). Python: bnnmd.posterior.metadata_to_text / parse_metadata.
 struct Metadata {
   int format_version = 0;
   std::vector<std::string> type_names;
   double cutoff = 0.0;  // model length unit
   int num_layers = 0;
   int num_samples = 0;
-  std::string energy_unit, length_unit, dtype, method, samples_sha256, bnnmd_version, torch_version;
+  std::string energy_unit, length_unit, dtype;
   StdMap calibration_forces, calibration_energy;  // knots in the model's units
-  // optional: the per-atom force std at which to halt MD (model force unit; 0 = none) and its rule
-  double halt_threshold = 0.0;
-  std::string halt_rule;
+  std::string method, samples_sha256, bnnmd_version, torch_version;
+  // optional: the per-atom force std at which to halt MD (model force unit) and the rule that gave it
+  std::optional<double> halt_threshold;
+  std::optional<std::string> halt_rule;
 };
+
+// The value of one metadata key, and the definition of the keys: the one list that parse_metadata,
+// metadata_to_text and the Python bindings follow. A new key: a Metadata member and a line in
+// metadata_keys() (bnn_evaluator.cpp).
+using MetadataValue = std::variant<int, double, std::string, std::vector<std::string>, StdMap>;
+struct MetadataKey {
+  std::string name;
+  bool optional;        // written only when set (a std::optional member)
+  MetadataValue blank;  // a default value of the key's type (the type is blank.index())
+  std::optional<MetadataValue> (*get)(const Metadata&);  // nullopt: an optional key not set
+  void (*set)(Metadata&, MetadataValue);                 // the value must hold the key's type
+};
+// The required keys in the order written, then the optional ones.
+const std::vector<MetadataKey>& metadata_keys();
+
+// The metadata from values by key (a key's value must have its type: std::invalid_argument
+// otherwise); keys not listed in metadata_keys() are ignored. Throws std::invalid_argument naming the
+// required keys that values lacks ("metadata lacks cutoff, dtype"). No check of the values themselves:
+// parse_metadata makes those.
+Metadata metadata_from_values(const std::map<std::string, MetadataValue>& values);
+// The values of m by key, in written order (optional keys only when set).
+std::vector<std::pair<std::string, MetadataValue>> metadata_values(const Metadata& m);
+
+// bnnmd.txt: the "key value" lines of m, each ending in a newline, that parse_metadata reads back to m
+// (doubles written exactly, as by format_double). Throws std::invalid_argument for a value that is
+// empty or more than one line, a type name that is empty or holds whitespace, or a malformed map.
+std::string metadata_to_text(const Metadata& m);
 
 // Per-sample outputs, converted to the evaluator's units, on the CPU in double precision.
 struct SampleOutput {
@@ -78,7 +132,7 @@ std::vector<int> hops_from_local(int n, int nlocal, const int64_t* centre, const
                                  int64_t n_edges, int max_hops);
 
 // The metadata of an AOTInductor package (.pt2) without loading its compiled code: bnnmd.txt under
-// "bnnmd.txt", and AOTInductor's own keys (AOTI_DEVICE_KEY, ...). Throws with the fix for a file
+// kMetadataFile, and AOTInductor's own keys (AOTI_DEVICE_KEY, ...). Throws with the fix for a file
 // that is not a package this torch can read.
 std::unordered_map<std::string, std::string> read_pt2_metadata(const std::string& path);
 
@@ -134,7 +188,9 @@ class Evaluator {
 // (one GPU per node-local MPI rank) or "cpu" for auto without a GPU; others pass through.
 std::string resolve_device(const std::string& device, int local_rank);
 
-// Parse the "key value" lines of bnnmd.txt (throws on missing keys / bad numbers).
+// Parse the "key value" lines of bnnmd.txt (metadata_to_text's format). Throws std::runtime_error,
+// naming path and the fix, for another format version, missing keys, malformed values and
+// inconsistent metadata. Unknown keys are ignored.
 Metadata parse_metadata(const std::string& text, const std::string& path);
 
 }  // namespace bnnmd

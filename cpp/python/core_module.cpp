@@ -8,7 +8,10 @@
 
 #include <torch/headeronly/version.h>
 
+#include <map>
 #include <string>
+#include <type_traits>
+#include <variant>
 
 #include "bnn_evaluator.h"
 #include "bnn_units.h"
@@ -41,19 +44,60 @@ py::dict std_map_dict(const bnnmd::StdMap& s) {
   return py::dict("kind"_a = s.kind, "std"_a = s.std, "factor"_a = s.factor);
 }
 
+// The metadata as a dict in written order (optional keys only when set; maps as std_map_dict).
 py::dict metadata_dict(const bnnmd::Metadata& m) {
-  py::dict d("format_version"_a = m.format_version, "type_names"_a = m.type_names, "cutoff"_a = m.cutoff,
-                  "num_layers"_a = m.num_layers, "num_samples"_a = m.num_samples,
-                  "energy_unit"_a = m.energy_unit, "length_unit"_a = m.length_unit, "dtype"_a = m.dtype,
-                  "calibration_forces"_a = std_map_dict(m.calibration_forces),
-                  "calibration_energy"_a = std_map_dict(m.calibration_energy), "method"_a = m.method,
-                  "samples_sha256"_a = m.samples_sha256, "bnnmd_version"_a = m.bnnmd_version,
-                  "torch_version"_a = m.torch_version);
-  if (m.halt_threshold > 0) {  // optional keys, as in bnnmd.deploy.read_metadata
-    d["halt_threshold"] = m.halt_threshold;
-    d["halt_rule"] = m.halt_rule;
-  }
+  py::dict d;
+  for (const auto& entry : bnnmd::metadata_values(m))
+    d[py::str(entry.first)] = std::visit([](const auto& v) -> py::object {
+      if constexpr (std::is_same_v<std::decay_t<decltype(v)>, bnnmd::StdMap>)
+        return std_map_dict(v);
+      else
+        return py::cast(v);
+    }, entry.second);
   return d;
+}
+
+// A dict of metadata_dict's form (maps as dicts of kind, std, factor, or objects with those attributes,
+// like bnnmd.posterior.StdMap) -> bnnmd.txt. A key that is absent or None is not given; every error is a
+// ValueError (pybind11 maps std::invalid_argument to it).
+std::string metadata_text(const py::dict& d) {
+  std::map<std::string, bnnmd::MetadataValue> values;
+  for (const bnnmd::MetadataKey& k : bnnmd::metadata_keys()) {
+    if (!d.contains(k.name) || d[py::str(k.name)].is_none()) continue;
+    py::object v = d[py::str(k.name)];
+    try {
+      values[k.name] = std::visit([&](const auto& blank) -> bnnmd::MetadataValue {
+        using T = std::decay_t<decltype(blank)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return std::string(py::str(v));  // as Python's str(v)
+        } else if constexpr (std::is_same_v<T, bnnmd::StdMap>) {
+          auto field = [&](const char* f) -> py::object {
+            return py::isinstance<py::dict>(v) ? py::object(v[f]) : v.attr(f);
+          };
+          bnnmd::StdMap map;
+          map.kind = py::cast<std::string>(field("kind"));
+          map.std = py::cast<std::vector<double>>(field("std"));
+          map.factor = py::cast<std::vector<double>>(field("factor"));
+          return map;
+        } else {
+          return py::cast<T>(v);
+        }
+      }, k.blank);
+    } catch (const py::cast_error&) {
+      throw py::value_error("metadata value of " + k.name + " = " + std::string(py::repr(v)) + " has the wrong type");
+    } catch (const py::error_already_set&) {  // a map without kind, std or factor
+      throw py::value_error("metadata value of " + k.name + " = " + std::string(py::repr(v)) +
+                            " is not a calibration map (kind, std, factor)");
+    }
+  }
+  return bnnmd::metadata_to_text(bnnmd::metadata_from_values(values));
+}
+
+template <typename Seq>
+py::tuple str_tuple(const Seq& names) {
+  py::list out;
+  for (const auto& n : names) out.append(py::str(n));
+  return py::tuple(out);
 }
 
 using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
@@ -140,6 +184,15 @@ PYBIND11_MODULE(_core, m) {
   m.attr("cxx11_abi") = py::none();
 #endif
   m.attr("format_version") = bnnmd::kFormatVersion;
+  m.attr("metadata_file") = bnnmd::kMetadataFile;  // the name of bnnmd.txt in an exported file
+  {
+    std::vector<std::string> required, optional;
+    for (const bnnmd::MetadataKey& k : bnnmd::metadata_keys()) (k.optional ? optional : required).push_back(k.name);
+    m.attr("metadata_keys") = str_tuple(required);  // every exported file has them, in this order
+    m.attr("metadata_optional_keys") = str_tuple(optional);  // written when known
+  }
+  // the model's outputs: the keys of a TorchScript model's dict, the order of a .pt2 graph's outputs
+  m.attr("output_keys") = str_tuple(bnnmd::kOutputKeys);
 
   m.def("units_table", [] {
     return py::dict("energy"_a = bnnmd::energy_units(), "length"_a = bnnmd::length_units());
@@ -213,4 +266,8 @@ compute(positions, types, edge_index, edge_shift, nlocal) -> dict
         "text"_a, "path"_a = "metadata",
         "The bnnmd.txt metadata of an exported model as a dict (calibration maps as dicts of kind, std, "
         "factor); raises for unknown format versions and missing or malformed keys.");
+  m.def("metadata_to_text", &metadata_text, "metadata"_a,
+        "The bnnmd.txt text of a metadata dict as parse_metadata returns it (calibration maps as dicts of "
+        "kind, std, factor or objects with those attributes; optional keys absent or None when unknown), "
+        "floats written exactly; raises ValueError for missing keys and empty or multi-line values.");
 }

@@ -30,15 +30,15 @@ from torch.export import Dim
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from bnnmd import _core
-from bnnmd.data import keys as K
 from bnnmd.data import neighbour_list
 from bnnmd.posterior import EXTRA_FILE
 from bnnmd.deploy._module import DeployedModel
 
 PathLike = Union[str, os.PathLike]
 
-#: The order of the compiled graph's outputs (the keys of DeployedModel's dict).
-OUTPUT_KEYS = (K.TOTAL_ENERGY, K.ATOMIC_ENERGY, K.FORCES, K.TOTAL_ENERGY_STD, K.FORCES_STD, K.VIRIAL)
+#: The order of the compiled graph's outputs (the keys of DeployedModel's dict), as the C++ evaluator
+#: reads them (bnn_evaluator.h kOutputKeys).
+OUTPUT_KEYS = tuple(_core.output_keys)
 #: Metadata key of the package that holds the text of ``bnnmd.txt``.
 METADATA_KEY = EXTRA_FILE
 #: The smallest atom and edge counts the compiled graph accepts (torch.export specialises 0 and 1).

@@ -11,7 +11,7 @@ the ASE calculator, analysis and ``bnn-learn`` read.
 * **Mixture moments**: :func:`energy_stats` and :func:`force_stats`, computed by the C++ core that
   LAMMPS runs.
 * **Export metadata** (``bnnmd.txt`` in an exported file): :func:`metadata_to_text` and
-  :func:`parse_metadata` (the C++ reader); format version and file name from the C++ core.
+  :func:`parse_metadata`: the C++ writer and reader; keys, format version and file name from the C++ core.
 
 Training (:mod:`bnnmd.train`) writes these; :mod:`bnnmd.uq`, :mod:`bnnmd.deploy`,
 :mod:`bnnmd.calculator`, :mod:`bnnmd.analysis` and :mod:`bnnmd.learn` read them. Units travel in

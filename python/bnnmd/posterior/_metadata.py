@@ -1,9 +1,10 @@
 """Metadata stored in the exported archive as the extra file ``bnnmd.txt``.
 
 One ``key value`` pair per line (values with spaces are lists), so that the C++
-side reads it without a JSON parser. Python writes it (:func:`to_text`); the C++ core reads it,
-for C++ and Python alike (:func:`parse`: ``bnnmd._core.parse_metadata``, which checks
-``format_version``); tests/test_deploy.py holds a Python twin of the reader.
+side reads it without a JSON parser. The C++ core holds the one definition of the format: the
+keys, the writer (:func:`to_text`: ``bnnmd._core.metadata_to_text``, floats exact) and the reader
+(:func:`parse`: ``bnnmd._core.parse_metadata``, which checks ``format_version``), for C++ and
+Python alike; tests/test_deploy.py holds a Python twin of the reader.
 """
 
 from __future__ import annotations
@@ -15,30 +16,28 @@ from bnnmd.posterior._stdmap import StdMap
 
 #: 2: calibration_forces / calibration_energy are maps (``scale C`` or ``isotonic S:C ...``).
 FORMAT_VERSION: int = _core.format_version  # the C++ reader's (bnn_evaluator.h kFormatVersion)
-EXTRA_FILE = "bnnmd.txt"
+EXTRA_FILE: str = _core.metadata_file  # "bnnmd.txt" (kMetadataFile)
 #: Keys every exported file has, in the order written.
-KEYS = ("format_version", "type_names", "cutoff", "num_layers", "num_samples", "energy_unit", "length_unit",
-        "dtype", "calibration_forces", "calibration_energy", "method", "samples_sha256", "bnnmd_version",
-        "torch_version")
+KEYS = tuple(_core.metadata_keys)
 #: Keys written only when known: the halt threshold (model force unit) and the rule that gave it.
-OPTIONAL_KEYS = ("halt_threshold", "halt_rule")
+OPTIONAL_KEYS = tuple(_core.metadata_optional_keys)
 
 Value = Union[str, int, float, List[str], StdMap]
 
 
 def to_text(meta: Dict[str, Value]) -> str:
-    missing = [k for k in KEYS if k not in meta]
-    if missing:
-        raise ValueError(f"metadata lacks {', '.join(missing)}")
-    lines = []
-    for key in KEYS + tuple(k for k in OPTIONAL_KEYS if meta.get(k) is not None):
-        v = meta[key]
-        v = (" ".join(v) if isinstance(v, (list, tuple)) else repr(v) if isinstance(v, float)
-             else v.to_text() if isinstance(v, StdMap) else str(v))
-        if not v or "\n" in v:
-            raise ValueError(f"metadata value of {key} must be a non-empty single line")
-        lines.append(f"{key} {v}")
-    return "\n".join(lines) + "\n"
+    """The ``bnnmd.txt`` text of ``meta`` (every key of :data:`KEYS`; optional keys absent or None when
+    unknown; maps as :class:`~bnnmd.posterior.StdMap`), written by the C++ core. Raises ``ValueError``
+    for missing keys ("metadata lacks ...") and empty or multi-line values.
+
+    Examples
+    --------
+    >>> to_text({"format_version": FORMAT_VERSION, "cutoff": 4.0})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: metadata lacks type_names, num_layers, num_samples, ..., torch_version
+    """
+    return _core.metadata_to_text(meta)
 
 
 def parse(text: str, path: str = "metadata") -> Dict[str, Value]:
@@ -49,3 +48,4 @@ def parse(text: str, path: str = "metadata") -> Dict[str, Value]:
     for key in ("calibration_forces", "calibration_energy"):
         meta[key] = StdMap(**meta[key])
     return meta
+
