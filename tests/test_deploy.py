@@ -406,7 +406,7 @@ def test_cli(tmp_path, molecule_run):
                         str(tmp_path / "afile" / "m.pth")], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("bnn-export: error:") and "afile" in r.stderr and "Traceback" not in r.stderr
-    assert "check the path" in r.stderr
+    assert f"{tmp_path / 'afile'} is a file, not a directory; give a path in a directory" in r.stderr
 
 
 # ---- the metadata format: one definition in C++ (keys, writer, reader), checked against the Python twin ----
