@@ -419,6 +419,12 @@ def test_duplicate_atoms():
     # the same site through a periodic image
     with pytest.raises(DataError, match=r"are at the same place.*Fix: remove duplicate atoms"):
         neighbour_list([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0]], 3.0, cell=4.0 * np.eye(3))
+    # the rule of LAMMPS' pair_style bnn (one constant in the C++ core): closer than 1e-8 is the same place
+    from bnnmd import _core
+    assert _core.same_place_distance == 1e-8
+    with pytest.raises(DataError, match=r"atoms 0 and 1 \(image \[0, 0, 0\]\) are at the same place"):
+        neighbour_list([[1.0, 1.0, 1.0], [1.0 + 5e-9, 1.0, 1.0]], 3.0)
+    assert neighbour_list([[1.0, 1.0, 1.0], [1.0 + 2e-8, 1.0, 1.0]], 3.0).edge_index.shape == (2, 2)
 
 
 def test_cell_too_small_for_cutoff():

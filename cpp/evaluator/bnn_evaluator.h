@@ -24,6 +24,10 @@ constexpr int kFormatVersion = 2;
 // The metadata's name in an exported file: the extra file of a TorchScript model and the metadata key
 // of a .pt2 package. Python: bnnmd.posterior.EXTRA_FILE.
 inline constexpr const char* kMetadataFile = "bnnmd.txt";
+// Two atoms closer than this (length units) are "at the same place": a radius graph needs distinct
+// positions (the direction of a zero-length edge is 0/0). The pair style and Python's neighbour list
+// (bnnmd.data, through _core.same_place_distance) refuse them.
+inline constexpr double kSamePlace = 1e-8;
 
 // The model's outputs: the keys of the TorchScript module's dict and, in this order, the outputs of a
 // .pt2 graph (bnnmd.deploy._pt2.OUTPUT_KEYS reads them from here). Output indexes both.

@@ -46,9 +46,6 @@ bool lammps_units(const std::string& style, std::string& energy, std::string& le
   return false;
 }
 
-// Two atoms closer than this (LAMMPS length units, A in real and metal) are "at the same place":
-// a radius graph needs distinct positions (the edge direction of a zero-length edge is 0/0).
-constexpr double kSamePlace = 1e-8;
 
 const char *nonfinite(double v) { return std::isnan(v) ? "NaN" : (v > 0 ? "+inf" : "-inf"); }
 }  // namespace
@@ -280,7 +277,7 @@ void PairBNN::compute(int eflag, int vflag)
       const int j = jlist[jj] & NEIGHMASK;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       const double r2 = dx * dx + dy * dy + dz * dz;
-      if (r2 < kSamePlace * kSamePlace)
+      if (r2 < bnnmd::kSamePlace * bnnmd::kSamePlace)
         error->one(FLERR, "pair_style bnn: atoms {} and {} (atom IDs{}) are at the same place (distance {:.3g}) "
                           "at step {}: a radius graph needs distinct positions; remove the duplicate atom "
                           "(e.g. delete_atoms overlap 0.1 all all)",

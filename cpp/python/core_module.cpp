@@ -184,6 +184,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("cxx11_abi") = py::none();
 #endif
   m.attr("format_version") = bnnmd::kFormatVersion;
+  m.attr("same_place_distance") = bnnmd::kSamePlace;
   m.attr("metadata_file") = bnnmd::kMetadataFile;  // the name of bnnmd.txt in an exported file
   {
     std::vector<std::string> required, optional;

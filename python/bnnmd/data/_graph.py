@@ -51,7 +51,11 @@ from typing import Sequence, Tuple, Union
 import numpy as np
 import vesin
 
+from bnnmd import _core
 from bnnmd.data._errors import DataError
+
+#: Atoms closer than this (length units) are at the same place: refused, as LAMMPS' pair_style bnn does.
+SAME_PLACE: float = _core.same_place_distance
 
 __all__ = ["NeighbourGraph", "neighbour_list"]
 
@@ -199,8 +203,9 @@ def neighbour_list(
     if not keep.all():
         i, j, shift, d2 = i[keep], j[keep], np.take(shift, np.flatnonzero(keep), axis=0), d2[keep]
 
-    if np.any(d2 == 0.0):
-        k = int(np.flatnonzero(d2 == 0.0)[0])
+    same_place = d2 < SAME_PLACE * SAME_PLACE
+    if np.any(same_place):
+        k = int(np.flatnonzero(same_place)[0])
         raise DataError(
             f"atoms {int(i[k])} and {int(j[k])} (image {shift[k].tolist()}) are at the same place",
             field="positions",
