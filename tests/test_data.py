@@ -4,6 +4,7 @@ import json
 
 import ase
 import ase.io
+import ase.stress
 import numpy as np
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -13,6 +14,7 @@ from bnnmd.data import (
     AtomicDataset, DataError, Split, TypeMapper, average_num_neighbours, bundled_dataset,
     bundled_path, compute_statistics, force_rms, neighbour_list, per_species_energy,
     protocol_split, random_split, read_ase, read_dataset, read_rmd17, read_sgdml, species_counts,
+    write_extxyz,
 )
 
 
@@ -270,3 +272,101 @@ def test_other_bad_files(tmp_path):
         read_ase(tmp_path / "partial.extxyz")
     with pytest.raises(DataError, match=r"unknown split protocol 'md17'.*rmd17, ccsd_t_ethanol"):
         protocol_split("md17", p)
+
+
+# ---- stress, mixed frames, extxyz keys and the writer (condensed phase) -----------------------------------
+def _periodic_frames():
+    """A water molecule in a 6 A box and a 9-atom ethanol in a triclinic cell, with ASE results."""
+    import ase
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(3)
+    water = ase.Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=6.0 * np.eye(3), pbc=True)
+    eth = bundled_dataset("rmd17_ethanol_train").to_ase(0)
+    eth.cell, eth.pbc = [[9.0, 0, 0], [1.0, 8.0, 0], [0.5, 0.3, 10.0]], True
+    frames = []
+    for atoms in (water, eth):
+        stress = rng.normal(size=(3, 3)) * 0.01
+        atoms.calc = SinglePointCalculator(atoms, energy=float(rng.normal()), forces=rng.normal(size=(len(atoms), 3)),
+                                           stress=0.5 * (stress + stress.T))
+        frames.append(atoms)
+    return frames
+
+
+def test_extxyz_with_stress_and_frames_of_different_sizes(tmp_path):
+    import ase.io
+
+    frames = _periodic_frames()
+    ase.io.write(tmp_path / "mixed.extxyz", frames, format="extxyz")
+    ds = read_ase(tmp_path / "mixed.extxyz")
+    assert list(ds.n_atoms) == [3, 9] and ds.energy_unit == "eV" and ds.stress.shape == (2, 3, 3)
+    for i, atoms in enumerate(frames):
+        np.testing.assert_allclose(ds.stress[i], atoms.get_stress(voigt=False), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(ds.forces[ds.atoms_of(i)], atoms.get_forces(), rtol=0, atol=1e-8)  # 8 decimals
+        assert ds.energy[i] == pytest.approx(atoms.get_potential_energy(), abs=1e-12)
+        np.testing.assert_allclose(ds.cell[i], atoms.cell.array, atol=1e-12)
+    sub = ds.subset([1])
+    np.testing.assert_array_equal(sub.stress[0], ds.stress[1])
+    assert "stress: yes" in repr(ds)
+    # kcal/mol and nm: a stress is energy / length^3 (factors from ase.units, not bnnmd's table)
+    from ase.units import kcal, mol
+
+    conv = ds.convert_units("kcal/mol", "nm")
+    np.testing.assert_allclose(conv.stress, ds.stress / (kcal / mol) * 10.0 ** 3, rtol=1e-9)
+
+
+def test_extxyz_keys_of_the_labels(tmp_path):
+    """Labels stored under other names (info / arrays), e.g. from a DFT code's converter."""
+    import ase.io
+
+    frames = _periodic_frames()
+    for atoms in frames:
+        atoms.info["dft_energy"] = atoms.get_potential_energy() + 1.0
+        atoms.info["dft_stress"] = atoms.get_stress()  # Voigt, as ASE writes it
+        atoms.arrays["dft_forces"] = 2.0 * atoms.get_forces()
+        atoms.calc = None
+    ase.io.write(tmp_path / "keys.extxyz", frames, format="extxyz")
+    ds = read_ase(tmp_path / "keys.extxyz", energy_key="dft_energy", forces_key="dft_forces", stress_key="dft_stress")
+    for i, atoms in enumerate(frames):
+        assert ds.energy[i] == pytest.approx(atoms.info["dft_energy"], abs=1e-12)
+        np.testing.assert_allclose(ds.forces[ds.atoms_of(i)], atoms.arrays["dft_forces"], atol=1e-8)
+        np.testing.assert_allclose(ds.stress[i], ase.stress.voigt_6_to_full_3x3_stress(atoms.info["dft_stress"]),
+                                   atol=1e-12)
+    assert read_ase(tmp_path / "keys.extxyz").energy is None  # without the keys: no calculator results
+    with pytest.raises(DataError, match=r"field 'energy'.*'dft_e' is in no frame.*Fix: check the key"):
+        read_ase(tmp_path / "keys.extxyz", energy_key="dft_e")
+
+
+def test_write_extxyz_round_trip(tmp_path):
+    """Any dataset (here kcal/mol, A) written as extxyz in eV/A reads back equal after conversion."""
+    import ase.io
+
+    ase.io.write(tmp_path / "mixed.extxyz", _periodic_frames(), format="extxyz")
+    ds = read_ase(tmp_path / "mixed.extxyz").convert_units("kcal/mol", "A")
+    out = write_extxyz(ds, tmp_path / "out" / "again.extxyz")
+    back = read_ase(out).convert_units("kcal/mol", "A")
+    for name in ("atomic_numbers", "n_atoms", "pbc"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(ds, name))
+    for name in ("positions", "energy", "forces", "stress", "cell"):
+        np.testing.assert_allclose(getattr(back, name), getattr(ds, name), rtol=1e-7, atol=1e-9)
+    molecules = bundled_dataset("rmd17_ethanol_test").subset(range(3))  # no cell, no stress
+    back = read_ase(write_extxyz(molecules, tmp_path / "mol.extxyz"), energy_unit="eV").convert_units("kcal/mol")
+    assert back.stress is None and back.cell is None
+    np.testing.assert_allclose(back.energy, molecules.energy, rtol=1e-9)
+
+
+def test_stress_errors(tmp_path):
+    import ase.io
+
+    ds = bundled_dataset("rmd17_ethanol_train").subset(range(2))
+    with pytest.raises(DataError, match=r"field 'stress'.*not periodic in x, y and z.*Fix: drop the stress"):
+        AtomicDataset(ds.atomic_numbers, ds.positions, ds.n_atoms, stress=np.zeros((2, 3, 3)))
+    with pytest.raises(DataError, match=r"field 'stress'.*has shape \(2, 6\), expected \(2, 3, 3\)"):
+        AtomicDataset(ds.atomic_numbers, ds.positions, ds.n_atoms, cell=10 * np.eye(3), pbc=True,
+                      stress=np.zeros((2, 6)))
+    frames = _periodic_frames()
+    second = frames[1]  # energy and forces, but no stress
+    second.calc = SinglePointCalculator(second, energy=1.0, forces=np.zeros((len(second), 3)))
+    ase.io.write(tmp_path / "half.extxyz", frames, format="extxyz")
+    with pytest.raises(DataError, match=r"field 'stress'.*missing in frames \[1\]"):
+        read_ase(tmp_path / "half.extxyz")

@@ -16,7 +16,7 @@ from bnnmd.data._batch import GraphDataset
 from bnnmd.data._dataset import AtomicDataset
 from bnnmd.data._errors import DataError
 from bnnmd.data._graph import NeighbourGraph, neighbour_list
-from bnnmd.data._readers import read_ase, read_dataset, read_rmd17, read_sgdml
+from bnnmd.data._readers import read_ase, read_dataset, read_rmd17, read_sgdml, write_extxyz
 from bnnmd.data._split import PROTOCOLS, Split, SplitPart, protocol_split, random_split
 from bnnmd.data._statistics import (
     DatasetStatistics,
@@ -58,4 +58,5 @@ __all__ = [
     "average_num_neighbours", "bundled_dataset", "bundled_path", "compute_statistics",
     "force_rms", "keys", "neighbour_list", "per_species_energy", "protocol_split",
     "random_split", "read_ase", "read_dataset", "read_rmd17", "read_sgdml", "resolve_data_path", "species_counts",
+    "write_extxyz",
 ]

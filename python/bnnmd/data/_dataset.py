@@ -41,6 +41,8 @@ class AtomicDataset:
     n_atoms : (num_frames,) int, atoms per frame
     energy : (num_frames,) float or None, in ``energy_unit``
     forces : (num_atoms_total, 3) float or None, in ``energy_unit / length_unit``
+    stress : (num_frames, 3, 3) float or None, in ``energy_unit / length_unit**3``, ASE's sign
+        (``atoms.get_stress()``: ``(1/V) dE/d(strain)``); only for fully periodic frames
     cell : (num_frames, 3, 3) float or None; rows are lattice vectors
     pbc : (num_frames, 3) bool or None (no periodicity)
     energy_unit, length_unit : names from :mod:`bnnmd.units`
@@ -69,6 +71,7 @@ class AtomicDataset:
         length_unit: str = "A",
         source: Optional[str] = None,
         frame_index: Optional[ArrayLike] = None,
+        stress: Optional[ArrayLike] = None,
     ):
         self.source = None if source is None else str(source)
         file = self.source
@@ -133,6 +136,16 @@ class AtomicDataset:
             if (self.pbc.any(axis=1) & (vol < 1e-12)).any():
                 raise DataError("is singular (zero volume) in a periodic frame", file=file,
                                 field="cell", fix="give three linearly independent lattice vectors")
+
+        self.stress = None
+        if stress is not None:
+            self.stress = self._float_array(stress, (n_frames, 3, 3), "stress", file)
+            check_finite(self.stress, "stress", file)
+            if self.cell is None or not self.pbc.all():
+                frame = 0 if self.cell is None else int(np.flatnonzero(~self.pbc.all(axis=1))[0])
+                raise DataError(f"is given for frame {frame}, which is not periodic in x, y and z (a stress "
+                                "needs a cell and a volume)", file=file, field="stress",
+                                fix="drop the stress of non-periodic frames, or give them a periodic cell")
 
         if frame_index is None:
             self.frame_index = np.arange(n_frames, dtype=np.int64)
@@ -213,6 +226,7 @@ class AtomicDataset:
             "energy": None if self.energy is None else float(self.energy[i]),
             "cell": None if self.cell is None else self.cell[i],
             "pbc": self.pbc[i],
+            "stress": None if self.stress is None else self.stress[i],
         }
 
     def subset(self, indices: ArrayLike) -> "AtomicDataset":
@@ -231,10 +245,11 @@ class AtomicDataset:
             cell=None if self.cell is None else self.cell[idx],
             pbc=self.pbc[idx], energy_unit=self.energy_unit, length_unit=self.length_unit,
             source=self.source, frame_index=self.frame_index[idx],
+            stress=None if self.stress is None else self.stress[idx],
         )
 
     def convert_units(self, energy_unit: Optional[str] = None, length_unit: Optional[str] = None) -> "AtomicDataset":
-        """A copy in other units (energies, forces, positions and cells converted)."""
+        """A copy in other units (energies, forces, stresses, positions and cells converted)."""
         eu = energy_unit or self.energy_unit
         lu = length_unit or self.length_unit
         fe = units.energy_factor(self.energy_unit, eu)
@@ -245,6 +260,7 @@ class AtomicDataset:
             forces=None if self.forces is None else self.forces * (fe / fl),
             cell=None if self.cell is None else self.cell * fl, pbc=self.pbc,
             energy_unit=eu, length_unit=lu, source=self.source, frame_index=self.frame_index,
+            stress=None if self.stress is None else self.stress * (fe / fl ** 3),
         )
 
     def to_ase(self, i: int):
@@ -258,4 +274,5 @@ class AtomicDataset:
         yn = lambda x: "no" if x is None else "yes"  # noqa: E731
         return (f"AtomicDataset({len(self)} frames, {self.num_atoms_total} atoms, elements {els}, "
                 f"energy+forces: {yn(self.energy)}+{yn(self.forces)}, "
-                f"units {self.energy_unit}/{self.length_unit})")
+                + ("stress: yes, " if self.stress is not None else "")
+                + f"units {self.energy_unit}/{self.length_unit})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -9,6 +10,10 @@ from typing import Optional, Union
 
 import ase.io
 import numpy as np
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import voigt_6_to_full_3x3_stress
+
+from bnnmd._files import write_atomic
 
 from bnnmd.data._dataset import AtomicDataset
 from bnnmd.data._errors import DataError
@@ -110,13 +115,41 @@ def read_sgdml(path: PathLike, energy_unit: Optional[str] = None,
         raise DataError(str(exc), file=path, fix="pass energy_unit=/length_unit= explicitly") from None
 
 
+def _stress_3x3(value, path, frame: int) -> np.ndarray:
+    """A stress as ASE stores it (Voigt ``xx yy zz yz xz xy``, or 3 x 3) as a 3 x 3 array."""
+    v = np.asarray(value, dtype=np.float64)
+    if v.shape == (6,):
+        return voigt_6_to_full_3x3_stress(v)
+    if v.shape in ((3, 3), (9,)):
+        return v.reshape(3, 3)
+    raise DataError(f"of frame {frame} has shape {v.shape}, expected 6 (Voigt) or 3 x 3", file=path, field="stress",
+                    fix="store the stress as ASE does (atoms.get_stress(): xx yy zz yz xz xy)")
+
+
+def _frame_value(atoms, key: Optional[str], result: str, per_atom: bool):
+    """``key`` of the frame's info (or arrays, per atom), else the calculator's ``result`` (None: absent)."""
+    if key is not None:
+        store = atoms.arrays if per_atom else atoms.info
+        if key in store:
+            return store[key]
+    results = {} if atoms.calc is None else atoms.calc.results
+    if key is not None and key in results:
+        return results[key]
+    if result == "energy":
+        return results.get("energy", results.get("free_energy"))
+    return results.get(result)
+
+
 def read_ase(path: PathLike, index: Union[str, int, slice] = ":", format: Optional[str] = None,
-             energy_unit: str = "eV", length_unit: str = "A") -> AtomicDataset:
+             energy_unit: str = "eV", length_unit: str = "A", energy_key: Optional[str] = None,
+             forces_key: Optional[str] = None, stress_key: Optional[str] = None) -> AtomicDataset:
     """Read anything :func:`ase.io.read` reads (extxyz, ASE db, traj, ...).
 
-    Energies and forces come from each frame's calculator results (extxyz
-    ``energy=`` and ``forces`` columns, or an ASE db row's stored results).
-    ASE works in eV and Angstrom.
+    Energies, forces and stresses come from each frame's calculator results (extxyz ``energy=``,
+    ``forces`` and ``stress=`` or ``virial=``, or an ASE db row's stored results), or, with
+    ``energy_key`` / ``stress_key`` / ``forces_key``, from those ``atoms.info`` / ``atoms.arrays``
+    entries (e.g. ``dft_energy``). ASE works in eV and Angstrom; stresses in eV/A^3 with the sign of
+    ``atoms.get_stress()``. Frames may differ in size, elements and cell.
     """
     path = _check_file(path)
     try:
@@ -129,24 +162,30 @@ def read_ase(path: PathLike, index: Union[str, int, slice] = ":", format: Option
     if not frames:
         raise DataError("contains no frames", file=path, fix="check the file and the index")
     zs, pos, n, cells, pbcs = [], [], [], [], []
-    energies, forces = [], []
+    energies, forces, stresses = [], [], []
     for i, atoms in enumerate(frames):
         zs.append(atoms.numbers)
         pos.append(atoms.positions)
         n.append(len(atoms))
         cells.append(atoms.cell.array)
         pbcs.append(atoms.pbc)
-        calc = atoms.calc
-        results = {} if calc is None else calc.results
-        energies.append(results.get("energy", results.get("free_energy")))
-        forces.append(results.get("forces"))
+        energies.append(_frame_value(atoms, energy_key, "energy", False))
+        forces.append(_frame_value(atoms, forces_key, "forces", True))
+        stress = _frame_value(atoms, stress_key, "stress", False)
+        stresses.append(None if stress is None else _stress_3x3(stress, path, i))
     has_e = [e is not None for e in energies]
     has_f = [f is not None for f in forces]
-    for name, has in (("energy", has_e), ("forces", has_f)):
+    has_s = [s is not None for s in stresses]
+    for name, has, key in (("energy", has_e, energy_key), ("forces", has_f, forces_key),
+                           ("stress", has_s, stress_key)):
         if any(has) and not all(has):
             missing = [i for i, h in enumerate(has) if not h][:5]
             raise DataError(f"is present in some frames but missing in frames {missing}", file=path,
-                            field=name, fix=f"give every frame a '{name}' or none")
+                            field=key or name, fix=f"give every frame a '{key or name}' or none")
+        if key is not None and not any(has):
+            raise DataError(f"{key!r} is in no frame", file=path, field=name,
+                            fix=f"check the key (the file's info/array keys), or drop {name}_key to use the "
+                                "calculator results")
     pbc = np.array(pbcs, dtype=bool)
     return AtomicDataset(
         np.concatenate(zs), np.concatenate(pos), np.array(n),
@@ -154,7 +193,32 @@ def read_ase(path: PathLike, index: Union[str, int, slice] = ":", format: Option
         forces=np.concatenate(forces) if all(has_f) else None,
         cell=np.array(cells) if pbc.any() else None, pbc=pbc,
         energy_unit=energy_unit, length_unit=length_unit, source=str(path),
+        stress=np.array(stresses) if all(has_s) else None,
     )
+
+
+def write_extxyz(dataset: AtomicDataset, path: PathLike) -> Path:
+    """Write ``dataset`` as extended XYZ (atomically) in ASE's units, eV and A (stress eV/A^3), with
+    the energy, forces and stress of each frame as calculator results, so that :func:`read_ase`
+    (or ``ase.io.read``) reads it back. Frames may differ in size, elements and cell."""
+    ds = dataset.convert_units("eV", "A")
+    frames = []
+    for i in range(len(ds)):
+        f = ds.frame(i)
+        atoms = ds.to_ase(i)
+        results = {}
+        if f["energy"] is not None:
+            results["energy"] = f["energy"]
+        if f["forces"] is not None:
+            results["forces"] = f["forces"]
+        if f["stress"] is not None:
+            results["stress"] = f["stress"]
+        if results:
+            atoms.calc = SinglePointCalculator(atoms, **results)
+        frames.append(atoms)
+    buf = io.StringIO()
+    ase.io.write(buf, frames, format="extxyz")
+    return write_atomic(path, buf.getvalue())
 
 
 def read_dataset(path: PathLike, format: str = "auto", **kwargs) -> AtomicDataset:
