@@ -249,3 +249,20 @@ def test_prior_centred_per_chain_on_a_samples_directory(tmp_path):
     with pytest.raises(ConfigError, match=r"its samples come from chains \[0, 1\], this run has 3"):
         Trainer(tiny("sghmc", training={"prior_centre": str(tmp_path / "first" / "samples")},
                      sghmc={"chains": 3, "num_samples": 3}), tmp_path / "bad", progress=False)
+
+
+def test_reference_energies_given_instead_of_fitted(tmp_path):
+    """data.reference_energies sets the per-species energy shift (e.g. isolated atoms); the default fits it."""
+    given = {"H": -10.5, "C": -20.25, "O": -30.125}
+    run = train(tiny("map", data={"reference_energies": given}, training={"max_steps": 2}), tmp_path / "given",
+                progress=False)
+    shift = read_sample(run.samples[0])["state_dict"]["energy_shift"]
+    assert shift.tolist() == [-10.5, -20.25, -30.125]  # types H, C, O (by Z)
+    fitted = train(tiny("map", training={"max_steps": 2}), tmp_path / "fitted", progress=False)
+    assert read_sample(fitted.samples[0])["state_dict"]["energy_shift"].tolist() != shift.tolist()
+    with pytest.raises(ConfigError, match=r"data\.reference_energies = .*gives no energy for O; give one per "
+                                          r"element of the model \(H, C, O\)"):
+        train(tiny("map", data={"reference_energies": {"H": -1.0, "C": -2.0}}), tmp_path / "missing", progress=False)
+    for bad in ({"Xx": 1.0}, {"H": "low"}, {}, [1.0]):
+        with pytest.raises(ConfigError, match=r"data\.reference_energies = .*must map element symbols"):
+            tiny("map", data={"reference_energies": bad})

@@ -18,7 +18,7 @@ Examples
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 from e3nn.util.jit import compile as _e3nn_compile
@@ -32,12 +32,14 @@ from bnnmd.nn._stacked import StackedLinear, StackedMLP
 
 
 def build_model(config: ModelConfig, dataset=None, dtype: torch.dtype = torch.float64,
-                seed: Optional[int] = None) -> StochasticNequIP:
+                seed: Optional[int] = None,
+                reference_energies: Optional[Dict[str, float]] = None) -> StochasticNequIP:
     """Build the model, with scale, shift and neighbour count from ``dataset`` when given.
 
     ``dataset`` is a :class:`bnnmd.data.AtomicDataset` (the training set); the
-    per-species energy shift comes from a least-squares fit of its energies,
-    the scales from its force RMS and, unless the config sets it,
+    per-species energy shift is ``reference_energies`` (element -> energy per atom, in the data's
+    energy unit, e.g. isolated-atom energies) when given, else a least-squares fit of the data's
+    energies; the scales come from its force RMS and, unless the config sets it,
     ``avg_num_neighbours`` from its graphs.
     """
     config = copy.deepcopy(config)
@@ -50,8 +52,15 @@ def build_model(config: ModelConfig, dataset=None, dtype: torch.dtype = torch.fl
         torch.manual_seed(seed)
     model = StochasticNequIP(config)
     if dataset is not None:
-        tm = TypeMapper(config.type_names)
-        model.set_statistics(per_species_energy(dataset, tm), force_rms(dataset))
+        if reference_energies is None:
+            shift = per_species_energy(dataset, TypeMapper(config.type_names))
+        else:
+            missing = [t for t in config.type_names if t not in reference_energies]
+            if missing:
+                raise ConfigError(f"data.reference_energies = {reference_energies!r}: gives no energy for "
+                                  f"{', '.join(missing)}; give one per element of the model ({', '.join(config.type_names)})")
+            shift = [float(reference_energies[t]) for t in config.type_names]
+        model.set_statistics(shift, force_rms(dataset))
     return model.to(dtype)
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import yaml
+from ase.data import chemical_symbols
 
-from bnnmd._checks import Checks, is_int
+from bnnmd._checks import Checks, is_int, is_number
 from bnnmd._yaml import read_config_file
 from bnnmd.nn import ConfigError, ModelConfig
 from bnnmd.train._methods import get_method, method_names
@@ -30,6 +31,9 @@ class DataSection:
     n_val: Optional[int] = None
     split: Optional[str] = None  # reuse a saved split.json instead of making one
     type_names: Optional[list] = None  # default: the elements of the training data, by Z
+    # element -> energy per atom (the data's energy unit), the model's per-species energy shift, e.g.
+    # isolated-atom energies; default: fitted to the training energies by least squares
+    reference_energies: Optional[Dict[str, float]] = None
 
     def validate(self):
         if self.protocol not in PROTOCOLS:
@@ -39,6 +43,11 @@ class DataSection:
                 _checks("data").integer(self, key, 1)
         if self.protocol == "random" and (self.n_train is None or self.n_val is None):
             _checks("data").bad("n_train", self.n_train, "protocol random needs data.n_train and data.n_val")
+        ref = self.reference_energies
+        if ref is not None and (not isinstance(ref, dict) or not ref
+                                or any(k not in chemical_symbols[1:] or not is_number(v) for k, v in ref.items())):
+            _checks("data").bad("reference_energies", ref, "must map element symbols to energies per atom, "
+                                "e.g. {H: -13.6, O: -2041.3} (the data's energy unit)")
 
 
 @dataclass

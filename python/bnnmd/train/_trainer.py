@@ -147,7 +147,8 @@ class Trainer:
         k = self.method.training_k()
         model_cfg = ModelConfig(**c.model, type_names=self.type_mapper.type_names, num_samples=k,
                                 **self.method.model_options())
-        self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed).to(self.device)
+        self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed,
+                                 reference_energies=c.data.reference_energies).to(self.device)
         self.k = k
         cutoff = self.model.config.cutoff
         self.train_graphs = GraphDataset(self.train_set, self.type_mapper, cutoff)
