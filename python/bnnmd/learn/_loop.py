@@ -48,14 +48,14 @@ from bnnmd.deploy import export, read_metadata
 from bnnmd.label import ASELabeller, LabelError, PySCFLabeller, label_frames
 from bnnmd.learn._config import LearnConfig, LearnError, finetune_config
 from bnnmd.learn._state import LoopState, Phase
-
-#: the built-in heating recipe's LAMMPS input, with @{...} fields (:func:`heating_input`)
-HEAT_TEMPLATE = resources.files("bnnmd.learn").joinpath("heat.lmp").read_text().rstrip("\n")
 from bnnmd.posterior import DEFAULT_HALT_RULE, Calibration, halt_threshold
 from bnnmd.train import train
 from bnnmd.uq import calibrate, evaluate, resolve_data
 
 PHASES = tuple(p.value for p in Phase)
+
+#: the built-in heating recipe's LAMMPS input, with @{...} fields (:func:`heating_input`)
+HEAT_TEMPLATE = resources.files("bnnmd.learn").joinpath("heat.lmp").read_text().rstrip("\n")
 
 
 def _log(msg: str) -> None:

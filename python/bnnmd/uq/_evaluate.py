@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from bnnmd import units
 from bnnmd._files import jsonable, write_atomic
 from bnnmd.data import AtomicDataset, DataError, GraphDataset, Split, TypeMapper, read_dataset, resolve_data_path
 from bnnmd.data import keys as K
