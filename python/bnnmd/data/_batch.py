@@ -44,7 +44,7 @@ class GraphDataset:
               device: Optional[torch.device] = None) -> Dict[str, torch.Tensor]:
         """Frames ``indices`` as one graph: atoms concatenated, edge indices offset.
 
-        Keys are those of :mod:`bnnmd.data.keys`. Energies/forces are included
+        Keys are those of :mod:`bnnmd.data.keys`. Energies, forces and stresses are included
         when the dataset has them.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -84,6 +84,8 @@ class GraphDataset:
             out[K.TOTAL_ENERGY] = f(ds.energy[idx])
         if ds.forces is not None:
             out[K.FORCES] = f(ds.forces[atom_idx])
+        if ds.stress is not None:
+            out[K.STRESS] = f(ds.stress[idx])
         return out
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: Optional[int] = None,

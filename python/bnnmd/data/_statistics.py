@@ -45,6 +45,17 @@ def force_rms(dataset: AtomicDataset) -> float:
     return float(np.sqrt(np.mean(dataset.forces ** 2)))
 
 
+def virial_rms(dataset: AtomicDataset) -> float:
+    """Root mean square of the virial components per atom, ``sqrt(mean_frames |W|^2 / (9 N))`` with
+    ``W = -V * stress`` (energy unit): the scale of the model's virial sigma."""
+    if dataset.stress is None:
+        raise DataError("is missing, the virial RMS needs it", file=dataset.source, field="stress",
+                        fix="use a dataset with stresses")
+    volume = np.abs(np.linalg.det(dataset.cell))
+    w = dataset.stress * volume[:, None, None]
+    return float(np.sqrt(np.mean(np.sum(w ** 2, axis=(1, 2)) / (9.0 * dataset.n_atoms))))
+
+
 def average_num_neighbours(dataset: AtomicDataset, cutoff: float) -> float:
     """Mean number of neighbours within ``cutoff`` per atom (periodic images included)."""
     edges = 0

@@ -31,6 +31,7 @@ EDGE_SHIFT: Final[str] = "edge_shift"  # (num_edges, 3) float: cartesian, cell_s
 
 # ---- per frame -------------------------------------------------------------
 TOTAL_ENERGY: Final[str] = "total_energy"  # (num_frames,) float
+STRESS: Final[str] = "stress"  # (num_frames, 3, 3) float, energy / length^3, ASE's sign: (1/V) dE/d(strain)
 CELL: Final[str] = "cell"  # (num_frames, 3, 3) float, rows are lattice vectors
 PBC: Final[str] = "pbc"  # (num_frames, 3) bool
 NUM_ATOMS: Final[str] = "num_atoms"  # (num_frames,) int64
@@ -39,13 +40,15 @@ FRAME_INDEX: Final[str] = "frame_index"  # (num_frames,) int64 index in the sour
 ALL_KEYS: Final = (
     POSITIONS, ATOMIC_NUMBERS, ATOM_TYPE, BATCH, FORCES, ENERGY_MASK,
     EDGE_INDEX, EDGE_CELL_SHIFT, EDGE_SHIFT,
-    TOTAL_ENERGY, CELL, PBC, NUM_ATOMS, FRAME_INDEX,
+    TOTAL_ENERGY, STRESS, CELL, PBC, NUM_ATOMS, FRAME_INDEX,
 )
 
 # ---- model outputs (leading sample dimension k) -----------------------------
 ATOMIC_ENERGY: Final[str] = "atomic_energy"  # (k, num_atoms)
 TOTAL_ENERGY_STD: Final[str] = "total_energy_std"  # (k, num_frames) sigma_E
 FORCES_STD: Final[str] = "forces_std"  # (k, num_atoms) sigma_F, one per atom for x, y, z
-VIRIAL: Final[str] = "virial"  # (k, num_frames, 3, 3) -sum_edges r_ij (x) dE/dr_ij
+VIRIAL: Final[str] = "virial"  # (k, num_frames, 3, 3) -sum_edges r_ij (x) dE/dr_ij = -V * stress
+VIRIAL_STD: Final[str] = "virial_std"  # (k, num_frames) sigma_W of each virial component (energy);
+# 0 for a model without a stress head
 
-MODEL_OUTPUTS: Final = (TOTAL_ENERGY, ATOMIC_ENERGY, FORCES, TOTAL_ENERGY_STD, FORCES_STD, VIRIAL)
+MODEL_OUTPUTS: Final = (TOTAL_ENERGY, ATOMIC_ENERGY, FORCES, TOTAL_ENERGY_STD, FORCES_STD, VIRIAL, VIRIAL_STD)

@@ -23,7 +23,7 @@ from typing import Dict, Optional
 import torch
 from e3nn.util.jit import compile as _e3nn_compile
 
-from bnnmd.data import TypeMapper, average_num_neighbours, force_rms, per_species_energy
+from bnnmd.data import TypeMapper, average_num_neighbours, force_rms, per_species_energy, virial_rms
 
 from bnnmd.nn._config import NONLINEARITIES, ConfigError, ModelConfig
 from bnnmd.nn._model import StochasticNequIP
@@ -39,7 +39,8 @@ def build_model(config: ModelConfig, dataset=None, dtype: torch.dtype = torch.fl
     ``dataset`` is a :class:`bnnmd.data.AtomicDataset` (the training set); the
     per-species energy shift is ``reference_energies`` (element -> energy per atom, in the data's
     energy unit, e.g. isolated-atom energies) when given, else a least-squares fit of the data's
-    energies; the scales come from its force RMS and, unless the config sets it,
+    energies; the scales come from its force RMS (and, with ``config.stress_std``, its virial RMS) and,
+    unless the config sets it,
     ``avg_num_neighbours`` from its graphs.
     """
     config = copy.deepcopy(config)
@@ -60,7 +61,8 @@ def build_model(config: ModelConfig, dataset=None, dtype: torch.dtype = torch.fl
                 raise ConfigError(f"data.reference_energies = {reference_energies!r}: gives no energy for "
                                   f"{', '.join(missing)}; give one per element of the model ({', '.join(config.type_names)})")
             shift = [float(reference_energies[t]) for t in config.type_names]
-        model.set_statistics(shift, force_rms(dataset))
+        model.set_statistics(shift, force_rms(dataset),
+                             virial_rms(dataset) if config.stress_std and dataset.stress is not None else None)
     return model.to(dtype)
 
 

@@ -58,6 +58,9 @@ class ModelConfig:
     repulsion: str = "zbl"
     repulsion_inner: float = 0.5
     repulsion_outer: float = 0.8
+    # a sigma head for the virial (stress): set by the trainer when the training data has stresses
+    # and training.stress_weight > 0; without it the model's virial std is 0 (epistemic stress only)
+    stress_std: bool = False
     # units of the model's energies and lengths: set from the training data by build_model
     energy_unit: str = "kcal/mol"
     length_unit: str = "A"
@@ -99,7 +102,7 @@ class ModelConfig:
                 bad("repulsion_outer", self.repulsion_outer,
                     f"x {widest:.3g} (the widest covalent pair) reaches model.cutoff = {self.cutoff}; "
                     "use a smaller repulsion_outer or a larger cutoff")
-        for key in ("parity", "resnet"):
+        for key in ("parity", "resnet", "stress_std"):
             checks.boolean(self, key)
 
     @classmethod

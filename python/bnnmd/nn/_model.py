@@ -34,6 +34,8 @@ class StochasticNequIP(nn.Module):
     ``total_energy_std``          ``[k, num_frames]``     sigma_E (permutation invariant)
     ``forces_std``                ``[k, num_atoms]``      sigma_F_i, shared by x, y, z
     ``virial``                    ``[k, num_frames, 3, 3]`` -sum_edges r_ij (x) dE/dr_ij
+    ``virial_std``                ``[k, num_frames]``     sigma_W of each virial component (0
+                                                          without a stress head)
     ============================  ======================  =====================================
 
     Notes
@@ -52,6 +54,8 @@ class StochasticNequIP(nn.Module):
     sigma_E^2 = scale^2 * sum_i (softplus(MLP_E(v_i)) + floor) and sigma_F_i =
     scale * (softplus(MLP_F(v_i)) + floor), with scale = the force RMS of the data
     and v_i the invariant features of the model base. Both are positive and finite for any input.
+    With ``config.stress_std``, sigma_W^2 = scale_W^2 * sum_i (softplus(MLP_W(v_i)) + floor), one
+    sigma for every virial component of a frame, with scale_W = the per-atom virial RMS of the data.
     """
 
     def __init__(self, config: ModelConfig):
@@ -105,6 +109,12 @@ class StochasticNequIP(nn.Module):
         # True while torch.export traces the model (bnn-export to .pt2): one pass over all samples
         # and no ghost pruning, so that no branch depends on the data or the edge count
         self.traceable = False
+        # the virial's sigma head comes last, so that a model with it draws every other initial
+        # weight as a model without it (same seed, same weights)
+        self.sigma_stress_head = StackedMLP([n_inv, c.sigma_hidden, 1], k, act=c.nonlinearity) \
+            if c.stress_std else None
+        if c.stress_std:
+            self.register_buffer("virial_scale", torch.ones(()))
 
     @torch.jit.unused
     def set_traceable(self, traceable: bool) -> None:
@@ -158,14 +168,18 @@ class StochasticNequIP(nn.Module):
         return new.to(first.embedding.device)
 
     @torch.jit.unused
-    def set_statistics(self, per_species_energy: Sequence[float], force_rms: float) -> None:
-        """Initialise shift (energy per atom of each type) and scales (force RMS) from data."""
+    def set_statistics(self, per_species_energy: Sequence[float], force_rms: float,
+                       virial_rms: Optional[float] = None) -> None:
+        """Initialise shift (energy per atom of each type) and scales (force RMS; the virial's sigma:
+        the per-atom virial RMS, for a model with a stress head) from data."""
         e = torch.as_tensor(list(per_species_energy), dtype=self.energy_shift.dtype)
         if e.shape != self.energy_shift.shape:
             raise ValueError(f"per_species_energy has {e.numel()} values for {self.num_types} types")
         self.energy_shift.copy_(e)
         self.energy_scale.fill_(float(force_rms))
         self.sigma_scale.fill_(float(force_rms))
+        if virial_rms is not None and self.sigma_stress_head is not None:
+            self.virial_scale.fill_(float(virial_rms))
 
     @torch.jit.unused
     def set_dropout_active(self, active: bool) -> None:
@@ -276,6 +290,16 @@ class StochasticNequIP(nn.Module):
         energy_std = self.sigma_scale * torch.sqrt(var_e)
         forces_std = self.sigma_scale * (torch.nn.functional.softplus(
             self.sigma_forces_head(v, s0, s1).squeeze(-1)) + self.sigma_floor)
+        head = self.sigma_stress_head
+        if head is not None:
+            # like sigma_E: per-atom variance contributions add up, sigma_W^2 = scale^2 * sum_i (...)
+            var_w_atoms = torch.nn.functional.softplus(head(v, s0, s1).squeeze(-1)) + self.sigma_floor
+            if mask is not None:
+                var_w_atoms = var_w_atoms * mask
+            var_w = var_w_atoms.new_zeros(k, num_frames).index_add(1, batch, var_w_atoms)
+            virial_std = self.virial_scale * torch.sqrt(var_w)
+        else:
+            virial_std = torch.zeros_like(energy_std)
         return {
             K.TOTAL_ENERGY: energy,
             K.ATOMIC_ENERGY: atomic_energy,
@@ -283,6 +307,7 @@ class StochasticNequIP(nn.Module):
             K.TOTAL_ENERGY_STD: energy_std,
             K.FORCES_STD: forces_std,
             K.VIRIAL: virial,
+            K.VIRIAL_STD: virial_std,
         }
 
     @torch.jit.unused
