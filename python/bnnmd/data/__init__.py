@@ -25,6 +25,7 @@ from bnnmd.data._statistics import (
     force_rms,
     per_species_energy,
     species_counts,
+    virial_rms,
 )
 from bnnmd.data._types import TypeMapper
 
@@ -58,5 +59,5 @@ __all__ = [
     "average_num_neighbours", "bundled_dataset", "bundled_path", "compute_statistics",
     "force_rms", "keys", "neighbour_list", "per_species_energy", "protocol_split",
     "random_split", "read_ase", "read_dataset", "read_rmd17", "read_sgdml", "resolve_data_path", "species_counts",
-    "write_extxyz",
+    "virial_rms", "write_extxyz",
 ]
