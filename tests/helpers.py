@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ase.io
 import numpy as np
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io.lammpsdata import write_lammps_data
 
 from bnnmd.data import AtomicDataset, TypeMapper, bundled_dataset, neighbour_list
@@ -155,3 +159,36 @@ def parse_single_point(tmp_path, r):
     thermo = re.search(r"^\s+Step.*\n\s+0\s+(.+)$", r.stdout, re.M).group(1).split()
     return {"energy": float(m.group(1)), "energy_std": float(m.group(2)), "umax": float(m.group(3)),
             "pressure_virial": np.array([float(x) for x in thermo[3:9]]), "atoms": read_dump(tmp_path / "forces.dump")}
+
+
+# ---- periodic data with stresses ----
+def emt_extxyz(path, n_frames=24, seed=0):
+    """Cu/Al crystals of 4, 6 and 8 atoms in strained (triclinic) cells, rattled, labelled by ASE's EMT
+    (energy, forces, stress in eV, eV/A, eV/A^3), written as one extxyz: a mixed-size periodic set."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n_frames):
+        kind = i % 3
+        if kind == 0:
+            a = bulk("Cu", "fcc", a=3.61, cubic=True)  # 4 atoms
+        elif kind == 1:
+            a = bulk("Al", "fcc", a=4.05).repeat((3, 2, 1))  # 6 atoms, rhombohedral cell
+        else:
+            a = bulk("Cu", "fcc", a=3.7).repeat((2, 2, 2))  # 8 atoms
+        symbols = a.get_chemical_symbols()
+        for j in rng.choice(len(a), size=len(a) // 3, replace=False):
+            symbols[j] = "Al" if symbols[j] == "Cu" else "Cu"
+        a.set_chemical_symbols(symbols)
+        strain = np.eye(3) + np.diag(rng.uniform(-0.03, 0.03, 3))
+        shear = rng.uniform(-0.02, 0.02, 3)
+        strain[0, 1] = strain[1, 0] = 1.0 * shear[0]
+        strain[0, 2] = strain[2, 0] = shear[1]
+        strain[1, 2] = strain[2, 1] = shear[2]
+        a.set_cell(a.cell.array @ strain, scale_atoms=True)
+        a.rattle(0.08, seed=seed * 1000 + i)
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
+        frames.append(a)
+    ase.io.write(str(path), frames, format="extxyz")
+    return frames

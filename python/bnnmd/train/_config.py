@@ -62,6 +62,9 @@ class TrainingSection:
     # centred on (and starts at) the last sample of that run's chain c
     prior_centre: Optional[str] = None
     device: str = "cpu"  # cpu, cuda, cuda:N or auto (cuda when torch sees a GPU)
+    # weight of the stress term of the likelihood (the six virial components of each frame with a
+    # stress); 0 = stresses ignored. With stresses and a weight > 0 the model gets a virial sigma head
+    stress_weight: float = 1.0
 
     def validate(self):
         for key, mn in (("batch_size", 1), ("max_steps", 1), ("validate_every", 1), ("checkpoint_every", 1)):
@@ -69,6 +72,7 @@ class TrainingSection:
         if self.time_limit is not None:
             _checks("training").number(self, "time_limit", 0, None, lo_open=True)
         _checks("training").number(self, "prior_std", 0, None, lo_open=True)
+        _checks("training").number(self, "stress_weight", 0, None)
         if not isinstance(self.device, str) or not (self.device in ("cpu", "cuda", "auto")
                                                     or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             _checks("training").bad("device", self.device, "must be cpu, cuda, cuda:N or auto")
@@ -170,9 +174,10 @@ class TrainConfig:
             _checks("config").bad("dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
         for name in SECTIONS:
             getattr(self, name).validate()
-        for key in ("type_names", "num_samples", *get_method(self.method)(self).model_options()):
+        set_by = {"type_names": "data.type_names", "stress_std": "the data's stresses and training.stress_weight"}
+        for key in ("type_names", "num_samples", "stress_std", *get_method(self.method)(self).model_options()):
             if key in self.model:
-                raise ConfigError(f"model.{key} is set by the trainer ({'data.type_names' if key == 'type_names' else 'the method'}); "
+                raise ConfigError(f"model.{key} is set by the trainer ({set_by.get(key, 'the method')}); "
                                   "remove it from the model section")
         ModelConfig.from_dict({**self.model, "type_names": ["H"]})  # validates keys and values
         get_method(self.method)(self).validate()  # the rules that tie the method's section to the others

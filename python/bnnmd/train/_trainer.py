@@ -28,7 +28,7 @@ from bnnmd.train._methods import get_method
 
 CHECKPOINT_FORMAT = 2
 LOG_COLUMNS = ("step", "epoch", "loss", "val_force_mae", "val_energy_mae", "val_nll", "lr", "elapsed_s",
-               "samples", "active_members")
+               "samples", "active_members", "val_stress_mae")
 
 
 class RunError(BnnmdError, RuntimeError):
@@ -145,8 +145,14 @@ class Trainer:
     def _setup_model(self):
         c = self.config
         k = self.method.training_k()
+        # the likelihood has a stress term when the data has stresses and its weight is > 0
+        self.stress_weight = float(c.training.stress_weight) if self.train_set.stress is not None else 0.0
+        if self.stress_weight > 0 and self.val_set.stress is None:
+            raise DataError("is missing in the validation frames but present in the training frames",
+                            file=self.val_set.source, field="stress",
+                            fix="validate on frames with stresses, or set training.stress_weight: 0")
         model_cfg = ModelConfig(**c.model, type_names=self.type_mapper.type_names, num_samples=k,
-                                **self.method.model_options())
+                                stress_std=self.stress_weight > 0, **self.method.model_options())
         self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed,
                                  reference_energies=c.data.reference_energies).to(self.device)
         self.k = k
@@ -220,7 +226,7 @@ class Trainer:
         idx = self.batch_indices(self.step)
         batch = self.train_graphs.batch(idx, dtype=self.dtype, device=self.device)
         out = self.model(batch)
-        nll = negative_log_likelihood(out, batch)["total"]  # [k]
+        nll = negative_log_likelihood(out, batch, self.stress_weight)["total"]  # [k]
         n_data = len(self.train_set)
         u = self.prior_potential() + (n_data / len(idx)) * nll.sum()  # sum over samples of u(theta_s)
         self.optimizer.zero_grad(set_to_none=True)
@@ -242,7 +248,8 @@ class Trainer:
 
     def _validate(self) -> Dict[str, torch.Tensor]:
         self.model.eval()
-        f_err, e_err, f_mean_err, e_mean_err, nll = [], [], [], [], torch.zeros(self.k, dtype=torch.float64)
+        f_err, e_err, f_mean_err, e_mean_err, s_mean_err = [], [], [], [], []
+        nll = torch.zeros(self.k, dtype=torch.float64)
         for b in self.val_batches:
             out = self.model(b)
             f, e = out[K.FORCES].detach(), out[K.TOTAL_ENERGY].detach()
@@ -250,14 +257,21 @@ class Trainer:
             e_err.append((e - b[K.TOTAL_ENERGY]).abs())
             f_mean_err.append((f.mean(0) - b[K.FORCES]).abs().reshape(-1))
             e_mean_err.append((e.mean(0) - b[K.TOTAL_ENERGY]).abs())
-            nll += negative_log_likelihood({k: v.detach() for k, v in out.items()}, b)["total"].double().cpu()
-        return {  # on the CPU, whatever the training device
+            if self.stress_weight > 0:  # stress = -W / V, in the data's energy / length^3
+                volume = torch.linalg.det(b[K.CELL]).abs()[:, None, None]
+                s_mean_err.append((-out[K.VIRIAL].detach().mean(0) / volume - b[K.STRESS]).abs().reshape(-1))
+            nll += negative_log_likelihood({k: v.detach() for k, v in out.items()}, b,
+                                           self.stress_weight)["total"].double().cpu()
+        val = {  # on the CPU, whatever the training device
             "force_mae_per_sample": torch.cat(f_err, dim=1).mean(1).double().cpu(),
             "energy_mae_per_sample": torch.cat(e_err, dim=1).mean(1).double().cpu(),
             "force_mae": torch.cat(f_mean_err).mean().double().cpu(),
             "energy_mae": torch.cat(e_mean_err).mean().double().cpu(),
             "nll_per_frame": nll / len(self.val_set),
         }
+        if s_mean_err:
+            val["stress_mae"] = torch.cat(s_mean_err).mean().double().cpu()
+        return val
 
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -318,6 +332,7 @@ class Trainer:
             "val_force_mae": f"{float(val['force_mae']):.6g}", "val_energy_mae": f"{float(val['energy_mae']):.6g}",
             "val_nll": f"{float(val['nll_per_frame'].mean()):.6g}",
             "lr": f"{self.optimizer.param_groups[0]['lr']:.3g}", "elapsed_s": f"{self.elapsed:.2f}",
+            "val_stress_mae": f"{float(val['stress_mae']):.6g}" if "stress_mae" in val else "",
             **self.method.log_fields(self),
         }
         writer.writerow(row)
@@ -326,7 +341,8 @@ class Trainer:
             extra = self.method.progress(self)
             planned = self.method.planned_steps()
             msg = (f"[{c.method}] step {self.step}/{planned or c.training.max_steps} | loss {loss:.4g} | "
-                   f"val force MAE {float(val['force_mae']):.4g} energy MAE {float(val['energy_mae']):.4g} | "
+                   f"val force MAE {float(val['force_mae']):.4g} energy MAE {float(val['energy_mae']):.4g}"
+                   + (f" stress MAE {float(val['stress_mae']):.4g}" if "stress_mae" in val else "") + " | "
                    f"{rate:.1f} steps/s | {extra}")
             print(msg, file=sys.stderr if not sys.stdout.isatty() else sys.stdout, flush=True)
 
