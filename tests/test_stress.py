@@ -12,6 +12,7 @@ from bnnmd.data import GraphDataset, Split, TypeMapper, keys as K, read_ase
 from bnnmd.nn import ConfigError, ModelConfig, build_model
 from bnnmd.posterior import load_samples, read_sample
 from bnnmd.train import TrainConfig, train
+from bnnmd.uq import evaluate
 
 from helpers import TINY_MODEL, emt_extxyz, tiny
 
@@ -132,3 +133,19 @@ def test_stress_config_rules(emt_file):
         tiny("map", model={**TINY_MODEL, "stress_std": True})
     with pytest.raises(ConfigError, match=r"training\.stress_weight = -1"):
         tiny("map", training={"stress_weight": -1})
+
+
+def test_evaluation_reports_stress_metrics(tmp_path, emt_file):
+    run = train(_config(emt_file, "sghmc"), tmp_path / "run", progress=False)
+    ds = read_ase(emt_file)
+    result = evaluate(tmp_path / "run" / "samples", ds)
+    model = load_samples(tmp_path / "run" / "samples")
+    out = model(GraphDataset(ds, TypeMapper(model.config.type_names), model.config.cutoff).batch(range(len(ds))))
+    vol = np.abs(np.linalg.det(ds.cell))
+    mean = -out[K.VIRIAL].detach().numpy().mean(0) / vol[:, None, None]
+    err = np.abs(np.stack([mean[:, a, b] - ds.stress[:, a, b] for a, b in VOIGT], axis=1))
+    assert result["stress.mae"] == pytest.approx(err.mean(), rel=1e-10)
+    assert result["stress.mll"] is not None and result["stress.n"] == 6 * len(ds)
+    assert run.status == "finished"
+    table = result.table()
+    assert "stress eV/A^3" in table and table.splitlines()[5].split()[-1] == "stress"

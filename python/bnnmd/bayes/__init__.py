@@ -11,7 +11,7 @@ Examples
 1
 """
 
-from bnnmd.bayes.likelihood import gaussian_nll, negative_log_likelihood, virial_labels
+from bnnmd.bayes.likelihood import VOIGT_COLS, VOIGT_ROWS, gaussian_nll, negative_log_likelihood, virial_labels
 from bnnmd.bayes.sghmc import AdaptiveSGHMC, gaussian_prior_potential
 
-__all__ = ["AdaptiveSGHMC", "gaussian_nll", "gaussian_prior_potential", "negative_log_likelihood", "virial_labels"]
+__all__ = ["AdaptiveSGHMC", "VOIGT_COLS", "VOIGT_ROWS", "gaussian_nll", "gaussian_prior_potential", "negative_log_likelihood", "virial_labels"]

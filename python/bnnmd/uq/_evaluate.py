@@ -17,6 +17,7 @@ from ase.data import chemical_symbols
 from bnnmd._files import jsonable, write_atomic
 from bnnmd.data import AtomicDataset, DataError, GraphDataset, Split, TypeMapper, read_dataset, resolve_data_path
 from bnnmd.data import keys as K
+from bnnmd.bayes import VOIGT_COLS, VOIGT_ROWS
 from bnnmd.posterior import (CALIBRATION_FILE, GROUP, QUANTITIES, Calibration, CalibrationError, SampleError, StdMap,
                              choose, evenly_spaced, find_calibration, halt_statistics, load_chosen, sample_files)
 from bnnmd.uq._fitting import fit_map
@@ -159,16 +160,19 @@ class Predictions:
     n_atoms: int
     energy_unit: str = "kcal/mol"
     length_unit: str = "A"
+    # stress components (xx, yy, zz, yz, xz, xy of every frame, flattened; energy / length^3, ASE's
+    # sign) when the data has stresses; sigma = sigma_W / V; not calibrated
+    stress: Optional[QuantityPredictions] = None
 
     def get(self, quantity: str) -> Optional[QuantityPredictions]:
-        return {"forces": self.forces, "energy": self.energy}[quantity]
+        return {"forces": self.forces, "energy": self.energy, "stress": self.stress}[quantity]
 
     def calibrated(self, cal: Optional[Calibration]) -> "Predictions":
         if cal is None:
             return self
         f = None if self.forces is None else self.forces.calibrated(cal.map("forces"), GROUP["forces"])
         e = None if self.energy is None else self.energy.calibrated(cal.map("energy"), GROUP["energy"])
-        return Predictions(f, e, self.n_frames, self.n_atoms, self.energy_unit, self.length_unit)
+        return Predictions(f, e, self.n_frames, self.n_atoms, self.energy_unit, self.length_unit, self.stress)
 
     @property
     def force_unit(self) -> str:
@@ -189,7 +193,8 @@ def predict(model, dataset: AtomicDataset, batch_size: int = 16, dtype: torch.dt
     model = model.to(dtype)
     was_training = model.training
     model.eval()
-    parts: Dict[str, List[np.ndarray]] = {n: [] for n in ("f_mu", "f_sigma", "e_mu", "e_sigma")}
+    parts: Dict[str, List[np.ndarray]] = {n: [] for n in ("f_mu", "f_sigma", "e_mu", "e_sigma", "s_mu", "s_sigma")}
+    rows, cols = list(VOIGT_ROWS), list(VOIGT_COLS)
     try:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(seed)
@@ -201,15 +206,23 @@ def predict(model, dataset: AtomicDataset, batch_size: int = 16, dtype: torch.dt
                                         .reshape(k, -1).cpu().numpy())
                 parts["e_mu"].append(out[K.TOTAL_ENERGY].detach().cpu().numpy())
                 parts["e_sigma"].append(out[K.TOTAL_ENERGY_STD].detach().cpu().numpy())
+                if dataset.stress is not None:  # stress = -W / V
+                    volume = torch.linalg.det(batch[K.CELL]).abs()
+                    s_mu = -out[K.VIRIAL].detach()[:, :, rows, cols] / volume[None, :, None]
+                    s_sigma = (out[K.VIRIAL_STD].detach() / volume[None, :]).unsqueeze(-1).expand(-1, -1, 6)
+                    parts["s_mu"].append(s_mu.reshape(k, -1).cpu().numpy())
+                    parts["s_sigma"].append(s_sigma.reshape(k, -1).cpu().numpy())
     finally:
         model.train(was_training)
-    cat = {n: np.concatenate(v, axis=1).astype(np.float64) for n, v in parts.items()}
+    cat = {n: np.concatenate(v, axis=1).astype(np.float64) for n, v in parts.items() if v}
     forces = None if dataset.forces is None else QuantityPredictions(
         cat["f_mu"], cat["f_sigma"], dataset.forces.reshape(-1).astype(np.float64))
     energy = None if dataset.energy is None else QuantityPredictions(
         cat["e_mu"], cat["e_sigma"], dataset.energy.astype(np.float64))
+    stress = None if dataset.stress is None else QuantityPredictions(
+        cat["s_mu"], cat["s_sigma"], dataset.stress[:, rows, cols].reshape(-1).astype(np.float64))
     return Predictions(forces, energy, len(dataset), dataset.num_atoms_total, dataset.energy_unit,
-                       dataset.length_unit)
+                       dataset.length_unit, stress)
 
 
 def _in_model_units(dataset: AtomicDataset, loaded: LoadedModel) -> AtomicDataset:
@@ -237,6 +250,14 @@ def metrics_of(pred: Predictions, auc_threshold: float = AUC_THRESHOLD_KCAL_MOL_
         m = compute_metrics(qp.mu, qp.sigma, qp.y, auc_threshold=thr if q == "forces" else None,
                             nece_width=width)
         out.update({f"{q}.{name}": value for name, value in m.items()})
+    if pred.stress is not None:  # only for data with stresses; the std is 0 without a stress head
+        qp = pred.stress
+        if np.all(qp.sigma > 0):
+            m = compute_metrics(qp.mu, qp.sigma, qp.y, nece_width=(nece_width or {}).get("stress"))
+        else:
+            m = {"mae": float(np.mean(np.abs(qp.mu.mean(axis=0) - qp.y))),
+                 "rmse": float(np.sqrt(np.mean((qp.mu.mean(axis=0) - qp.y) ** 2)))}
+        out.update({f"stress.{name}": value for name, value in m.items()})
     return out
 
 
@@ -321,7 +342,8 @@ def evaluate(samples_or_model, data, k: Optional[int] = None, batch_size: int = 
         "n_frames": raw.n_frames, "n_atoms": raw.n_atoms, "k": loaded.k, "method": loaded.method,
         "sample_indices": loaded.indices,
         "samples": None if loaded.samples_dir is None else str(loaded.samples_dir), "data": desc,
-        "units": {"energy": raw.energy_unit, "forces": raw.force_unit},
+        "units": {"energy": raw.energy_unit, "forces": raw.force_unit,
+                  **({"stress": f"{raw.energy_unit}/{raw.length_unit}^3"} if raw.stress is not None else {})},
         "calibration": {"applied": cal is not None,
                         "file": None if cal is None or cal.path is None else str(cal.path),
                         "forces": None if cal is None else cal.map("forces").to_dict(),
@@ -396,7 +418,8 @@ def format_table(metrics: Dict[str, Any]) -> str:
     thr = metrics.get("forces.auc_threshold")
     lines = [f"samples: {metrics.get('samples')} ({metrics.get('method')}, k = {metrics.get('k')})",
              f"data:    {metrics.get('data')}: {metrics.get('n_frames')} frames, {metrics.get('n_atoms')} atoms",
-             f"units:   energy {u.get('energy')}, forces {u.get('forces')}"]
+             f"units:   energy {u.get('energy')}, forces {u.get('forces')}"
+             + (f", stress {u['stress']} (ASE's sign)" if u.get("stress") else "")]
     cal = metrics.get("calibration") or {}
     if cal.get("applied"):
         desc = "; ".join(f"{q}: {StdMap.from_dict(cal[q]).describe()}" for q in QUANTITIES)
@@ -405,11 +428,13 @@ def format_table(metrics: Dict[str, Any]) -> str:
         lines.append("calibration: none")
     w = 36
     lines.append("")
-    lines.append(f"{'metric':<{w}} {'forces':>22} {'energy':>22}")
+    # a stress column for data with stresses (not calibrated: the same value before and after)
+    columns = list(QUANTITIES) + (["stress"] if metrics.get("stress.mae") is not None else [])
+    lines.append(f"{'metric':<{w}} " + " ".join(f"{q:>22}" for q in columns))
     for label, key in _ROWS:
         label = label.format(thr=f"{thr:.4g}" if thr is not None else "?")
-        cells = [_cell(metrics.get(f"{q}.{key}"), raw.get(f"{q}.{key}")) for q in QUANTITIES]
-        lines.append(f"{label:<{w}} {cells[0]:>22} {cells[1]:>22}")
+        cells = [_cell(metrics.get(f"{q}.{key}"), raw.get(f"{q}.{key}")) for q in columns]
+        lines.append(f"{label:<{w}} " + " ".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)
 
 
