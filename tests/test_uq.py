@@ -412,7 +412,7 @@ def test_cli_end_to_end_with_calibration(run, tmp_path, capsys):
                    "--plots", str(tmp_path / "plots"), "--calibrate-on", "split:val"])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "calibration fitted on split:val" in text and "ROC-AUC" in text and "NECE" in text
+    assert "calibration fitted on split:val" in text and "ROC-AUC |error| > 1 kcal/mol/A" in text and "NECE" in text
     d = json.loads(out.read_text())
     for key in REQUIRED_KEYS:
         assert key in d and isinstance(d[key], float), key
@@ -486,6 +486,9 @@ def test_cli_errors(run, tmp_path, capsys):
     fails([samples, "--data", "bundled:nope"], "unknown bundled dataset")
     fails([samples, "--data", "split:test", "--calibrate-on", "split:val", "--no-calibration"], "contradict")
     fails([samples, "--data", "split:test", "--nece-width", "0", "1"], "must be positive")
+    fails([samples, "--data", "split:test", "--auc-threshold", "0.05 eV/nope"], "--auc-threshold", "length unit")
+    fails([samples, "--data", "split:test", "--auc-threshold", "low"], "'low' is not a number")
+    fails([samples, "--data", "split:test", "--auc-threshold", "-1"], "positive")
     (tmp_path / "afile").write_text("")
     fails([samples, "--data", "split:test", "--json", str(tmp_path / "afile" / "m.json")], "afile", "check the path")
     # no labels
@@ -526,3 +529,17 @@ def test_calibrate_python_api(run):
     res = evaluate(run / "samples", "split:val", calibration=cal)
     assert res["forces.mll"] == pytest.approx(cal.metrics_after["forces.mll"], rel=1e-9)
     assert res["uncalibrated"]["forces.mll"] == pytest.approx(cal.metrics_before["forces.mll"], rel=1e-9)
+
+
+def test_auc_threshold_with_units(run, tmp_path, capsys):
+    """--auc-threshold takes a value and a force unit; the threshold is reported in the data's units."""
+    out = tmp_path / "m.json"
+    assert bnn_eval([str(run / "samples"), "--data", "split:val", "--json", str(out), "--no-calibration",
+                     "--auc-threshold", "0.05 eV/A"]) == 0
+    text = capsys.readouterr().out
+    d = json.loads(out.read_text())
+    assert d["forces.auc_threshold"] == pytest.approx(0.05 * 23.060548012069493, rel=1e-9)  # kcal/mol/A data
+    assert "ROC-AUC |error| > 1.153 kcal/mol/A" in text
+    assert bnn_eval([str(run / "samples"), "--data", "split:val", "--json", str(out), "--no-calibration",
+                     "--auc-threshold", "1.153027400603"]) == 0
+    assert json.loads(out.read_text())["forces.auc"] == d["forces.auc"]

@@ -59,3 +59,24 @@ def check_energy_unit(unit: str) -> str:
 def check_length_unit(unit: str) -> str:
     _lookup(LENGTH_UNITS, unit, "length")
     return unit
+
+
+def force_factor(from_unit: str, to_unit: str) -> float:
+    """Multiply a force in ``from_unit`` (``ENERGY/LENGTH``, e.g. ``kcal/mol/A``, ``eV/A``) by this to
+    get it in ``to_unit``.
+
+    >>> round(force_factor("eV/A", "kcal/mol/A"), 4)
+    23.0605
+    """
+    (e0, l0), (e1, l1) = (split_force_unit(u) for u in (from_unit, to_unit))
+    return energy_factor(e0, e1) / length_factor(l0, l1)
+
+
+def split_force_unit(unit: str) -> "tuple[str, str]":
+    """``"kcal/mol/A"`` -> ``("kcal/mol", "A")``: the energy and length units of a force unit."""
+    energy, sep, length = unit.rpartition("/")
+    if not sep:
+        raise ValueError(f"force unit {unit!r} is not ENERGY/LENGTH; e.g. kcal/mol/A or eV/A")
+    check_energy_unit(energy)
+    check_length_unit(length)
+    return energy, length

@@ -15,7 +15,7 @@ import torch
 
 from bnnmd.cli._errors import fail as _fail
 from bnnmd.cli._errors import guarded
-from bnnmd.uq import calibrate, evaluate, load_model
+from bnnmd.uq import auc_threshold_kcal_mol_a, calibrate, evaluate, load_model
 
 
 def _fmt(value) -> str:
@@ -45,8 +45,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-calibration", action="store_true",
                         help="ignore SAMPLES/calibration.json (report uncalibrated metrics)")
     parser.add_argument("--batch-size", type=int, default=16, help="frames per model call (default 16)")
-    parser.add_argument("--auc-threshold", type=float, default=1.0,
-                        help="force error threshold of the ROC-AUC in kcal/mol/A (default 1, as the paper)")
+    parser.add_argument("--auc-threshold", default="1 kcal/mol/A", metavar="'VALUE [UNIT]'",
+                        help="force error threshold of the ROC-AUC, a value and a force unit, e.g. '0.05 eV/A' "
+                             "(a bare number is kcal/mol/A; default 1 kcal/mol/A, the paper's for rMD17: pick one "
+                             "near the error that matters for your system)")
     parser.add_argument("--nece-width", type=float, nargs=2, metavar=("FORCES", "ENERGY"),
                         help="NECE bin widths in the data's force and energy units (default: MAE/10 of "
                              "each; fix them to compare models on identical bins)")
@@ -63,6 +65,10 @@ def main(argv=None) -> int:
         return fail(f"--nece-width {args.nece_width[0]} {args.nece_width[1]}: bin widths must be positive")
     if args.batch_size < 1:
         return fail(f"--batch-size {args.batch_size}: use a positive number of frames")
+    try:
+        args.auc_threshold = auc_threshold_kcal_mol_a(args.auc_threshold)
+    except ValueError as exc:
+        return fail(f"--auc-threshold {args.auc_threshold!r}: {exc}")
     dtype = torch.float32 if args.float32 else torch.float64
 
     def run() -> int:

@@ -21,13 +21,14 @@ from bnnmd.uq._evaluate import (EvaluationError, EvaluationResult, LoadedModel, 
                                 calibrate, evaluate, format_table, load_model, metrics_of, predict, resolve_data)
 from bnnmd.uq._fitting import MIN_PER_BIN, fit_isotonic, fit_map, fit_scale
 from bnnmd.uq._metrics import (AUC_THRESHOLD_KCAL_MOL_A, GAUSSIAN_COVERAGE, Moments, NeceBins, auc_threshold_in,
+                               auc_threshold_kcal_mol_a,
                                central_interval_coverage, compute_metrics, error_detection_auc, log_likelihood, mae,
                                mixture_cdf, mll, moments, nece, nece_bins, pit, rmse, roc_auc, roc_curve, within_sigma)
 from bnnmd.uq._plots import PLOT_FILES, write_plots
 
 __all__ = [
     "AUC_THRESHOLD_KCAL_MOL_A", "EvaluationError", "EvaluationResult", "GAUSSIAN_COVERAGE", "LoadedModel",
-    "MIN_PER_BIN", "Moments", "NeceBins", "PLOT_FILES", "Predictions", "QuantityPredictions", "auc_threshold_in",
+    "MIN_PER_BIN", "Moments", "NeceBins", "PLOT_FILES", "Predictions", "QuantityPredictions", "auc_threshold_in", "auc_threshold_kcal_mol_a",
     "calibrate", "central_interval_coverage", "compute_metrics", "error_detection_auc", "evaluate", "fit_isotonic",
     "fit_map", "fit_scale", "format_table", "load_model", "log_likelihood", "mae", "metrics_of", "mixture_cdf", "mll",
     "moments", "nece", "nece_bins", "pit", "predict", "resolve_data", "rmse", "roc_auc", "roc_curve", "within_sigma",

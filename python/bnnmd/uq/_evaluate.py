@@ -432,7 +432,7 @@ def format_table(metrics: Dict[str, Any]) -> str:
     columns = list(QUANTITIES) + (["stress"] if metrics.get("stress.mae") is not None else [])
     lines.append(f"{'metric':<{w}} " + " ".join(f"{q:>22}" for q in columns))
     for label, key in _ROWS:
-        label = label.format(thr=f"{thr:.4g}" if thr is not None else "?")
+        label = label.format(thr=f"{thr:.4g} {u.get('forces', '')}".strip() if thr is not None else "?")
         cells = [_cell(metrics.get(f"{q}.{key}"), raw.get(f"{q}.{key}")) for q in columns]
         lines.append(f"{label:<{w}} " + " ".join(f"{c:>22}" for c in cells))
     return "\n".join(lines)

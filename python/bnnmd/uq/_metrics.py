@@ -36,6 +36,24 @@ def auc_threshold_in(energy_unit: str, length_unit: str, kcal_mol_a: float = AUC
     return kcal_mol_a * units.energy_factor("kcal/mol", energy_unit) / units.length_factor("A", length_unit)
 
 
+def auc_threshold_kcal_mol_a(text: str) -> float:
+    """``"VALUE [UNIT]"`` (a force unit; a bare number is kcal/mol/A) -> kcal/mol/A.
+
+    >>> round(auc_threshold_kcal_mol_a("0.05 eV/A"), 5), auc_threshold_kcal_mol_a("2")
+    (1.15303, 2.0)
+    """
+    parts = str(text).split()
+    if len(parts) not in (1, 2):
+        raise ValueError("give a value and a force unit, e.g. '0.05 eV/A' or '1 kcal/mol/A'")
+    try:
+        value = float(parts[0])
+    except ValueError:
+        raise ValueError(f"{parts[0]!r} is not a number; e.g. '0.05 eV/A'") from None
+    if not value > 0 or not np.isfinite(value):
+        raise ValueError("the threshold must be a positive number")
+    return value * (units.force_factor(parts[1], "kcal/mol/A") if len(parts) == 2 else 1.0)
+
+
 class Moments(NamedTuple):
     """Mean and variance of the mixture, per prediction: ``variance = epistemic + aleatoric``."""
 
