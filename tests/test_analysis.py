@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from ase.io.lammpsdata import write_lammps_data
 
-from bnnmd.analysis import (AnalysisError, analyze, attach_uncertainty, frame_descriptor, read_trajectory,
+from bnnmd.analysis import (AnalysisError, analyze, attach_uncertainty, frame_descriptor, radial_distribution,
+                            read_trajectory,
                             select_frames, write_selection)
 from bnnmd.calculator import BNNCalculator
 from bnnmd.cli.analyze import main
@@ -438,3 +439,36 @@ def test_triclinic_gzipped_dump_neighbours_match_ase(model_file, tmp_path):
         d[e["atom_index"]] = np.inf
         assert e["environment"]["nearest_distance"] == pytest.approx(d.min(), abs=1e-4)
         assert e["environment"]["coordination"] == int((d < 4.0).sum())
+
+
+def test_radial_distribution_equals_a_numpy_histogram(tmp_path):
+    """g_OO and g_OH of periodic frames (extxyz) against ordered minimum-image pair counts over the
+    ideal-gas shell counts: N_a N_b / V x shell volume (N_a (N_a - 1) for one element)."""
+    frames = []
+    first_frame = random_periodic_atoms(60, 10.0, min_distance=0.9, seed=0, numbers=(1, 8), p=[2 / 3, 1 / 3])
+    for seed in range(3):
+        a = random_periodic_atoms(60, 10.0, min_distance=0.9, seed=seed)
+        a.numbers = first_frame.numbers
+        a.arrays["forces_std"] = np.full(len(a), 0.1)
+        frames.append(a)
+    ase.io.write(tmp_path / "box.extxyz", frames, format="extxyz")
+    traj = read_trajectory(tmp_path / "box.extxyz")
+    edges = np.linspace(0.0, 4.5, 46)
+    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    for first, second in (("O", "O"), ("O", "H")):
+        r, g = radial_distribution(traj, first, second, r_max=4.5, bins=45)
+        np.testing.assert_allclose(r, 0.5 * (edges[1:] + edges[:-1]), rtol=1e-12)
+        want = np.zeros(45)
+        for a in frames:
+            ia = np.flatnonzero(a.get_chemical_symbols() == np.array(first))
+            ib = np.flatnonzero(a.get_chemical_symbols() == np.array(second))
+            d = a.get_all_distances(mic=True)[np.ix_(ia, ib)]
+            if first == second:
+                d = d[~np.eye(len(ia), dtype=bool)]
+            pairs = d.size
+            want += np.histogram(d.ravel(), bins=edges)[0] / (pairs / a.get_volume() * shell)
+        np.testing.assert_allclose(g, want / len(frames), rtol=1e-9, atol=1e-12)
+    with pytest.raises(AnalysisError, match="beyond half the box width"):
+        radial_distribution(traj, "O", "O", r_max=6.0)
+    with pytest.raises(AnalysisError, match="no C atoms"):
+        radial_distribution(traj, "O", "C")

@@ -31,7 +31,7 @@ from bnnmd.analysis._report import PLOT_FILES, REPORT_FILE, markdown, write_plot
 from bnnmd.analysis._select import (DEFAULT_GAP_INTERVALS, SelectedFrame, Selection, default_min_gap,
                                     select_frames, write_selection)
 from bnnmd.analysis._truth import TruthFrames, dft_truth, frame_errors, molecule_atoms
-from bnnmd.analysis._structure import atom_environment, element_order, frame_descriptor
+from bnnmd.analysis._structure import atom_environment, element_order, frame_descriptor, radial_distribution
 from bnnmd.analysis._trajectory import (EXTXYZ_ARRAYS, KINDS, UncertaintyTrajectory, column_kind, read_extxyz,
                                         read_lammps_dump, read_trajectory)
 
@@ -55,6 +55,6 @@ __all__ = [
     "GeometryReport", "KINDS", "LASTING_FRAMES", "PLOT_FILES", "REPORT_FILE", "SelectedFrame", "Selection",
     "TruthFrames", "UncertaintyTrajectory", "analyze", "atom_environment", "attach_uncertainty", "column_kind",
     "covalent_radii", "default_min_gap", "dft_truth", "element_order", "frame_descriptor", "frame_errors", "geometry_report",
-    "halt_timing", "markdown", "molecule_atoms", "read_extxyz", "read_lammps_dump", "read_trajectory",
+    "halt_timing", "markdown", "molecule_atoms", "radial_distribution", "read_extxyz", "read_lammps_dump", "read_trajectory",
     "select_frames", "write_plots", "write_report", "write_selection",
 ]

@@ -11,8 +11,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 from ase.data import atomic_numbers
+from MDAnalysis.analysis.rdf import InterRDF
 from MDAnalysis.lib.distances import distance_array, self_capped_distance
 from MDAnalysis.lib.mdamath import triclinic_vectors
+
+from bnnmd.analysis._errors import AnalysisError
 
 from bnnmd.analysis._trajectory import UncertaintyTrajectory
 
@@ -101,3 +104,33 @@ def frame_descriptor(positions: np.ndarray, elements: Sequence[str], box: Option
         if len(near):
             np.add.at(local, (el[centre], el[near]), _smeared(d[near], centres, width))
     return np.concatenate([glob.ravel(), local.ravel()])
+
+
+def radial_distribution(traj: UncertaintyTrajectory, first: str, second: str, r_max: Optional[float] = None,
+                        bins: int = 100, start: int = 0, stop: Optional[int] = None):
+    """The radial distribution function g(r) between the atoms of element ``first`` and of ``second``
+    (e.g. ``"O", "O"``) over frames ``start .. stop - 1`` of a periodic trajectory (MDAnalysis's
+    ``InterRDF``, normalised by the density of each frame's box, an atom never counted with itself).
+
+    ``r_max`` defaults to half the smallest box width of the first frame used (the minimum image
+    reaches no farther). Returns ``(r, g)``: bin centres and g(r).
+    """
+    u = traj.universe
+    a = u.atoms[np.flatnonzero(traj.elements == first)]
+    b = u.atoms[np.flatnonzero(traj.elements == second)]
+    if len(a) == 0 or len(b) == 0:
+        raise AnalysisError(f"no {first if len(a) == 0 else second} atoms in {traj.source}",
+                            f"use elements of the trajectory: {', '.join(element_order(traj.elements))}")
+    u.trajectory[start]
+    box = u.dimensions
+    if box is None or not np.all(traj.pbc):
+        raise AnalysisError(f"{traj.source} is not periodic in x, y and z", "g(r) needs a periodic box")
+    half = half_box_width(box)
+    r_max = half if r_max is None else float(r_max)
+    if r_max > half + 1e-9:
+        raise AnalysisError(f"r_max = {r_max:.4g} is beyond half the box width ({half:.4g})",
+                            f"use r_max <= {half:.4g}")
+    # the same element: an atom is not its own neighbour (N_a (N_a - 1) pairs)
+    rdf = InterRDF(a, b, nbins=int(bins), range=(0.0, r_max), exclusion_block=(1, 1) if first == second else None)
+    rdf.run(start=start, stop=stop)
+    return np.asarray(rdf.results.bins, dtype=np.float64), np.asarray(rdf.results.rdf, dtype=np.float64)
