@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from typing import Dict
 
 import ase
 import numpy as np
@@ -10,14 +11,16 @@ import pytest
 import torch
 from ase.md.verlet import VelocityVerlet
 from ase.units import Hartree, fs, kcal, kJ, mol
+from e3nn.util.jit import compile_mode
 
+import bnnmd.deploy._export
 from bnnmd import _core, units
 from bnnmd.calculator import BNNCalculator
 from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, keys as K, neighbour_list
-from bnnmd.deploy import ExportError, export, read_metadata
+from bnnmd.deploy import DeployedModel, ExportError, export, read_metadata
 from bnnmd.nn import ModelConfig, StochasticNequIP, build_model
 from bnnmd.nn import testing as T
-from bnnmd.posterior import StdMap, energy_stats, force_stats, metadata_to_text, save_sample
+from bnnmd.posterior import StdMap, energy_stats, force_stats, metadata_to_text, save_sample, virial_stats
 
 from helpers import CUTOFF, TYPES, _inputs, cpp_metadata, periodic_dataset, write_samples
 
@@ -54,7 +57,8 @@ def test_eager_equals_exported_equals_cpp(run, request):
         ts = scripted(torch.tensor(f["positions"]), torch.tensor(types), torch.tensor(g.edge_index),
                       torch.tensor(g.shift_vector), len(types))
         cpp = ev.compute(f["positions"], types, g.edge_index, g.shift_vector, len(types))["samples"]
-        for key in (K.TOTAL_ENERGY, K.TOTAL_ENERGY_STD, K.VIRIAL):
+        assert not eager[K.VIRIAL_STD].any()  # no stress head: sigma_W = 0 in every format
+        for key in (K.TOTAL_ENERGY, K.TOTAL_ENERGY_STD, K.VIRIAL, K.VIRIAL_STD):
             np.testing.assert_allclose(ts[key].detach().numpy(), eager[key][:, 0].detach().numpy(), rtol=1e-12)
             np.testing.assert_allclose(cpp[key], eager[key][:, 0].detach().numpy(), rtol=1e-12, atol=1e-10)
         for key in (K.FORCES, K.FORCES_STD, K.ATOMIC_ENERGY):
@@ -99,6 +103,53 @@ def reference_force_stats(forces, forces_std, calibration):
     epi, alea = epi * c2, alea * c2
     return {"forces": forces.mean(axis=0), "forces_std": np.sqrt(epi + alea),
             "forces_std_epistemic": np.sqrt(epi), "forces_std_aleatoric": np.sqrt(alea)}
+
+
+def reference_virial_stats(virial, virial_std):
+    """virial [k, 3, 3], virial_std [k]: per component and for tr(W)/3 (components independent)."""
+    epi, alea = np.var(virial, axis=0), np.mean(np.square(virial_std))
+    trace = np.trace(virial, axis1=1, axis2=2) / 3
+    return {"virial": virial.mean(axis=0), "virial_std": np.sqrt(epi + alea), "virial_std_epistemic": np.sqrt(epi),
+            "virial_std_aleatoric": np.full((3, 3), np.sqrt(alea)), "pressure_volume": float(trace.mean()),
+            "pressure_volume_std": float(np.sqrt(np.var(trace) + alea / 3)),
+            "pressure_volume_std_epistemic": float(np.std(trace)),
+            "pressure_volume_std_aleatoric": float(np.sqrt(alea / 3))}
+
+
+def test_virial_stats_equals_numpy_reference():
+    rng = np.random.default_rng(4)
+    for k in (1, 2, 5):
+        w, sw = rng.normal(scale=3.0, size=(k, 3, 3)), rng.uniform(0.1, 2.0, size=k)
+        want = reference_virial_stats(w, sw)
+        for got in (virial_stats(w, sw), _core.virial_stats(w, sw)):
+            assert sorted(got) == sorted(want)
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-13, atol=1e-15, err_msg=key)
+    # a model without a stress head: sigma_W = 0, only the spread of the samples
+    r = virial_stats(w, np.zeros(k))
+    assert not r["virial_std_aleatoric"].any() and r["pressure_volume_std_aleatoric"] == 0
+    np.testing.assert_allclose(r["virial_std"], r["virial_std_epistemic"], rtol=1e-15)
+    # hand check: two samples that differ in W_xx by 2, sigma_W 3 and 1
+    w = np.zeros((2, 3, 3))
+    w[1, 0, 0] = 2.0
+    r = virial_stats(w, [3.0, 1.0])
+    assert r["virial_std_epistemic"][0, 0] == pytest.approx(1.0) and r["virial_std_epistemic"][1, 1] == 0
+    assert r["virial_std_aleatoric"][2, 1] == pytest.approx(np.sqrt(5.0))
+    assert r["pressure_volume"] == pytest.approx(1 / 3) and r["pressure_volume_std_epistemic"] == pytest.approx(1 / 3)
+    assert r["pressure_volume_std_aleatoric"] == pytest.approx(np.sqrt(5.0 / 3))
+    with pytest.raises(ValueError, match=r"virial must be \(k, 3, 3\) and virial_std \(k,\)"):
+        _core.virial_stats(np.zeros((2, 3, 3)), np.zeros(3))
+
+
+def test_pressure_std_is_the_mixtures():
+    """tr(W)/3 drawn from the mixture (1/k) sum_s N(W_s, sigma_s^2 I_9) has the std virial_stats gives."""
+    rng = np.random.default_rng(5)
+    w, sw = rng.normal(size=(3, 3, 3)), np.array([0.5, 1.0, 2.0])
+    s = rng.integers(0, 3, 400_000)
+    draws = w[s] + sw[s, None, None] * rng.normal(size=(len(s), 3, 3))
+    assert np.std(np.trace(draws, axis1=1, axis2=2) / 3) == pytest.approx(
+        virial_stats(w, sw)["pressure_volume_std"], rel=5e-3)
+    np.testing.assert_allclose(draws.std(axis=0), virial_stats(w, sw)["virial_std"], rtol=1e-2)
 
 
 def reference_metadata(text):
@@ -315,6 +366,108 @@ def test_ase_forces_stress_and_nve(periodic_run, backend):
         assert stress[i, j] == pytest.approx((e[0] - e[1]) / (2 * eps) / atoms.get_volume(), rel=1e-5, abs=1e-8)
 
 
+@pytest.fixture(scope="module")
+def stress_run(tmp_path_factory):
+    """A periodic model (triclinic cells) with a virial sigma head, exported to TorchScript."""
+    d = tmp_path_factory.mktemp("stress")
+    ds = periodic_dataset(2, 10, seed=5)
+    model = write_samples(d / "samples", ds, seed=2, stress_std=True)
+    return d, ds, model.eval(), export(d / "samples", d / "model.pth")
+
+
+VOIGT = [(0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)]  # ASE's order: xx yy zz yz xz xy
+
+
+@pytest.mark.parametrize("backend", ["core", "python"])
+def test_stress_std_of_a_model_with_a_stress_head(stress_run, backend):
+    """The calculator's stress and pressure stds are the NumPy twin's moments of the eager model's samples / V;
+    the stress itself is still the strain derivative of the energy (finite differences, triclinic cell)."""
+    d, ds, model, path = stress_run
+    calc = BNNCalculator(path if backend == "core" else d / "samples", backend=backend)
+    atoms = ds.to_ase(0)
+    assert abs(atoms.cell.array[1, 0]) > 0.5  # triclinic
+    atoms.calc = calc
+    stress = atoms.get_stress()
+    eager = model(GraphDataset(ds, TypeMapper(TYPES), CUTOFF).batch([0]))
+    kcal = units.energy_factor("kcal/mol", "eV")
+    w, sw = eager[K.VIRIAL][:, 0].detach().numpy() * kcal, eager[K.VIRIAL_STD][:, 0].detach().numpy() * kcal
+    np.testing.assert_allclose(calc.results["samples"]["virial_std"], sw, rtol=1e-12)
+    want, volume, r = reference_virial_stats(w, sw), atoms.get_volume(), calc.results
+    np.testing.assert_allclose(stress, [-want["virial"][i, j] / volume for i, j in VOIGT], rtol=1e-10, atol=1e-14)
+    for part in ("", "_epistemic", "_aleatoric"):
+        np.testing.assert_allclose(r["stress_std" + part], [want["virial_std" + part][i, j] / volume for i, j in VOIGT],
+                                   rtol=1e-10, err_msg=part)
+        assert r["pressure_std" + part] == pytest.approx(want["pressure_volume_std" + part] / volume, rel=1e-10)
+        assert r["stress_std" + part].shape == (6,) and isinstance(r["pressure_std" + part], float)
+    # both parts matter here: k = 3 samples that differ, and a head that is not 0
+    assert r["pressure_std_epistemic"] > 0.05 * r["pressure_std"] and r["pressure_std_aleatoric"] > 0.05 * r[
+        "pressure_std"]
+    np.testing.assert_allclose(r["stress_std"] ** 2, r["stress_std_epistemic"] ** 2 + r["stress_std_aleatoric"] ** 2,
+                               rtol=1e-12)
+    eps = 1e-5
+    for i, j in ((0, 1), (2, 2)):
+        e = []
+        for sgn in (1, -1):
+            strain = np.eye(3)
+            strain[i, j] += sgn * eps / (2 if i != j else 1)
+            strain[j, i] += sgn * eps / 2 if i != j else 0
+            moved = atoms.copy()
+            moved.calc = calc
+            moved.set_cell(atoms.cell.array @ strain.T, scale_atoms=True)
+            e.append(moved.get_potential_energy())
+        assert atoms.get_stress(voigt=False)[i, j] == pytest.approx((e[0] - e[1]) / (2 * eps) / volume, rel=1e-5,
+                                                                    abs=1e-8)
+
+
+@compile_mode("script")
+class DeployedModelBeforeVirialStd(torch.nn.Module):
+    """The 6-output module of bnnmd before virial_std: DeployedModel's dict without it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.deployed = DeployedModel(model)
+
+    def forward(self, pos: torch.Tensor, atom_type: torch.Tensor, edge_index: torch.Tensor, edge_shift: torch.Tensor,
+                num_local: int) -> Dict[str, torch.Tensor]:
+        out = self.deployed(pos, atom_type, edge_index, edge_shift, num_local)
+        out.pop("virial_std")
+        return out
+
+
+def _export_before_virial_std(samples, out, monkeypatch):
+    """``samples`` exported as bnnmd did before virial_std (a TorchScript dict without it)."""
+    with monkeypatch.context() as m:
+        m.setattr(bnnmd.deploy._export, "DeployedModel", DeployedModelBeforeVirialStd)
+        return export(samples, out)
+
+
+@pytest.mark.slow
+def test_a_file_exported_before_virial_std_runs_with_zeros(stress_run, monkeypatch):
+    d, ds, model, path = stress_run
+    old = _export_before_virial_std(d / "samples", d / "v1.pth", monkeypatch)
+    f, types, g = _inputs(ds, 1)
+    args = (torch.tensor(f["positions"]), torch.tensor(types), torch.tensor(g.edge_index),
+            torch.tensor(g.shift_vector), len(types))
+    assert sorted(torch.jit.load(str(old))(*args)) == sorted(_core.output_keys[:6])
+    assert sorted(torch.jit.load(str(path))(*args)) == sorted(_core.output_keys)
+    args = (f["positions"], types, g.edge_index, g.shift_vector, len(types))
+    got, want = _core.Evaluator(str(old)).compute(*args), _core.Evaluator(str(path)).compute(*args)
+    assert (want["samples"]["virial_std"] > 0).all() and not got["samples"]["virial_std"].any()
+    assert got["samples"]["virial_std"].shape == (3,)
+    for key in want["samples"]:
+        if key != "virial_std":
+            np.testing.assert_array_equal(got["samples"][key], want["samples"][key], err_msg=key)
+    np.testing.assert_array_equal(got["virial_std_epistemic"], want["virial_std_epistemic"])
+    assert not got["virial_std_aleatoric"].any() and got["pressure_volume_std_aleatoric"] == 0
+    atoms = ds.to_ase(1)
+    atoms.calc = BNNCalculator(old)
+    atoms.get_stress()
+    r = atoms.calc.results
+    assert not r["stress_std_aleatoric"].any() and r["pressure_std_aleatoric"] == 0
+    np.testing.assert_array_equal(r["stress_std"], r["stress_std_epistemic"])
+    assert r["pressure_std"] == r["pressure_std_epistemic"] > 0
+
+
 @pytest.mark.slow
 def test_ase_nve_conserves_energy(molecule_run):
     d, ds, _ = molecule_run
@@ -479,7 +632,7 @@ def test_output_order_comes_from_the_core(molecule_run):
 
     d, ds, model = molecule_run
     assert OUTPUT_KEYS == _core.output_keys == (K.TOTAL_ENERGY, K.ATOMIC_ENERGY, K.FORCES, K.TOTAL_ENERGY_STD,
-                                                K.FORCES_STD, K.VIRIAL)
+                                                K.FORCES_STD, K.VIRIAL, K.VIRIAL_STD)
     f, types, g = _inputs(ds, 0)
     out = DeployedModel(model)(torch.tensor(f["positions"]), torch.tensor(types), torch.tensor(g.edge_index),
                                torch.tensor(g.shift_vector), len(types))

@@ -229,6 +229,75 @@ print "THRESHOLD $(c_unc[5]:%.15g) RATIO $(v_ratio:%.15g)"
     assert re.search(r"Fix halt condition for fix-id stop met on step 2 ", r.stdout), r.stdout[-2000:]
 
 
+@pytest.fixture(scope="module")
+def stress_model_file(tmp_path_factory):
+    """The model of model_file with a virial sigma head (sigma_W > 0)."""
+    d = tmp_path_factory.mktemp("lmp_stress_model")
+    write_samples(d / "samples", bundled_dataset("rmd17_ethanol_train").subset(range(20)), k=3, seed=4,
+                  stress_std=True)
+    return export(d / "samples", d / "model.pth")
+
+
+PRESSURE_STD = """
+compute unc all bnn/atom
+thermo_style custom step pe c_unc[6] c_unc[7] c_unc[8] vol
+run 0
+print "PSTD $(c_unc[6]:%.15g) $(c_unc[7]:%.15g) $(c_unc[8]:%.15g) VOLUME $(vol:%.15g)"
+"""
+
+
+def _pressure_std(r):
+    """c_unc[6..8] (total, epistemic, aleatoric pressure std) and the box volume of a PRESSURE_STD run."""
+    m = re.search(r"PSTD (\S+) (\S+) (\S+) VOLUME (\S+)", r.stdout)
+    return np.array([float(m.group(i)) for i in (1, 2, 3)]), float(m.group(4))
+
+
+def triclinic_box():
+    """60 atoms in a sheared 11 A cell: the ranks' domains and the receptive field (7 A) cross."""
+    atoms = periodic_box(n=60, length=11.0, seed=2)
+    atoms.set_cell(atoms.cell.array @ np.array([[1.0, 0.0, 0.0], [0.15, 1.0, 0.0], [0.1, -0.12, 1.0]]),
+                   scale_atoms=True)
+    return atoms
+
+
+@pytest.mark.parametrize("units_style", ["real", pytest.param("metal", marks=pytest.mark.slow)])
+def test_pressure_std_equals_the_python_twin(tmp_path, stress_model_file, units_style):
+    """c_unc[6..8]: the std of the virial pressure tr(W) / (3 V) (LAMMPS pressure units) over the mixture of the k
+    samples, each with its sigma_W on every component: the NumPy twin of the calculator's per-sample outputs."""
+    atoms = triclinic_box()
+    got, volume = _pressure_std(run_lammps(tmp_path, atoms, PRESSURE_STD, units_style, model=stress_model_file))
+    assert volume == pytest.approx(atoms.get_volume(), rel=1e-12)  # xprd yprd zprd of the triclinic box
+    atoms.calc = BNNCalculator(stress_model_file)
+    atoms.get_stress()
+    s = atoms.calc.results["samples"]  # eV
+    alea = np.mean(np.square(s["virial_std"]))
+    epi = np.var(np.trace(s["virial"], axis1=1, axis2=2) / 3)
+    want = np.sqrt([epi + alea / 3, epi, alea / 3]) / atoms.get_volume()  # eV/A^3
+    assert want[1] > 0 and want[2] > 0
+    np.testing.assert_allclose([atoms.calc.results[f"pressure_std{p}"] for p in ("", "_epistemic", "_aleatoric")],
+                               want, rtol=1e-12)
+    np.testing.assert_allclose(got * PRESSURE[units_style], want, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_pressure_std_two_ranks_equal_one_rank(tmp_path, stress_model_file):
+    """Each rank holds a share of every sample's virial and of sigma_W^2: summed over ranks before the moments."""
+    atoms = triclinic_box()
+    one, _ = _pressure_std(run_lammps(tmp_path / "np1", atoms, PRESSURE_STD, model=stress_model_file))
+    r2 = run_lammps(tmp_path / "np2", atoms, PRESSURE_STD, nprocs=2, model=stress_model_file)
+    assert re.search(r"\d by \d by \d MPI processor grid", r2.stdout) and "1 by 1 by 1 MPI" not in r2.stdout
+    two, _ = _pressure_std(r2)
+    assert (one > 0).all()
+    np.testing.assert_allclose(two, one, rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_pressure_std_of_a_model_without_a_stress_head_is_epistemic(tmp_path, model_file):
+    """sigma_W = 0 (a model trained without stresses): the aleatoric part is 0, the total its epistemic part."""
+    got, _ = _pressure_std(run_lammps(tmp_path, periodic_box(), PRESSURE_STD, model=model_file))
+    assert got[2] == 0.0 and got[0] == got[1] > 0
+
+
 @pytest.mark.slow
 def test_model_without_a_threshold_reads_zero(tmp_path, model_file):
     r = run_lammps(tmp_path, molecule(), "compute unc all bnn/atom\nthermo_style custom step c_unc[5]\nrun 0\n"

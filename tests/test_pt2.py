@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from bnnmd import _core
+import bnnmd.deploy._pt2
+from bnnmd import _core, units
 from bnnmd.calculator import BNNCalculator
 from bnnmd.data import GraphDataset, TypeMapper, bundled_dataset, neighbour_list
 from bnnmd.deploy import ExportError, export, read_metadata
 from bnnmd.nn.testing import random_periodic_atoms
 
 from helpers import (CUTOFF, SINGLE_POINT, TYPES, _inputs, cpp_metadata, molecule, parse_single_point, periodic_box,
-                     run_lammps, write_samples)
+                     periodic_dataset, run_lammps, write_samples)
 
 BIN = sys.executable.rsplit("/", 1)[0]
 #: outputs defined on local atoms only: both formats drop ghost messages that no counted energy needs
@@ -74,6 +75,7 @@ def test_pt2_equals_torchscript_equals_eager(models, frame):
     got = _core.Evaluator(str(pt2)).compute(*args, len(types))["samples"]
     want = _core.Evaluator(str(pth)).compute(*args, len(types))["samples"]
     _compare(want, got, len(types))
+    assert got["virial_std"].shape == (3,) and not got["virial_std"].any()  # no stress head
     np.testing.assert_allclose(got["forces"], eager["forces"].detach().numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got["total_energy"], eager["total_energy"][:, 0].detach().numpy(), rtol=1e-12)
 
@@ -144,6 +146,69 @@ def test_lammps_pt2_two_ranks_equal_one_rank(tmp_path, models):
     np.testing.assert_allclose(two["atoms"], one["atoms"], rtol=1e-10, atol=1e-11)
     assert two["energy_std"] == pytest.approx(one["energy_std"], rel=1e-11)
     np.testing.assert_allclose(two["pressure_virial"], one["pressure_virial"], rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def stress_models(tmp_path_factory):
+    """A periodic k = 3 model with a virial sigma head: (samples dir, dataset, eager model, .pth, .pt2, and a .pt2
+    compiled as bnnmd did before virial_std: a graph with the 6 outputs before it)."""
+    d = tmp_path_factory.mktemp("pt2_stress")
+    ds = periodic_dataset(2, 10, seed=5)
+    model = write_samples(d / "samples", ds, seed=2, stress_std=True)
+    pth, pt2 = export(d / "samples", d / "model.pth"), export(d / "samples", d / "model.pt2")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bnnmd.deploy._pt2, "OUTPUT_KEYS", _core.output_keys[:6])
+        old = export(d / "samples", d / "before_virial_std.pt2")
+    return d, ds, model.eval(), pth, pt2, old
+
+
+def _stress_twin(virial, virial_std, volume):
+    """NumPy: ASE stress std (Voigt xx yy zz yz xz xy) and pressure std of k virials [k, 3, 3] and sigma_W [k]."""
+    alea = np.mean(np.square(virial_std))
+    std = np.sqrt(np.var(virial, axis=0) + alea) / volume
+    pressure = np.sqrt(np.var(np.trace(virial, axis1=1, axis2=2) / 3) + alea / 3) / volume
+    return std.reshape(9)[[0, 4, 8, 5, 2, 1]], pressure
+
+
+@pytest.mark.slow
+def test_stress_std_of_a_package_with_a_stress_head(stress_models):
+    """virial_std reaches the .pt2 graph (its 7th output): the evaluator equals TorchScript and the eager model, the
+    calculator's stress and pressure stds equal the NumPy twin of the eager model's samples."""
+    d, ds, model, pth, pt2, _ = stress_models
+    eager = model(GraphDataset(ds, TypeMapper(TYPES), CUTOFF).batch([1]))
+    f, types, g = _inputs(ds, 1)
+    args = (f["positions"], types, g.edge_index, g.shift_vector, len(types))
+    got = _core.Evaluator(str(pt2)).compute(*args)["samples"]
+    _compare(_core.Evaluator(str(pth)).compute(*args)["samples"], got, len(types))
+    np.testing.assert_allclose(got["virial_std"], eager["virial_std"][:, 0].detach().numpy(), rtol=1e-10)
+    assert (got["virial_std"] > 0).all()
+    atoms = ds.to_ase(1)
+    atoms.calc = BNNCalculator(pt2)
+    atoms.get_stress()
+    kcal = units.energy_factor("kcal/mol", "eV")
+    stress_std, pressure_std = _stress_twin(eager["virial"][:, 0].detach().numpy() * kcal,
+                                            eager["virial_std"][:, 0].detach().numpy() * kcal, atoms.get_volume())
+    np.testing.assert_allclose(atoms.calc.results["stress_std"], stress_std, rtol=1e-9)
+    assert atoms.calc.results["pressure_std"] == pytest.approx(pressure_std, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_a_package_exported_before_virial_std_runs_with_zeros(stress_models):
+    d, ds, model, pth, pt2, old = stress_models
+    f, types, g = _inputs(ds, 0)
+    inputs = [torch.tensor(f["positions"]), torch.tensor(types), torch.tensor(g.edge_index),
+              torch.tensor(g.shift_vector), torch.tensor(len(types))]
+    assert len(torch._inductor.aoti_load_package(str(old))(*inputs)) == 6  # the old contract
+    args = (f["positions"], types, g.edge_index, g.shift_vector, len(types))
+    got, want = _core.Evaluator(str(old)).compute(*args), _core.Evaluator(str(pt2)).compute(*args)
+    assert not got["samples"]["virial_std"].any() and (want["samples"]["virial_std"] > 0).all()
+    _compare({k: v for k, v in want["samples"].items() if k != "virial_std"}, got["samples"], len(types))
+    atoms = ds.to_ase(0)
+    atoms.calc = BNNCalculator(old)
+    atoms.get_stress()
+    r = atoms.calc.results
+    assert not r["stress_std_aleatoric"].any() and r["pressure_std_aleatoric"] == 0
+    np.testing.assert_allclose(r["stress_std"], r["stress_std_epistemic"], rtol=1e-15)
 
 
 def _repackaged(src, dst, old, new):

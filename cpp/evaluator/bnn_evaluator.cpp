@@ -393,7 +393,8 @@ std::unordered_map<std::string, std::string> read_pt2_metadata(const std::string
 }
 
 // One exported model behind one call: inputs (pos, types, edges, shifts, nlocal) on the model's
-// device and dtype -> the kNumOutputs tensors, indexed by Output.
+// device and dtype -> the kNumOutputs tensors, indexed by Output; an output that the file predates
+// (index >= kRequiredOutputs) is an undefined tensor.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -431,7 +432,16 @@ class ScriptBackend : public Backend {
     torch::AutoGradMode grad(true);  // forces are gradients: never run under no_grad
     c10::impl::GenericDict out = module_.forward(inputs).toGenericDict();
     std::vector<torch::Tensor> r;
-    for (const char* key : kOutputKeys) r.push_back(out.at(key).toTensor().detach());
+    for (int o = 0; o < kNumOutputs; ++o) {
+      const char* key = kOutputKeys[o];
+      if (out.contains(key))
+        r.push_back(out.at(key).toTensor().detach());
+      else if (o >= kRequiredOutputs)  // exported before this output existed
+        r.emplace_back();
+      else
+        fail(std::string("the TorchScript model returned no '") + key + "'; re-export it with this bnnmd's "
+             "bnn-export");
+    }
     return r;
   }
 
@@ -497,9 +507,12 @@ class Pt2Backend : public Backend {
     }
     in.push_back(torch::scalar_tensor(nlocal, edges.options()));  // 0-d int64
     std::vector<torch::Tensor> out = loader_->run(in);
-    if (static_cast<int>(out.size()) != kNumOutputs)
-      fail("the .pt2 package returned " + std::to_string(out.size()) + " outputs, not " +
-           std::to_string(kNumOutputs) + "; re-export it with this bnnmd's bnn-export");
+    const int got = static_cast<int>(out.size());
+    if (got < kRequiredOutputs || got > kNumOutputs)
+      fail("the .pt2 package returned " + std::to_string(got) + " outputs, not " + std::to_string(kNumOutputs) +
+           " (or " + std::to_string(kRequiredOutputs) + " for a package exported before virial_std); re-export "
+           "it with this bnnmd's bnn-export");
+    out.resize(kNumOutputs);  // a package exported before the last outputs: undefined tensors
     if (in[0].size(0) != n)  // drop the padding: atomic energies [k, N], forces [k, N, 3], stds [k, N]
       for (int o : {kAtomicEnergy, kForces, kForcesStd}) out[o] = out[o].narrow(1, 0, n);
     return out;
@@ -622,6 +635,7 @@ SampleOutput Evaluator::evaluate(const double* pos, const int64_t* types, int n,
   s.energy_std = take(kTotalEnergyStd, e);
   s.forces_std = take(kForcesStd, fl);
   s.virial = take(kVirial, e);
+  s.virial_std = out[kVirialStd].defined() ? take(kVirialStd, e) : std::vector<double>(s.k, 0.0);
   return s;
 }
 
@@ -674,6 +688,40 @@ void force_stats(const double* forces, const double* forces_std, int k, int n, c
     std_aleatoric[i] = std::sqrt(alea);
     std_total[i] = std::sqrt(epi + alea);
   }
+}
+
+VirialStats virial_stats(const double* virial, const double* virial_std, int k) {
+  VirialStats r;
+  double alea = 0;  // mean_s sigma_W,s^2
+  if (virial_std)
+    for (int s = 0; s < k; ++s) alea += virial_std[s] * virial_std[s];
+  alea /= k;
+  for (int c = 0; c < 9; ++c) {
+    double m = 0, epi = 0;
+    for (int s = 0; s < k; ++s) m += virial[s * 9 + c];
+    m /= k;
+    for (int s = 0; s < k; ++s) epi += (virial[s * 9 + c] - m) * (virial[s * 9 + c] - m);
+    epi /= k;
+    r.mean[c] = m;
+    r.std_epistemic[c] = std::sqrt(epi);
+    r.std_aleatoric[c] = std::sqrt(alea);
+    r.std[c] = std::sqrt(epi + alea);
+  }
+  // tr(W_s)/3 per sample; its aleatoric variance: 3 independent components of variance sigma^2, / 9
+  EnergyStats& p = r.pressure_volume;
+  double m = 0, epi = 0;
+  for (int s = 0; s < k; ++s) m += (virial[s * 9] + virial[s * 9 + 4] + virial[s * 9 + 8]) / 3.0;
+  m /= k;
+  for (int s = 0; s < k; ++s) {
+    const double d = (virial[s * 9] + virial[s * 9 + 4] + virial[s * 9 + 8]) / 3.0 - m;
+    epi += d * d;
+  }
+  epi /= k;
+  p.mean = m;
+  p.std_epistemic = std::sqrt(epi);
+  p.std_aleatoric = std::sqrt(alea / 3.0);
+  p.std = std::sqrt(epi + alea / 3.0);
+  return r;
 }
 
 EnergyStats Evaluator::energy_stats(const double* energy, const double* energy_std, int k) const {

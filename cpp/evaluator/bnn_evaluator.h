@@ -30,10 +30,14 @@ inline constexpr const char* kMetadataFile = "bnnmd.txt";
 inline constexpr double kSamePlace = 1e-8;
 
 // The model's outputs: the keys of the TorchScript module's dict and, in this order, the outputs of a
-// .pt2 graph (bnnmd.deploy._pt2.OUTPUT_KEYS reads them from here). Output indexes both.
-enum Output { kTotalEnergy, kAtomicEnergy, kForces, kTotalEnergyStd, kForcesStd, kVirial, kNumOutputs };
-inline constexpr const char* kOutputKeys[kNumOutputs] = {"total_energy",     "atomic_energy", "forces",
-                                                         "total_energy_std", "forces_std",    "virial"};
+// .pt2 graph (bnnmd.deploy._pt2.OUTPUT_KEYS reads them from here). Output indexes both. A new output
+// goes at the end: files exported before it have the outputs before it only (kRequiredOutputs).
+enum Output { kTotalEnergy, kAtomicEnergy, kForces, kTotalEnergyStd, kForcesStd, kVirial, kVirialStd, kNumOutputs };
+inline constexpr const char* kOutputKeys[kNumOutputs] = {"total_energy", "atomic_energy", "forces", "total_energy_std",
+                                                         "forces_std",   "virial",        "virial_std"};
+// Every exported file has the first kRequiredOutputs outputs; files exported before virial_std was
+// added (a dict without it, a .pt2 with 6 outputs) still run, with virial_std = 0.
+inline constexpr int kRequiredOutputs = kVirialStd;
 
 // A double as Python's repr writes it: the shortest text that reads back to the same double
 // ("4.0", "0.1", "1e-300", "0.30000000000000004", "1e+16", "inf", "nan"). Exact round trip.
@@ -108,15 +112,18 @@ struct SampleOutput {
   std::vector<double> forces;         // [k*n*3] on every atom passed in (ghosts too)
   std::vector<double> forces_std;     // [k*n] sigma_F (not calibrated)
   std::vector<double> virial;         // [k*9] -sum_edges r (x) dE/dr
+  std::vector<double> virial_std;     // [k]   sigma_W, the std of each virial component (not calibrated;
+                                      //       0: a model without a stress head, or a file exported before it)
 };
 
-// Mixture moments of energies / forces, calibrated.
+// Mixture moments of energies, calibrated (and of the virial's isotropic part, VirialStats).
 struct EnergyStats {
   double mean = 0, std = 0, std_epistemic = 0, std_aleatoric = 0;
 };
 
 // The mixture moments of k samples (the one implementation: the evaluator, LAMMPS and Python's
-// bnnmd.deploy.energy_stats / force_stats all call these; tests/test_deploy.py holds a NumPy twin).
+// bnnmd.posterior.energy_stats / force_stats / virial_stats all call these; tests/test_deploy.py holds
+// a NumPy twin).
 // Energies: mean and calibrated total/epistemic/aleatoric std of k energies and their sigma_E.
 EnergyStats energy_stats(const double* energy, const double* energy_std, int k, const StdMap& calibration);
 // Per-atom force mean [n*3] and stds [n] (total, epistemic, aleatoric), calibrated:
@@ -125,6 +132,18 @@ EnergyStats energy_stats(const double* energy, const double* energy_std, int k, 
 // forces_std [k*n] (nullptr: aleatoric = 0).
 void force_stats(const double* forces, const double* forces_std, int k, int n, const StdMap& calibration,
                  double* mean, double* std_total, double* std_epistemic, double* std_aleatoric);
+
+// Mixture moments of k virials W_s (energy units; W = -sum_edges r (x) dE/dr = -V x stress) and of their
+// isotropic part tr(W)/3 (= P_virial x V), with the model's sigma_W,s (one std shared by the 9 components,
+// independent in the likelihood). Not calibrated: there is no calibration map for stress.
+struct VirialStats {
+  double mean[9] = {}, std[9] = {}, std_epistemic[9] = {}, std_aleatoric[9] = {};  // row-major 3 x 3
+  EnergyStats pressure_volume;  // of tr(W)/3: mean and total / epistemic / aleatoric std (energy units)
+};
+// Per component: epistemic^2 = the variance (ddof 0) of the k virials, aleatoric^2 = mean_s sigma_W,s^2,
+// total^2 = their sum. tr(W)/3: epistemic^2 = the variance of the k values tr(W_s)/3, aleatoric^2 =
+// mean_s sigma_W,s^2 / 3. virial [k*9] (row-major 3 x 3 per sample), virial_std [k] (nullptr: 0).
+VirialStats virial_stats(const double* virial, const double* virial_std, int k);
 
 // Graph distance of every atom (0 .. n-1) from the local atoms (0 .. nlocal-1), following the
 // directed edges centre -> neighbour (messages flow neighbour -> centre, so an atom h hops away

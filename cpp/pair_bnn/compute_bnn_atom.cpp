@@ -16,10 +16,10 @@ ComputeBNNAtom::ComputeBNNAtom(LAMMPS *lmp, int narg, char **arg) :
   peratom_flag = 1;
   size_peratom_cols = 3;
   vector_flag = 1;
-  size_vector = 5;
+  size_vector = PairBNN::kGlobal;
   extvector = 0;
-  vector = new double[5];
-  for (int c = 0; c < 5; c++) vector[c] = 0.0;
+  vector = new double[PairBNN::kGlobal];
+  for (int c = 0; c < PairBNN::kGlobal; c++) vector[c] = 0.0;
   // ask the pair style to keep per-sample forces from the first step on
   pair = dynamic_cast<PairBNN *>(force->pair_match("bnn", 1));
   if (pair) pair->request_uncertainty();
@@ -57,7 +57,6 @@ void ComputeBNNAtom::compute_vector()
 {
   invoked_vector = update->ntimestep;
   pair->uncertainty(nullptr, vector);
-  vector[4] = pair->halt_threshold();  // constant: the model's exported halt threshold (0: none)
 }
 
 double ComputeBNNAtom::memory_usage()

@@ -2,7 +2,9 @@
    compute ID group bnn/atom: per-atom force uncertainty of pair_style bnn
    columns: 1 total, 2 epistemic, 3 aleatoric force std (force units, per component)
    global vector: 1 energy std, 2 its epistemic part, 3 its aleatoric part,
-                  4 the largest per-atom total force std
+                  4 the largest per-atom total force std, 5 the model's halt threshold,
+                  6 the std of the model's virial pressure, 7 its epistemic part, 8 its aleatoric
+                  part (pressure units: std of tr(W) / (3 V) x nktv2p)
 ------------------------------------------------------------------------- */
 #ifdef COMPUTE_CLASS
 // clang-format off

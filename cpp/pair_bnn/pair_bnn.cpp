@@ -10,6 +10,7 @@
 
 #include "atom.h"
 #include "comm.h"
+#include "domain.h"
 #include "error.h"
 #include "force.h"
 #include "memory.h"
@@ -369,6 +370,9 @@ void PairBNN::compute(int eflag, int vflag)
     for (int i = 0; i < nlocal; i++)
       for (int q = 0; q < k; q++)
         sample_sigma[static_cast<size_t>(i) * k + q] = s.forces_std[static_cast<size_t>(q) * m + i];
+    // this rank's share of every sample's virial and of sigma_W^2 (sums over its local atoms' energies)
+    sample_virial.assign(s.virial.begin(), s.virial.end());
+    for (int q = 0; q < k; q++) sample_virial.push_back(s.virial_std[q] * s.virial_std[q]);
   }
   // the energy's mixture moments every step (2k numbers over all ranks), so extract("energy_std")
   // is this step's value with or without compute bnn/atom
@@ -397,6 +401,7 @@ void PairBNN::check_finite(const bnnmd::SampleOutput &s, const std::vector<int> 
   for (int q = 0; q < k; q++) {
     if (!std::isfinite(s.energy[q])) stop(fmt::format("energy of sample {}", q), s.energy[q]);
     if (!std::isfinite(s.energy_std[q])) stop(fmt::format("energy std of sample {}", q), s.energy_std[q]);
+    if (!std::isfinite(s.virial_std[q])) stop(fmt::format("virial std of sample {}", q), s.virial_std[q]);
     for (int c = 0; c < 9; c++)
       if (!std::isfinite(s.virial[q * 9 + c])) stop(fmt::format("virial of sample {}", q), s.virial[q * 9 + c]);
     for (int a = 0; a < m; a++) {
@@ -464,10 +469,22 @@ void PairBNN::update_uncertainty()
   const bnnmd::EnergyStats &es = energy_stats;  // of this step (compute())
   double global_max = 0.0;
   MPI_Allreduce(&local_max, &global_max, 1, MPI_DOUBLE, MPI_MAX, world);
+  // the whole box's per-sample virials and sigma_W^2: sums of every rank's share
+  std::vector<double> w(sample_virial.size());
+  MPI_Allreduce(sample_virial.data(), w.data(), 10 * k, MPI_DOUBLE, MPI_SUM, world);
+  for (int q = 0; q < k; q++) w[9 * k + q] = std::sqrt(w[9 * k + q]);
+  const bnnmd::EnergyStats pv = bnnmd::virial_stats(w.data(), w.data() + 9 * k, k).pressure_volume;
+  // as compute pressure: P_virial = tr(W) / (3 V) x nktv2p; xprd yprd zprd is the volume of a
+  // triclinic box too (its edge matrix is triangular)
+  const double to_pressure = force->nktv2p / (domain->xprd * domain->yprd * domain->zprd);
   unc_global[0] = es.std;
   unc_global[1] = es.std_epistemic;
   unc_global[2] = es.std_aleatoric;
   unc_global[3] = global_max;
+  unc_global[4] = halt_threshold();  // constant: the model's exported halt threshold (0: none)
+  unc_global[5] = pv.std * to_pressure;
+  unc_global[6] = pv.std_epistemic * to_pressure;
+  unc_global[7] = pv.std_aleatoric * to_pressure;
   uncertainty_step = update->ntimestep;
 }
 
@@ -478,7 +495,7 @@ void PairBNN::uncertainty(double **peratom, double *global)
     for (int i = 0; i < atom->nlocal; i++)
       for (int c = 0; c < 3; c++) peratom[i][c] = unc_atom[3 * i + c];
   if (global)
-    for (int c = 0; c < 4; c++) global[c] = unc_global[c];
+    for (int c = 0; c < kGlobal; c++) global[c] = unc_global[c];
 }
 
 double PairBNN::halt_threshold() const
@@ -497,6 +514,7 @@ void *PairBNN::extract(const char *str, int &dim)
 double PairBNN::memory_usage()
 {
   double bytes = Pair::memory_usage();
-  bytes += sizeof(double) * (sample_forces.capacity() + sample_sigma.capacity() + unc_atom.capacity());
+  bytes += sizeof(double) * (sample_forces.capacity() + sample_sigma.capacity() + sample_virial.capacity() +
+                             unc_atom.capacity());
   return bytes;
 }

@@ -37,9 +37,11 @@ class PairBNN : public Pair {
 
   // ---- for compute bnn/atom ----
   void request_uncertainty() { uncertainty_requested = 1; }
-  // Per-atom force std (total, epistemic, aleatoric) of local atoms for the current step,
-  // and the global energy std (total, epistemic, aleatoric) and the largest per-atom total.
-  // Collective: reverse-communicates per-sample forces once per step.
+  // Per-atom force std (total, epistemic, aleatoric) of local atoms for the current step, and the
+  // global vector of compute bnn/atom (kGlobal values): energy std (total, epistemic, aleatoric), the
+  // largest per-atom total, the halt threshold, the pressure std (total, epistemic, aleatoric).
+  // Collective: reverse-communicates per-sample forces and sums per-sample virials once per step.
+  static constexpr int kGlobal = 8;
   void uncertainty(double **peratom, double *global);
   double halt_threshold() const;  // the model's exported halt threshold, LAMMPS force units (0: none)
   bigint last_compute_step() const { return computed_step; }
@@ -65,8 +67,9 @@ class PairBNN : public Pair {
   bigint computed_step, uncertainty_step;
   std::vector<double> sample_forces;  // [nall * k * 3] per-sample forces (atom-major for comm)
   std::vector<double> sample_sigma;   // [nlocal * k] sigma_F of local atoms
+  std::vector<double> sample_virial;  // [k * 9 + k] this rank's per-sample virials, then its sigma_W^2
   std::vector<double> unc_atom;       // [nlocal * 3]
-  double unc_global[4];
+  double unc_global[kGlobal];
   bnnmd::EnergyStats energy_stats;    // of all ranks, this step (compute()); extract("energy_std")
 };
 

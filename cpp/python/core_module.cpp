@@ -127,6 +127,21 @@ py::dict force_dict(const F64& forces, const F64& forces_std, Fn fn) {
                   "forces_std_aleatoric"_a = alea);
 }
 
+// The virial moments as a dict: 3 x 3 arrays (mean and the per-component stds) and the isotropic part
+// tr(W)/3 (P_virial x V, energy units).
+py::dict virial_dict(const bnnmd::VirialStats& r) {
+  auto mat = [](const double* v) {
+    py::array_t<double> a({3, 3});
+    std::copy(v, v + 9, a.mutable_data());
+    return a;
+  };
+  const bnnmd::EnergyStats& p = r.pressure_volume;
+  return py::dict("virial"_a = mat(r.mean), "virial_std"_a = mat(r.std), "virial_std_epistemic"_a = mat(r.std_epistemic),
+                  "virial_std_aleatoric"_a = mat(r.std_aleatoric), "pressure_volume"_a = p.mean,
+                  "pressure_volume_std"_a = p.std, "pressure_volume_std_epistemic"_a = p.std_epistemic,
+                  "pressure_volume_std_aleatoric"_a = p.std_aleatoric);
+}
+
 py::dict compute(const bnnmd::Evaluator& ev, F64 pos, I64 types, I64 edge_index, F64 edge_shift, int nlocal) {
   const int n = static_cast<int>(types.size());
   if (pos.ndim() != 2 || pos.shape(0) != n || pos.shape(1) != 3)
@@ -151,22 +166,20 @@ py::dict compute(const bnnmd::Evaluator& ev, F64 pos, I64 types, I64 edge_index,
   py::array_t<double> tot(n), epi(n), alea(n);
   ev.force_stats(s.forces.data(), s.forces_std.data(), k, n, mean.mutable_data(), tot.mutable_data(),
                  epi.mutable_data(), alea.mutable_data());
-  py::array_t<double> virial({3, 3});
-  for (int c = 0; c < 9; ++c) {
-    double v = 0;
-    for (int q = 0; q < k; ++q) v += s.virial[q * 9 + c];
-    virial.mutable_data()[c] = v / k;
-  }
-  return py::dict(
+  py::dict out(
       "energy"_a = es.mean, "energy_std"_a = es.std, "energy_std_epistemic"_a = es.std_epistemic,
       "energy_std_aleatoric"_a = es.std_aleatoric, "forces"_a = mean, "forces_std"_a = tot,
-      "forces_std_epistemic"_a = epi, "forces_std_aleatoric"_a = alea, "virial"_a = virial,
+      "forces_std_epistemic"_a = epi, "forces_std_aleatoric"_a = alea,
       "samples"_a = py::dict("total_energy"_a = to_array(s.energy, {k}),
                              "total_energy_std"_a = to_array(s.energy_std, {k}),
                              "atomic_energy"_a = to_array(s.atomic_energy, {k, n}),
                              "forces"_a = to_array(s.forces, {k, n, 3}),
                              "forces_std"_a = to_array(s.forces_std, {k, n}),
-                             "virial"_a = to_array(s.virial, {k, 3, 3})));
+                             "virial"_a = to_array(s.virial, {k, 3, 3}),
+                             "virial_std"_a = to_array(s.virial_std, {k})));
+  for (auto item : virial_dict(bnnmd::virial_stats(s.virial.data(), s.virial_std.data(), k)))
+    out[item.first] = item.second;
+  return out;
 }
 
 }  // namespace
@@ -215,7 +228,8 @@ Evaluator(path, device="cpu", energy_unit="", length_unit="")
   path: TorchScript (.pth) or AOTInductor package (.pt2; format says which);
   units "" = the model's own; device cpu, cuda, cuda:N or auto.
 compute(positions, types, edge_index, edge_shift, nlocal) -> dict
-  means, calibrated stds, and the per-sample outputs under "samples".
+  means, calibrated stds, the virial moments (as virial_stats), and the per-sample outputs under
+  "samples".
 )doc")
       .def(py::init<const std::string&, const std::string&, const std::string&, const std::string&>(),
            "path"_a, "device"_a = "cpu", "energy_unit"_a = "", "length_unit"_a = "")
@@ -256,6 +270,16 @@ compute(positions, types, edge_index, edge_shift, nlocal) -> dict
         }, "forces"_a, "forces_std"_a, "calibration"_a = "scale 1.0",
         "Per-atom force mean and stds of k per-sample forces [k, n, 3] and sigma_F [k, n], calibrated: "
         "the one implementation behind bnnmd.deploy.force_stats and the evaluator.");
+  m.def("virial_stats",
+        [](F64 virial, F64 virial_std) {
+          if (virial.ndim() != 3 || virial.shape(1) != 3 || virial.shape(2) != 3 || virial.shape(0) < 1 ||
+              virial_std.ndim() != 1 || virial_std.shape(0) != virial.shape(0))
+            throw py::value_error("virial must be (k, 3, 3) and virial_std (k,), k >= 1");
+          return virial_dict(bnnmd::virial_stats(virial.data(), virial_std.data(), static_cast<int>(virial.shape(0))));
+        }, "virial"_a, "virial_std"_a,
+        "Mixture moments of k virials [k, 3, 3] and their sigma_W [k] (not calibrated): mean and per-component "
+        "total / epistemic / aleatoric std (3 x 3), and of tr(W)/3 (pressure_volume*): the one implementation "
+        "behind bnnmd.posterior.virial_stats, the evaluator and LAMMPS's compute bnn/atom.");
   m.def("missing_cpu_features", &bnnmd::missing_cpu_features, "isa"_a,
         "The CPU features of AOTInductor's AOTI_CPU_ISA (e.g. 'AVX512 AVX512_VNNI') that this CPU lacks, "
         "comma-separated ('' when none): the check the evaluator makes before loading a .pt2 package.");

@@ -13,7 +13,7 @@ from bnnmd import _core, units
 from bnnmd.data import TypeMapper, neighbour_list
 from bnnmd.deploy import DeployedModel, read_calibration
 from bnnmd.nn import StochasticNequIP
-from bnnmd.posterior import StdMap, energy_stats, force_stats, load_samples
+from bnnmd.posterior import StdMap, energy_stats, force_stats, load_samples, virial_stats
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,7 +32,14 @@ class BNNCalculator(Calculator):
     ``results`` hold ASE's ``energy``, ``free_energy``, ``forces``, ``energies``
     (per atom) and, for periodic cells, ``stress``; and bnnmd's ``energy_std``
     (+ ``_epistemic``/``_aleatoric``) and per-atom ``forces_std`` (total,
-    ``forces_std_epistemic``, ``forces_std_aleatoric``), in eV and eV/A.
+    ``forces_std_epistemic``, ``forces_std_aleatoric``), in eV and eV/A; for periodic
+    cells also ``stress_std`` (+ ``_epistemic``/``_aleatoric``): the std of each stress
+    component, 6 values in ASE's Voigt order xx yy zz yz xz xy, eV/A^3 like ``stress``, and
+    ``pressure_std`` (+ ``_epistemic``/``_aleatoric``): the std of the pressure
+    -tr(stress)/3, eV/A^3. Stress stds are the k samples' spread (epistemic) and the
+    model's virial sigma (aleatoric; 0 for a model trained without stresses), not
+    calibrated (:func:`bnnmd.posterior.virial_stats`, the C++ core's moments).
+    ``samples`` holds the per-sample outputs (eV, A).
 
     Examples
     --------
@@ -81,7 +88,8 @@ class BNNCalculator(Calculator):
         f = self._e / self._l
         return {"total_energy": g["total_energy"] * self._e, "total_energy_std": g["total_energy_std"] * self._e,
                 "atomic_energy": g["atomic_energy"] * self._e, "forces": g["forces"] * f,
-                "forces_std": g["forces_std"] * f, "virial": g["virial"] * self._e}
+                "forces_std": g["forces_std"] * f, "virial": g["virial"] * self._e,
+                "virial_std": g["virial_std"] * self._e}
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -95,16 +103,22 @@ class BNNCalculator(Calculator):
             samples = r["samples"]
             res = {key: r[key] for key in ("energy", "energy_std", "energy_std_epistemic", "energy_std_aleatoric",
                                            "forces", "forces_std", "forces_std_epistemic", "forces_std_aleatoric")}
-            virial = r["virial"]
+            virial = {key: value for key, value in r.items() if key.startswith(("virial", "pressure_volume"))}
         else:
             samples = self._samples(a.positions, types, g.edge_index, g.shift_vector, n)
             res = {**energy_stats(samples["total_energy"], samples["total_energy_std"], self._calibration[0]),
                    **force_stats(samples["forces"], samples["forces_std"], self._calibration[1])}
-            virial = samples["virial"].mean(axis=0)
+            virial = virial_stats(samples["virial"], samples["virial_std"])
         res["free_energy"] = res["energy"]
         res["energies"] = samples["atomic_energy"].mean(axis=0)
         res["samples"] = samples
         if pbc.all():
-            stress = -virial / a.get_volume()  # ASE: stress = (1/V) dE/d(strain) = -virial / V
-            res["stress"] = stress.reshape(9)[[0, 4, 8, 5, 2, 1]]
+            # ASE: stress = (1/V) dE/d(strain) = -virial / V, Voigt xx yy zz yz xz xy; its std = std(W) / V;
+            # the pressure -tr(stress)/3 = tr(W) / (3 V)
+            volume = a.get_volume()
+            voigt = [0, 4, 8, 5, 2, 1]
+            res["stress"] = (-virial["virial"] / volume).reshape(9)[voigt]
+            for part in ("", "_epistemic", "_aleatoric"):
+                res["stress_std" + part] = (virial["virial_std" + part] / volume).reshape(9)[voigt]
+                res["pressure_std" + part] = float(virial["pressure_volume_std" + part]) / volume
         self.results.update(res)

@@ -24,7 +24,10 @@ class DeployedModel(nn.Module):
 
     Outputs, per sample ``s < k``: ``total_energy [k]``, ``atomic_energy [k, N]``,
     ``forces [k, N, 3]`` on every atom passed in (ghosts included), ``total_energy_std
-    [k]``, ``forces_std [k, N]``, ``virial [k, 3, 3]``.
+    [k]``, ``forces_std [k, N]``, ``virial [k, 3, 3]``, ``virial_std [k]`` (sigma_W, the std of each
+    virial component; 0 for a model without a stress head). The keys and, for a ``.pt2``, their order
+    are the C++ evaluator's (``bnnmd._core.output_keys``); a new output goes last, and the evaluator
+    still runs files exported before it (without ``virial_std``: 0).
     """
 
     def __init__(self, model: StochasticNequIP):
@@ -52,4 +55,5 @@ class DeployedModel(nn.Module):
             K.TOTAL_ENERGY_STD: out[K.TOTAL_ENERGY_STD][:, 0],
             K.FORCES_STD: out[K.FORCES_STD],
             K.VIRIAL: out[K.VIRIAL][:, 0],
+            K.VIRIAL_STD: out[K.VIRIAL_STD][:, 0],
         }

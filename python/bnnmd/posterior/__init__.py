@@ -8,8 +8,8 @@ the ASE calculator, analysis and ``bnn-learn`` read.
   (:class:`Calibration`), and the :class:`HaltStatistics` of the calibrated model.
 * **Halt rules**: :func:`halt_threshold` turns the statistics into the threshold an exported model
   carries and LAMMPS reads as ``c_unc[5]``.
-* **Mixture moments**: :func:`energy_stats` and :func:`force_stats`, computed by the C++ core that
-  LAMMPS runs.
+* **Mixture moments**: :func:`energy_stats`, :func:`force_stats` and :func:`virial_stats`, computed
+  by the C++ core that LAMMPS runs.
 * **Export metadata** (``bnnmd.txt`` in an exported file): :func:`metadata_to_text` and
   :func:`parse_metadata`: the C++ writer and reader; keys, format version and file name from the C++ core.
 
@@ -28,7 +28,7 @@ from bnnmd.posterior._metadata import KEYS as METADATA_KEYS
 from bnnmd.posterior._metadata import OPTIONAL_KEYS as OPTIONAL_METADATA_KEYS
 from bnnmd.posterior._metadata import parse as parse_metadata
 from bnnmd.posterior._metadata import to_text as metadata_to_text
-from bnnmd.posterior._moments import energy_stats, force_stats
+from bnnmd.posterior._moments import energy_stats, force_stats, virial_stats
 from bnnmd.posterior._samples import (SAMPLE_FORMAT, Inference, InferencePlan, SampleError, SampleSet, choose,
                                       evenly_spaced, inference_plan, load_chosen, load_samples, read_sample,
                                       sample_files, sample_path, save_sample)
@@ -41,5 +41,5 @@ __all__ = [
     "check_predictions", "choose", "energy_stats", "evenly_spaced", "find_calibration", "force_stats",
     "halt_statistics", "halt_threshold", "inference_plan", "load_chosen", "load_samples", "metadata_to_text",
     "parse_metadata", "parse_rule", "per_atom_stds", "read_sample", "sample_files", "sample_path", "save_sample",
-    "scale_predictions", "unit_std",
+    "scale_predictions", "unit_std", "virial_stats",
 ]

@@ -36,3 +36,17 @@ def force_stats(forces: np.ndarray, forces_std: np.ndarray, calibration: Calibra
     """
     return _core.force_stats(np.asarray(forces, dtype=np.float64), np.asarray(forces_std, dtype=np.float64),
                              _map_text(calibration))
+
+
+def virial_stats(virial: np.ndarray, virial_std: np.ndarray) -> Dict[str, Union[float, np.ndarray]]:
+    """Mixture moments of ``[k, 3, 3]`` virials W (energy units, W = -V x stress) and their ``[k]`` sigma_W.
+
+    ``virial`` (mean) and per-component ``virial_std``, ``virial_std_epistemic``,
+    ``virial_std_aleatoric`` (each ``[3, 3]``): epistemic^2 = the variance (ddof 0) of the k virials,
+    aleatoric^2 = mean over samples of sigma_W^2, total^2 = the sum. ``pressure_volume`` = tr(W)/3
+    (the virial pressure times the volume) and its ``pressure_volume_std`` (+ ``_epistemic``,
+    ``_aleatoric``): epistemic^2 = the variance of the k values tr(W_s)/3, aleatoric^2 = mean of
+    sigma_W^2 / 3 (the components independent). Not calibrated: there is no calibration map for stress.
+    """
+    return _core.virial_stats(np.asarray(virial, dtype=np.float64).reshape(-1, 3, 3),
+                              np.asarray(virial_std, dtype=np.float64).reshape(-1))
