@@ -116,13 +116,14 @@ def periodic_box(n=40, length=10.0, seed=0):
     return random_periodic_atoms(n, length, min_distance=1.1, seed=seed)
 
 
-def run_lammps(tmp_path, atoms, body, units_style="real", nprocs=1, model=None, check=True, velocities=False):
+def run_lammps(tmp_path, atoms, body, units_style="real", nprocs=1, model=None, check=True, velocities=False,
+               pair_options=""):
     tmp_path.mkdir(parents=True, exist_ok=True)
     write_lammps_data(tmp_path / "system.data", atoms, specorder=SPECORDER, units=units_style, masses=True,
                       velocities=velocities)
     head = f"units {units_style}\natom_style atomic\natom_modify map yes\nread_data system.data\n"
     if model is not None:
-        head += f"pair_style bnn\npair_coeff * * {model} C H O\n"
+        head += f"pair_style bnn {pair_options}\npair_coeff * * {model} C H O\n"
     (tmp_path / "in.lmp").write_text(head + body)
     cmd = [str(LMP), "-in", "in.lmp", "-log", "log.lammps"]
     if nprocs > 1:

@@ -499,3 +499,48 @@ def test_isotope_mass_runs_with_a_warning(tmp_path, model_file):
     atoms.calc = BNNCalculator(model_file)
     assert parse_single_point(tmp_path, r)["energy"] == pytest.approx(
         atoms.get_potential_energy() * ENERGY["real"], rel=1e-12)
+
+
+GHOST_MD = """
+velocity all create 600 4928 mom yes rot no
+fix 1 all nve
+timestep 0.25
+thermo 25
+thermo_style custom step pe ke press pxy
+thermo_modify format float %20.15g
+run 100
+"""
+
+
+@pytest.mark.parametrize("box", ["triclinic", pytest.param("small", marks=pytest.mark.slow)])
+def test_ghost_images_equal_the_ghost_shell(tmp_path, model_file, box):
+    """One rank: ghosts mapped onto their owned atoms with periodic edge shifts (N nodes) give the numbers of the
+    ghost shell (every atom within L x cutoff as a node): energies, forces, stds, virial, and an MD trajectory
+    with neighbour-list rebuilds. "small": a 4.6 A box, under twice the cutoff, where an atom neighbours several
+    images of another and of itself."""
+    atoms = triclinic_box() if box == "triclinic" else random_periodic_atoms(8, 4.6, min_distance=1.1, seed=1)
+    got = {}
+    for mode in ("shell", "images"):
+        r = run_lammps(tmp_path / mode, atoms, SINGLE_POINT, model=model_file, pair_options=f"ghosts {mode}")
+        got[mode] = parse_single_point(tmp_path / mode, r)
+        assert ("each ghost is mapped onto" in r.stdout) == (mode == "images")
+    a, b = got["shell"], got["images"]
+    assert b["energy"] == pytest.approx(a["energy"], rel=1e-12)
+    assert b["energy_std"] == pytest.approx(a["energy_std"], rel=1e-10)
+    np.testing.assert_allclose(b["atoms"], a["atoms"], rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(b["pressure_virial"], a["pressure_virial"], rtol=1e-9, atol=1e-9)
+    md = {mode: run_lammps(tmp_path / f"md_{mode}", atoms, GHOST_MD, model=model_file,
+                           pair_options=f"ghosts {mode}").stdout for mode in ("shell", "images")}
+    rows = {mode: re.findall(r"^\s+(\d+(?:\s+-?[\d.]+(?:e[-+]?\d+)?){4})\s*$", text, re.M) for mode, text in md.items()}
+    assert len(rows["shell"]) == 5
+    np.testing.assert_allclose(np.array([[float(x) for x in r.split()] for r in rows["images"]]),
+                               np.array([[float(x) for x in r.split()] for r in rows["shell"]]), rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_ghost_images_need_one_rank(tmp_path, model_file):
+    r = run_lammps(tmp_path, periodic_box(), "run 0\n", model=model_file, nprocs=2, pair_options="ghosts images",
+                   check=False)
+    assert r.returncode != 0
+    assert "pair_style bnn ghosts images needs one MPI rank" in r.stdout + r.stderr and "use ghosts auto or shell" \
+        in r.stdout + r.stderr

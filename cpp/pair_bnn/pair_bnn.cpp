@@ -63,6 +63,7 @@ PairBNN::PairBNN(LAMMPS *lmp) : Pair(lmp)
   num_layers = 0;
   k = 0;
   device_request = "cpu";
+  ghost_mode = "auto";
   uncertainty_requested = 0;
   computed_step = uncertainty_step = -1;
   for (double &g : unc_global) g = 0.0;
@@ -90,7 +91,7 @@ void PairBNN::allocate()
     for (int j = i; j < n; j++) setflag[i][j] = 0;
 }
 
-/* pair_style bnn [device cpu|cuda|auto] */
+/* pair_style bnn [device cpu|cuda|auto] [ghosts auto|images|shell] */
 void PairBNN::settings(int narg, char **arg)
 {
   int iarg = 0;
@@ -102,9 +103,16 @@ void PairBNN::settings(int narg, char **arg)
         error->all(FLERR, "Illegal pair_style bnn command: device must be cpu, cuda or auto, not " +
                               device_request);
       iarg += 2;
+    } else if (strcmp(arg[iarg], "ghosts") == 0) {
+      if (iarg + 1 >= narg)
+        error->all(FLERR, "Illegal pair_style bnn command: ghosts needs auto, images or shell");
+      ghost_mode = arg[iarg + 1];
+      if (ghost_mode != "auto" && ghost_mode != "images" && ghost_mode != "shell")
+        error->all(FLERR, "Illegal pair_style bnn command: ghosts must be auto, images or shell, not " + ghost_mode);
+      iarg += 2;
     } else {
       error->all(FLERR, std::string("Illegal pair_style bnn command: unknown keyword ") + arg[iarg] +
-                            "; expected: pair_style bnn [device cpu|cuda|auto]");
+                            "; expected: pair_style bnn [device cpu|cuda|auto] [ghosts auto|images|shell]");
     }
   }
 }
@@ -174,15 +182,30 @@ void PairBNN::init_style()
   if (!evaluator) error->all(FLERR, "pair_style bnn needs a pair_coeff * * model.pth <elements> command");
   if (force->newton_pair == 0) error->all(FLERR, "Pair style bnn requires newton pair on");
   if (atom->tag_enable == 0) error->all(FLERR, "Pair style bnn requires atom IDs");
-  neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
-  // message passing over L layers needs every atom within L x cutoff of a local atom
-  const double needed = num_layers * cutoff + neighbor->skin;
-  if (comm->cutghostuser < needed) {
-    comm->cutghostuser = needed;
-    if (comm->me == 0)
-      utils::logmesg(lmp, "pair_style bnn: ghost cutoff set to {:.4g} ({} layers x cutoff + skin)\n", needed,
-                     num_layers);
+  if (ghost_mode == "images" && comm->nprocs > 1)
+    error->all(FLERR, "pair_style bnn ghosts images needs one MPI rank (every ghost an image of an owned atom), "
+                      "this run has {}; use ghosts auto or shell", comm->nprocs);
+  const bool images = ghost_mode == "images" || (ghost_mode == "auto" && comm->nprocs == 1);
+  if (images) {
+    // one rank: the model's graph is the local atoms with periodic shifts; the neighbours within one
+    // cutoff are all it needs (the standard ghost cutoff)
+    neighbor->add_request(this, NeighConst::REQ_FULL);
+    if (comm->me == 0 && !use_images)
+      utils::logmesg(lmp, "pair_style bnn: ghosts images: each ghost is mapped onto the atom it is an image of "
+                          "(edges carry the periodic shift; the model sees {} nodes, not the ghost shell)\n",
+                     atom->natoms);
+  } else {
+    neighbor->add_request(this, NeighConst::REQ_FULL | NeighConst::REQ_GHOST);
+    // message passing over L layers needs every atom within L x cutoff of a local atom
+    const double needed = num_layers * cutoff + neighbor->skin;
+    if (comm->cutghostuser < needed) {
+      comm->cutghostuser = needed;
+      if (comm->me == 0)
+        utils::logmesg(lmp, "pair_style bnn: ghost cutoff set to {:.4g} ({} layers x cutoff + skin)\n", needed,
+                       num_layers);
+    }
   }
+  use_images = images;
   comm_reverse = 3 * k;
   check_masses();
 }
@@ -255,20 +278,28 @@ double PairBNN::init_one(int i, int j)
   return cutoff;
 }
 
-void PairBNN::compute(int eflag, int vflag)
+void PairBNN::check_same_place(int i, int j, double r2)
 {
-  ev_init(eflag, vflag);
-  if (vflag_atom) error->all(FLERR, "pair_style bnn does not compute per-atom virials");
+  if (r2 < bnnmd::kSamePlace * bnnmd::kSamePlace)
+    error->one(FLERR, "pair_style bnn: atoms {} and {} (atom IDs{}) are at the same place (distance {:.3g}) "
+                      "at step {}: a radius graph needs distinct positions; remove the duplicate atom "
+                      "(e.g. delete_atoms overlap 0.1 all all)",
+               atom->tag[i], atom->tag[j],
+               j >= atom->nlocal ? ", the second a periodic image or another rank's atom" : "", std::sqrt(r2),
+               update->ntimestep);
+}
 
+/* ghosts shell: directed edges (centre i, neighbour j) over local and ghost atoms; ghosts sit at their
+   image positions, so every shift is zero. Only what the local energies depend on is kept: atoms within
+   L hops of a local atom (graph distance, breadth first) and the edges into atoms within L - 1 hops.
+   Locals keep indices 0 .. nlocal-1; the kept ghosts follow. */
+void PairBNN::build_graph_shell(std::vector<double> &pos, std::vector<int64_t> &types,
+                                std::vector<int64_t> &edges, std::vector<double> &shifts, std::vector<int> &old_of)
+{
   double **x = atom->x;
-  double **f = atom->f;
-  int *type = atom->type;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
   const double cutsq_model = cutoff * cutoff;
-
-  // directed edges (centre i, neighbour j) over local and ghost atoms; ghosts sit at their
-  // image positions, so every shift is zero
   std::vector<int64_t> centre, neigh;
   const int n_i = list->inum + list->gnum;
   for (int ii = 0; ii < n_i; ii++) {
@@ -278,49 +309,105 @@ void PairBNN::compute(int eflag, int vflag)
       const int j = jlist[jj] & NEIGHMASK;
       const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
       const double r2 = dx * dx + dy * dy + dz * dz;
-      if (r2 < bnnmd::kSamePlace * bnnmd::kSamePlace)
-        error->one(FLERR, "pair_style bnn: atoms {} and {} (atom IDs{}) are at the same place (distance {:.3g}) "
-                          "at step {}: a radius graph needs distinct positions; remove the duplicate atom "
-                          "(e.g. delete_atoms overlap 0.1 all all)",
-                   atom->tag[i], atom->tag[j], j >= nlocal ? ", the second a periodic image or another rank's atom" : "",
-                   std::sqrt(r2), update->ntimestep);
+      check_same_place(i, j, r2);
       if (r2 < cutsq_model) {
         centre.push_back(i);
         neigh.push_back(j);
       }
     }
   }
-  // Keep only what the local energies depend on: atoms within L hops of a local atom (graph
-  // distance, breadth first) and the edges into atoms within L - 1 hops. Locals keep indices
-  // 0 .. nlocal-1; the kept ghosts follow.
   const std::vector<int> hop = bnnmd::hops_from_local(nall, nlocal, centre.data(), neigh.data(),
                                                       static_cast<int64_t>(centre.size()), num_layers);
-  std::vector<int> old_of, new_of(nall, -1);
+  std::vector<int> new_of(nall, -1);
+  old_of.clear();
   for (int i = 0; i < nall; i++)
     if (hop[i] <= num_layers) {
       new_of[i] = static_cast<int>(old_of.size());
       old_of.push_back(i);
     }
   const int m = static_cast<int>(old_of.size());
-  std::vector<double> pos(3 * static_cast<size_t>(m));
-  std::vector<int64_t> types(m);
+  pos.resize(3 * static_cast<size_t>(m));
+  types.resize(m);
   for (int a = 0; a < m; a++) {
     const int i = old_of[a];
-    pos[3 * a] = x[i][0];
-    pos[3 * a + 1] = x[i][1];
-    pos[3 * a + 2] = x[i][2];
-    types[a] = type_map[type[i]];
+    for (int c = 0; c < 3; c++) pos[3 * a + c] = x[i][c];
+    types[a] = type_map[atom->type[i]];
   }
-  std::vector<int64_t> kept_centre, kept_neigh;
+  std::vector<int64_t> kept_neigh;
+  edges.clear();
   for (size_t e = 0; e < centre.size(); e++)
     if (hop[centre[e]] <= num_layers - 1) {
-      kept_centre.push_back(new_of[centre[e]]);
+      edges.push_back(new_of[centre[e]]);
       kept_neigh.push_back(new_of[neigh[e]]);
     }
-  const int64_t ne = static_cast<int64_t>(kept_centre.size());
-  std::vector<int64_t> edges(kept_centre);
   edges.insert(edges.end(), kept_neigh.begin(), kept_neigh.end());
-  std::vector<double> shifts(3 * static_cast<size_t>(ne), 0.0);
+  shifts.assign(3 * kept_neigh.size(), 0.0);
+}
+
+/* ghosts images (one rank): the nodes are the local atoms; an edge to a ghost goes to the owned atom
+   it is an image of (atom->map of its tag), with the shift x_ghost - x_owner, as the ASE calculator's
+   periodic edges. An atom may neighbour several images of another (or of itself) in a small box. */
+void PairBNN::build_graph_images(std::vector<double> &pos, std::vector<int64_t> &types,
+                                 std::vector<int64_t> &edges, std::vector<double> &shifts, std::vector<int> &old_of)
+{
+  double **x = atom->x;
+  const int nlocal = atom->nlocal;
+  const double cutsq_model = cutoff * cutoff;
+  std::vector<int64_t> neigh;
+  edges.clear();
+  shifts.clear();
+  for (int ii = 0; ii < list->inum; ii++) {
+    const int i = list->ilist[ii];
+    const int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double r2 = dx * dx + dy * dy + dz * dz;
+      check_same_place(i, j, r2);
+      if (r2 >= cutsq_model) continue;
+      int o = j;
+      if (j >= nlocal) {
+        o = atom->map(atom->tag[j]);
+        if (o < 0 || o >= nlocal)
+          error->one(FLERR, "pair_style bnn ghosts images: atom {} has no owned copy on this rank; use ghosts "
+                            "shell", atom->tag[j]);
+      }
+      edges.push_back(i);
+      neigh.push_back(o);
+      shifts.push_back(x[j][0] - x[o][0]);
+      shifts.push_back(x[j][1] - x[o][1]);
+      shifts.push_back(x[j][2] - x[o][2]);
+    }
+  }
+  edges.insert(edges.end(), neigh.begin(), neigh.end());
+  old_of.resize(nlocal);
+  pos.resize(3 * static_cast<size_t>(nlocal));
+  types.resize(nlocal);
+  for (int i = 0; i < nlocal; i++) {
+    old_of[i] = i;
+    for (int c = 0; c < 3; c++) pos[3 * i + c] = x[i][c];
+    types[i] = type_map[atom->type[i]];
+  }
+}
+
+void PairBNN::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (vflag_atom) error->all(FLERR, "pair_style bnn does not compute per-atom virials");
+
+  double **f = atom->f;
+  const int nlocal = atom->nlocal;
+  const int nall = nlocal + atom->nghost;
+
+  std::vector<double> pos, shifts;
+  std::vector<int64_t> types, edges;
+  std::vector<int> old_of;  // the LAMMPS index of each node
+  if (use_images)
+    build_graph_images(pos, types, edges, shifts, old_of);
+  else
+    build_graph_shell(pos, types, edges, shifts, old_of);
+  const int m = static_cast<int>(old_of.size());
+  const int64_t ne = static_cast<int64_t>(edges.size() / 2);
 
   bnnmd::SampleOutput s;
   try {

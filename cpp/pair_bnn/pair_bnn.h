@@ -57,6 +57,20 @@ class PairBNN : public Pair {
   std::vector<double> warned_mass;        // the mass a type was last warned about (no repeat per run)
   bool rmass_logged = false;              // "per-atom masses: not checked" said once
 
+  // how atoms beyond the rank's own reach the model: "shell" passes the ghost atoms within L x cutoff
+  // as nodes (any number of ranks); "images" maps every ghost onto the owned atom it is an image of and
+  // gives the edge the image's shift (one rank: N nodes for N atoms, as the ASE calculator); "auto":
+  // images on one rank, shell otherwise. use_images is the choice made in init_style.
+  std::string ghost_mode;
+  bool use_images = false;
+  // the model's graph of this step: node positions/types, directed edges (centres, then neighbours),
+  // edge shifts, and the LAMMPS index of each node (compute())
+  void build_graph_shell(std::vector<double> &pos, std::vector<int64_t> &types, std::vector<int64_t> &edges,
+                         std::vector<double> &shifts, std::vector<int> &old_of);
+  void build_graph_images(std::vector<double> &pos, std::vector<int64_t> &types, std::vector<int64_t> &edges,
+                          std::vector<double> &shifts, std::vector<int> &old_of);
+  void check_same_place(int i, int j, double r2);
+
   std::unique_ptr<bnnmd::Evaluator> evaluator;
   std::string model_file, device_request, device_used;
   std::vector<int> type_map;  // LAMMPS type (1..ntypes) -> model type index
