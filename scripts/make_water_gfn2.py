@@ -53,8 +53,6 @@ import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa, _Nav
 
-from bnnmd._files import jsonable, write_atomic
-
 REPO = Path(__file__).resolve().parents[1]
 LMP = Path(sys.executable).parent / "lmp"
 
@@ -80,6 +78,31 @@ SCF_TRIES = (  # (max_iterations, mixer_damping); the electronic temperature is 
 
 def log(msg: str) -> None:
     print(msg, flush=True)
+
+
+def write_atomic(path: Path, data) -> Path:
+    """Write ``data`` (str or bytes) to ``path`` through a temporary file and a rename (no torn files).
+
+    (Not bnnmd._files.write_atomic: importing bnnmd loads torch, seconds per run of the CI test.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json(x) -> str:
+    return json.dumps(x, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
 
 
 # ---- MD sampling -------------------------------------------------------------------------------
@@ -550,7 +573,7 @@ def main(argv=None) -> int:
         summary[name] = statistics(frames)
         fails = ldir / f"{name}.failures.jsonl"
         summary[name]["skipped_frames"] = len(fails.read_text().splitlines()) if fails.exists() else 0
-        log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {json.dumps(jsonable(summary[name]))}")
+        log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {json.dumps(json.loads(_json(summary[name])))}")
     all_t = [json.loads(line) for line in (ldir / "timings.jsonl").read_text().splitlines()] \
         if (ldir / "timings.jsonl").exists() else []
     if all_t:
@@ -559,7 +582,7 @@ def main(argv=None) -> int:
                                             min=float(sec.min()), max=float(sec.max()))
     summary["this_run_wall_seconds"] = time.time() - t_start
     summary["settings"] = settings
-    write_atomic(args.work / "summary.json", json.dumps(jsonable(summary), indent=1))
+    write_atomic(args.work / "summary.json", _json(summary))
     log(f"done in {time.time() - t_start:.1f} s; summary in {args.work / 'summary.json'}")
     return 0
 

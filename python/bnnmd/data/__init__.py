@@ -29,16 +29,23 @@ from bnnmd.data._statistics import (
 )
 from bnnmd.data._types import TypeMapper
 
-#: Real data shipped with bnnmd (see ``_bundled/PROVENANCE.md``).
-BUNDLED = ("rmd17_ethanol_train", "rmd17_ethanol_test")
+#: Real data shipped with bnnmd (see ``_bundled/PROVENANCE.md``): name -> file in ``_bundled``.
+_BUNDLED_FILES = {
+    "rmd17_ethanol_train": "rmd17_ethanol_train.npz",
+    "rmd17_ethanol_test": "rmd17_ethanol_test.npz",
+    "water_gfn2_train": "water_gfn2_train.extxyz.gz",  # 32 H2O, periodic, GFN2-xTB, strained cells
+    "water_gfn2_test": "water_gfn2_test.extxyz.gz",
+    "water_gfn2_ood": "water_gfn2_ood.extxyz.gz",  # hot (600-1000 K) and compressed frames
+}
+BUNDLED = tuple(_BUNDLED_FILES)
 
 
 def bundled_path(name: str) -> Path:
     """Path of a bundled data file, e.g. ``bundled_path("rmd17_ethanol_train")``."""
-    if name not in BUNDLED:
+    if name not in _BUNDLED_FILES:
         raise DataError(f"unknown bundled dataset {name!r}", field="name",
                         fix=f"use one of {', '.join(BUNDLED)}")
-    return Path(str(resources.files("bnnmd.data") / "_bundled" / f"{name}.npz"))
+    return Path(str(resources.files("bnnmd.data") / "_bundled" / _BUNDLED_FILES[name]))
 
 
 def resolve_data_path(spec: str) -> Path:
