@@ -163,6 +163,27 @@ def parse_single_point(tmp_path, r):
 
 
 # ---- periodic data with stresses ----
+def strained(atoms, a, b, eps):
+    """A copy of ``atoms`` under the symmetric strain with component (a, b) = (b, a) = eps/2 off the
+    diagonal, eps on it: ``d E / d eps = V stress[a, b] = -W[a, b]`` (ASE's sign). Keeps the calculator."""
+    f = np.eye(3)
+    if a == b:
+        f[a, a] += eps
+    else:
+        f[a, b] += eps / 2
+        f[b, a] += eps / 2
+    out = atoms.copy()
+    out.calc = atoms.calc
+    out.set_cell(atoms.cell.array @ f.T, scale_atoms=True)
+    return out
+
+
+def strain_derivative(atoms, a, b, eps=1e-5):
+    """``dE/d eps_ab`` of ``atoms`` (with a calculator) by central differences of :func:`strained`."""
+    return (strained(atoms, a, b, eps).get_potential_energy()
+            - strained(atoms, a, b, -eps).get_potential_energy()) / (2 * eps)
+
+
 def emt_extxyz(path, n_frames=24, seed=0):
     """Cu/Al crystals of 4, 6 and 8 atoms in strained (triclinic) cells, rattled, labelled by ASE's EMT
     (energy, forces, stress in eV, eV/A, eV/A^3), written as one extxyz: a mixed-size periodic set."""

@@ -13,7 +13,7 @@ from bnnmd.data import bundled_dataset
 from bnnmd.deploy import export
 from bnnmd.nn.testing import random_periodic_atoms
 
-from helpers import BIN, ENV, LMP, MPIRUN, SPECORDER, run_lammps, write_samples
+from helpers import BIN, ENV, LMP, MPIRUN, SPECORDER, run_lammps, strained, write_samples
 
 # LAMMPS's nktv2p: pressure unit per (energy unit / A^3) of each style
 NKTV2P = {"real": 68568.415, "metal": 1.6021765e6}
@@ -75,19 +75,6 @@ print "SP {i} $(v_e:%.15g) $(c_pv[1]:%.15g) $(c_pv[2]:%.15g) $(c_pv[3]:%.15g) $(
     rows = re.findall(r"^SP (\d+) (.+)$", r.stdout, re.M)
     assert [int(i) for i, _ in rows] == list(range(len(configs)))
     return np.array([[float(x) for x in v.split()] for _, v in rows])
-
-
-def strained(atoms, a, b, eps):
-    """``atoms`` under the symmetric strain with component (a, b) = (b, a) = eps (eps on the diagonal)."""
-    f = np.eye(3)
-    if a == b:
-        f[a, a] += eps
-    else:
-        f[a, b] += eps / 2
-        f[b, a] += eps / 2
-    out = atoms.copy()
-    out.set_cell(atoms.cell.array @ f.T, scale_atoms=True)
-    return out
 
 
 @pytest.mark.parametrize("units_style,nprocs,fmt", [
