@@ -278,6 +278,31 @@ double PairBNN::init_one(int i, int j)
   return cutoff;
 }
 
+/* The directed edges (centre i, neighbour j) shorter than the model's cutoff, over the first n_centres
+   atoms of the neighbour list (its locals, then its ghosts), j as LAMMPS indexes it; two atoms at the
+   same place stop the run. */
+void PairBNN::edges_within_cutoff(int n_centres, std::vector<int64_t> &centre, std::vector<int64_t> &neigh)
+{
+  double **x = atom->x;
+  const double cutsq_model = cutoff * cutoff;
+  centre.clear();
+  neigh.clear();
+  for (int ii = 0; ii < n_centres; ii++) {
+    const int i = list->ilist[ii];
+    const int *jlist = list->firstneigh[i];
+    for (int jj = 0; jj < list->numneigh[i]; jj++) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
+      const double r2 = dx * dx + dy * dy + dz * dz;
+      check_same_place(i, j, r2);
+      if (r2 < cutsq_model) {
+        centre.push_back(i);
+        neigh.push_back(j);
+      }
+    }
+  }
+}
+
 void PairBNN::check_same_place(int i, int j, double r2)
 {
   if (r2 < bnnmd::kSamePlace * bnnmd::kSamePlace)
@@ -299,23 +324,8 @@ void PairBNN::build_graph_shell(std::vector<double> &pos, std::vector<int64_t> &
   double **x = atom->x;
   const int nlocal = atom->nlocal;
   const int nall = nlocal + atom->nghost;
-  const double cutsq_model = cutoff * cutoff;
   std::vector<int64_t> centre, neigh;
-  const int n_i = list->inum + list->gnum;
-  for (int ii = 0; ii < n_i; ii++) {
-    const int i = list->ilist[ii];
-    const int *jlist = list->firstneigh[i];
-    for (int jj = 0; jj < list->numneigh[i]; jj++) {
-      const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      const double r2 = dx * dx + dy * dy + dz * dz;
-      check_same_place(i, j, r2);
-      if (r2 < cutsq_model) {
-        centre.push_back(i);
-        neigh.push_back(j);
-      }
-    }
-  }
+  edges_within_cutoff(list->inum + list->gnum, centre, neigh);
   const std::vector<int> hop = bnnmd::hops_from_local(nall, nlocal, centre.data(), neigh.data(),
                                                       static_cast<int64_t>(centre.size()), num_layers);
   std::vector<int> new_of(nall, -1);
@@ -352,32 +362,20 @@ void PairBNN::build_graph_images(std::vector<double> &pos, std::vector<int64_t> 
 {
   double **x = atom->x;
   const int nlocal = atom->nlocal;
-  const double cutsq_model = cutoff * cutoff;
   std::vector<int64_t> neigh;
-  edges.clear();
-  shifts.clear();
-  for (int ii = 0; ii < list->inum; ii++) {
-    const int i = list->ilist[ii];
-    const int *jlist = list->firstneigh[i];
-    for (int jj = 0; jj < list->numneigh[i]; jj++) {
-      const int j = jlist[jj] & NEIGHMASK;
-      const double dx = x[j][0] - x[i][0], dy = x[j][1] - x[i][1], dz = x[j][2] - x[i][2];
-      const double r2 = dx * dx + dy * dy + dz * dz;
-      check_same_place(i, j, r2);
-      if (r2 >= cutsq_model) continue;
-      int o = j;
-      if (j >= nlocal) {
-        o = atom->map(atom->tag[j]);
-        if (o < 0 || o >= nlocal)
-          error->one(FLERR, "pair_style bnn ghosts images: atom {} has no owned copy on this rank; use ghosts "
-                            "shell", atom->tag[j]);
-      }
-      edges.push_back(i);
-      neigh.push_back(o);
-      shifts.push_back(x[j][0] - x[o][0]);
-      shifts.push_back(x[j][1] - x[o][1]);
-      shifts.push_back(x[j][2] - x[o][2]);
+  edges_within_cutoff(list->inum, edges, neigh);
+  shifts.resize(3 * neigh.size());
+  for (size_t e = 0; e < neigh.size(); e++) {
+    const int j = static_cast<int>(neigh[e]);
+    int o = j;
+    if (j >= nlocal) {
+      o = atom->map(atom->tag[j]);
+      if (o < 0 || o >= nlocal)
+        error->one(FLERR, "pair_style bnn ghosts images: atom {} has no owned copy on this rank; use ghosts "
+                          "shell", atom->tag[j]);
     }
+    for (int c = 0; c < 3; c++) shifts[3 * e + c] = x[j][c] - x[o][c];
+    neigh[e] = o;
   }
   edges.insert(edges.end(), neigh.begin(), neigh.end());
   old_of.resize(nlocal);

@@ -69,6 +69,7 @@ class PairBNN : public Pair {
                          std::vector<double> &shifts, std::vector<int> &old_of);
   void build_graph_images(std::vector<double> &pos, std::vector<int64_t> &types, std::vector<int64_t> &edges,
                           std::vector<double> &shifts, std::vector<int> &old_of);
+  void edges_within_cutoff(int n_centres, std::vector<int64_t> &centre, std::vector<int64_t> &neigh);
   void check_same_place(int i, int j, double r2);
 
   std::unique_ptr<bnnmd::Evaluator> evaluator;
