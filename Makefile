@@ -48,3 +48,10 @@ demo: install
 
 clean:
 	rm -rf build $(PYTHON_ENV) .pytest_cache
+
+# cp312 wheels of what the GPU machine lacks, slimmed to fit the device tool's 64 MiB carry, into
+# bench/.gpu-wheels (git-ignored); there: python3 bench/gpu_check.py --out $OUT (docs/benchmarks.md, GPU check)
+.PHONY: gpu-wheels
+gpu-wheels:
+	@test -x $(PY) || { echo "gpu-wheels: run make install first (the wheels are pinned to its versions)"; exit 1; }
+	$(PY) bench/gpu_check.py fetch-wheels
