@@ -76,10 +76,11 @@ PHASES = ("setup", "tests", "timings", "training")
 #: machine has). A package missing or at another version is installed from the carried wheel; "lammps" ones only
 #: matter for the LAMMPS parts.
 NEEDS = [
-    ("e3nn", "==0.6.0", "core"), ("opt_einsum_fx", ">=0.1.4", "core"), ("ase", ">=3.23", "core"),
-    ("vesin", ">=0.6", "core"), ("typing_extensions", ">=4.13.1", "core"), ("pybind11", ">=2.12", "build"),
-    ("scikit_build_core", ">=0.10", "build"), ("pytest", ">=8", "tests"), ("pluggy", ">=1.5", "tests"),
-    ("iniconfig", ">=1", "tests"), ("lammps", "==2025.7.22.4.0", "lammps"), ("mpich", ">=4", "lammps"),
+    ("e3nn", "==0.6.0", "core"), ("opt_einsum_fx", ">=0.1.4", "core"), ("opt_einsum", ">=3", "core"),
+    ("ase", ">=3.23", "core"), ("vesin", ">=0.6", "core"), ("typing_extensions", ">=4.13.1", "core"),
+    ("pybind11", ">=2.12", "build"), ("scikit_build_core", ">=0.10", "build"), ("pathspec", ">=0.10.1", "build"),
+    ("pytest", ">=8", "tests"), ("pluggy", ">=1.5", "tests"), ("iniconfig", ">=1", "tests"),
+    ("pygments", ">=2.7.2", "tests"), ("lammps", "==2025.7.22.4.0", "lammps"), ("mpich", ">=4", "lammps"),
 ]
 #: on the GPU machine already (checked, never carried: too large, or torch's own)
 PRESENT = [("torch", ">=2.4"), ("numpy", ">=1.24"), ("scipy", ">=1.10"), ("pyyaml", ">=6"), ("packaging", ">=20")]
@@ -99,6 +100,23 @@ def one_line(text: str, limit: int = 300) -> str:
 
 def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
+
+
+#: log lines that say what went wrong (pip's own wrappers around a failed build say nothing)
+ERROR_LINE = re.compile(r"(CMake Error|error:|Error:|Error\b|ERROR|FAILED|undefined reference|No such file|"
+                        r"not found|ModuleNotFoundError|ImportError)")
+PIP_NOISE = ("subprocess-exited-with-error", "metadata-generation-failed", "This error originates",
+             "See above for output", "is an issue with the package", "Encountered error while", "exit code:")
+
+
+def error_lines(path: Path, n: int = 2) -> str:
+    """The last ``n`` informative error lines of a log (else its last 3 lines), as one line."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [l.strip() for l in lines if ERROR_LINE.search(l) and not any(x in l for x in PIP_NOISE)]
+    return one_line(" | ".join(found[-n:] if found else [l.strip() for l in lines[-3:]]))
 
 
 def tail(path: Path, n: int = 15) -> str:
@@ -261,7 +279,7 @@ try:
     out.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        out.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1))
+        out.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), gpu_capability=f"{p.major}.{p.minor}")
 except Exception as exc:
     out["torch_error"] = f"{type(exc).__name__}: {exc}"
 try:
@@ -294,8 +312,9 @@ def tool_version(cmd: List[str]) -> Optional[str]:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
-    lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
-    return lines[-1].strip() if r.returncode == 0 and lines else None
+    lines = [l.strip() for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+    named = [l for l in lines if re.search(r"version|release", l, re.I)]
+    return (named or lines)[0] if r.returncode == 0 and lines else None
 
 
 def find_nvcc() -> Optional[str]:
@@ -358,7 +377,7 @@ def phase_setup(a, out: Path, cap: float) -> Dict:
         res["wheel_install_s"] = r["wall_s"]
         if r["rc"] != 0:
             return {**res, "status": "failed", "reason": f"pip install of the carried wheels exited {r['rc']}"
-                    f"{' (time cap)' if r['timed_out'] else ''}: " + one_line(tail(log_path, 3))}
+                    f"{' (time cap)' if r['timed_out'] else ''}: " + error_lines(log_path)}
         res["installed"] = [w.name for w in to_install]
     now = probe() if to_install else before
     built = ("bnnmd" in now and now.get("bnnmd_torch") == now.get("torch")
@@ -370,19 +389,26 @@ def phase_setup(a, out: Path, cap: float) -> Dict:
         return res
     env = child_env()
     env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(os.cpu_count() or 2)
-    if nvcc:
-        env.setdefault("CUDACXX", nvcc)
-        env.setdefault("CUDA_HOME", str(Path(nvcc).parents[1]))
-    if now.get("cuda_available"):
-        env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")  # Hopper (H100/H200); torch's CMake asks otherwise
+    defines = []
+    if nvcc and now.get("torch_cuda"):
+        # a CUDA torch's CMake config enables CUDA (FindCUDA, then enable_language(CUDA)): point it at nvcc
+        root = str(Path(nvcc).parents[1])
+        env.update(CUDACXX=nvcc, CUDA_HOME=root, CUDA_PATH=root, PATH=f"{Path(nvcc).parent}:{env.get('PATH', '')}")
+        defines += [f"-Ccmake.define.CMAKE_CUDA_COMPILER={nvcc}", f"-Ccmake.define.CUDA_TOOLKIT_ROOT_DIR={root}"]
+        cap = now.get("gpu_capability")
+        if cap:  # the lent GPUs are Hopper (9.0); torch's CMake otherwise asks the driver or builds for many
+            env.setdefault("TORCH_CUDA_ARCH_LIST", cap)
+            defines.append(f"-Ccmake.define.CMAKE_CUDA_ARCHITECTURES={cap.replace('.', '')}")
+    elif now.get("torch_cuda"):
+        res["notes"].append("torch is a CUDA build but no nvcc was found: its CMake config will not find CUDA")
     log(f"building bnnmd against torch {now.get('torch')} (pip install --no-build-isolation -e .; log: {log_path})")
     r = run_logged([sys.executable, "-m", "pip", "install", "--no-index", "--no-build-isolation", "--no-deps",
-                    "--disable-pip-version-check", "-Cbuild-dir=build/gpu-check", "-e", "."], log_path,
+                    "--disable-pip-version-check", f"-Cbuild-dir={a.build_dir}", *defines, "-e", "."], log_path,
                    t_end - time.monotonic(), env=env)
     res["build_s"] = r["wall_s"]
     if r["rc"] != 0:
         return {**res, "status": "failed", "reason": f"building bnnmd exited {r['rc']}"
-                f"{' at the time cap' if r['timed_out'] else ''}: " + one_line(tail(log_path, 4))}
+                f"{' at the time cap' if r['timed_out'] else ''} (setup.log): " + error_lines(log_path)}
     now = probe()
     res["probe"] = now
     if "bnnmd" not in now:
@@ -400,7 +426,7 @@ def phase_tests(a, out: Path, cap: float) -> Dict:
     import xml.etree.ElementTree as ET
 
     junit = out / "tests_junit.xml"
-    r = run_logged([sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q", "-rfEs",
+    r = run_logged([sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-v", "-rfEs",
                     "-p", "no:cacheprovider", f"--junitxml={junit}"], out / "tests.log", cap, env=child_env())
     res: Dict = {"command": "pytest -m cuda tests/test_cuda.py", "rc": r["rc"], "wall_s": r["wall_s"]}
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
@@ -417,6 +443,13 @@ def phase_tests(a, out: Path, cap: float) -> Dict:
                 skips.add(one_line(case.find("skipped").get("message") or "", 200))
             else:
                 counts["passed"] += 1
+    else:  # stopped before pytest wrote its report: the verbose lines it printed so far
+        for m in re.finditer(r"^tests/test_cuda\.py::(\S+) (PASSED|FAILED|SKIPPED|ERROR)", (out / "tests.log").read_text(),
+                             re.M):
+            key = {"PASSED": "passed", "FAILED": "failed", "SKIPPED": "skipped", "ERROR": "errors"}[m.group(2)]
+            counts[key] += 1
+            if key in ("failed", "errors"):
+                failures.append(m.group(1))
     res.update(counts, failures=failures, skip_reasons=sorted(skips))
     if r["timed_out"]:
         res.update(status="failed", reason=f"pytest stopped at its time cap ({cap:.0f} s) after "
@@ -480,10 +513,10 @@ def lammps_rates(workdir: Path, runs, device: str, timeout: float) -> Dict[str, 
     blocks = []
     for name, data, model, steps, warm in runs:
         blocks.append(
-            f"clear\nunits real\natom_style atomic\natom_modify map yes\nread_data {data}\n"
-            f"pair_style bnn device {device}\npair_coeff * * {model} C H O\nthermo_style custom step pe\nthermo 10\n"
-            "velocity all create 300 1 mom yes rot yes\nfix 1 all nve\ntimestep 0.5\n"
-            f'print "BNNCHECK BEGIN {name}"\nrun {warm}\nrun {steps}\nprint "BNNCHECK END {name}"\n')
+            f'clear\nprint "BNNCHECK BEGIN {name}"\nunits real\natom_style atomic\natom_modify map yes\n'
+            f"read_data {data}\npair_style bnn device {device}\npair_coeff * * {model} C H O\n"
+            "thermo_style custom step pe\nthermo 10\nvelocity all create 300 1 mom yes rot yes\nfix 1 all nve\n"
+            f'timestep 0.5\nrun {warm}\nrun {steps}\nprint "BNNCHECK END {name}"\n')
     (workdir / "in.lmp").write_text("".join(blocks))
     cmd = [str(Path(sys.executable).parent / "lmp"), "-in", "in.lmp", "-log", "none"]
     t0 = time.perf_counter()
@@ -760,7 +793,7 @@ def phase_child(a, out: Path, name: str, cap: float, device: str, models: Option
                    f"measurements: see {name}.log")
     elif r["rc"] != 0:
         res.update(status="failed", reason=f"exited {r['rc']} after {len(measured)} measurements: "
-                   + one_line(tail(out / f"{name}.log", 3)))
+                   + error_lines(out / f"{name}.log"))
     elif bad:
         res.update(status="failed", reason=f"{len(bad)} of {len(rows)} measurements failed; first: "
                    + one_line(f"{bad[0].get('system', bad[0].get('dataset', ''))} k={bad[0].get('k', '')} "
@@ -810,10 +843,10 @@ def markdown(result: Dict) -> str:
         return "-"
 
     systems = list(dict.fromkeys((r["system"], r["atoms"]) for r in rows if r["kind"] in ("calls", "lammps")))
-    for kind, title, key in (("calls", "C++ evaluator calls per second (float64; neighbour list not timed)",
-                              "calls_per_s"),
-                             ("lammps", "LAMMPS steps per second (1 rank, NVE, pair_style bnn device "
-                              f"{rows[0]['device'] if rows else '-'})", "steps_per_s")):
+    tables = (("calls", "C++ evaluator calls per second (float64; neighbour list not timed)", "calls_per_s"),
+              ("lammps", "LAMMPS steps per second (1 rank, NVE, pair_style bnn device "
+               f"{rows[0]['device'] if rows else '-'})", "steps_per_s"))
+    for kind, title, key in [t for t in tables if any(r["kind"] == t[0] for r in rows)]:
         lines += ["", f"### {title}", "", "| system | atoms | format | k = 1 | k = 8 | k=8 / k=1 time |"
                   + (" GPU memory k=8 (GiB) |" if kind == "calls" else ""),
                   "|---|---:|---|---:|---:|---:|" + ("---:|" if kind == "calls" else "")]
@@ -874,6 +907,7 @@ def main(argv=None) -> int:
                    help="device cpu, tiny sizes, no .pt2 compile, no install when bnnmd is importable")
     p.add_argument("--pt2", action="store_true", help="--cpu-dry-run: compile and time the .pt2 too (slow on CPU)")
     p.add_argument("--wheels", type=Path, default=WHEELS, help="the carried wheels (default bench/.gpu-wheels)")
+    p.add_argument("--build-dir", default="build/gpu-check", help="CMake build folder of the setup's build")
     p.add_argument("--budget", type=float, default=None,
                    help=f"seconds for all phases (default {TOTAL_BUDGET_S}; --cpu-dry-run 300, with --pt2 600)")
     p.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ",".join(PHASES))
