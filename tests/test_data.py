@@ -355,6 +355,30 @@ def test_write_extxyz_round_trip(tmp_path):
     np.testing.assert_allclose(back.energy, molecules.energy, rtol=1e-9)
 
 
+def test_gzipped_extxyz_reads_as_the_plain_file(tmp_path):
+    """A .gz text file is read from memory (bnnmd's fast path), equal to the plain file and to
+    ASE's own reading of the .gz; an index and an explicit format still apply."""
+    import gzip
+    import shutil
+
+    import ase.io
+
+    plain = tmp_path / "mixed.extxyz"
+    ase.io.write(plain, _periodic_frames(), format="extxyz")
+    packed = tmp_path / "mixed.extxyz.gz"
+    with open(plain, "rb") as src, gzip.open(packed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    a, b = read_ase(plain), read_ase(packed)
+    for name in ("atomic_numbers", "n_atoms", "positions", "energy", "forces", "stress", "cell", "pbc"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(a, name))
+    assert len(ase.io.read(packed, index=":")) == len(b)
+    last = read_ase(packed, index=-1)
+    assert list(last.n_atoms) == [9] and last.stress is not None
+    renamed = tmp_path / "mixed.dat.gz"  # the inner name says nothing: the format is given
+    shutil.copy(packed, renamed)
+    np.testing.assert_array_equal(read_ase(renamed, format="extxyz").forces, a.forces)
+
+
 def test_stress_errors(tmp_path):
     import ase.io
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import zipfile
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import ase.io
+import ase.io.formats
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.stress import voigt_6_to_full_3x3_stress
@@ -153,7 +155,8 @@ def read_ase(path: PathLike, index: Union[str, int, slice] = ":", format: Option
     """
     path = _check_file(path)
     try:
-        frames = ase.io.read(str(path), index=index, format=format)
+        source, fmt = _ase_source(path, format)
+        frames = ase.io.read(source, index=index, format=fmt)
     except Exception as exc:  # ASE raises many types for unreadable files
         raise DataError(f"could not be read by ase.io.read ({type(exc).__name__}: {exc})", file=path,
                         fix="check the format (pass format='extxyz', 'db', ...) and the file contents") from None
@@ -195,6 +198,23 @@ def read_ase(path: PathLike, index: Union[str, int, slice] = ":", format: Option
         energy_unit=energy_unit, length_unit=length_unit, source=str(path),
         stress=np.array(stresses) if all(has_s) else None,
     )
+
+
+def _ase_source(path: Path, format: Optional[str]):
+    """``(file, format)`` for :func:`ase.io.read`. A gzipped text file is decompressed in memory
+    first: ASE reads ``.gz`` through seeks in the compressed stream, 17x slower for the bundled
+    water (9.4 s against 0.54 s for 300 frames)."""
+    if Path(path).suffix != ".gz":
+        return str(path), format
+    try:
+        fmt = format or ase.io.formats.filetype(Path(path).name[:-3], read=False)
+        text = not ase.io.formats.ioformats[fmt].isbinary
+    except Exception:  # an inner name ASE cannot place: let ASE look at the file itself
+        return str(path), format
+    if text:
+        with gzip.open(path, "rt") as fh:
+            return io.StringIO(fh.read()), fmt
+    return str(path), format
 
 
 def write_extxyz(dataset: AtomicDataset, path: PathLike) -> Path:
