@@ -283,14 +283,14 @@ def _tail(path: Path, n: int) -> str:
 
 # ---- nequip: config, training, prediction ---------------------------------------------------
 def stress_loss_coeffs(train_ds, kind: str) -> Dict[str, float]:
-    """nequip's loss weights on the periodic set (``--nequip-loss``), forces = 1:
+    """nequip's loss weights on the periodic set (``--nequip-loss``):
 
     * ``default``: nequip's documented ``EnergyForceStressLoss`` defaults, 1 : 1 : 1 on the MSE of
       the per-atom energy, the force components and the stress components (in eV and A the force
       term then dominates);
-    * ``balanced``: 1 / target^2 at 1 meV/atom, 0.05 eV/A and 0.05 GPa, so that each term counts
+    * ``balanced`` (forces = 1): 1 / target^2 at 1 meV/atom, 0.05 eV/A and 0.05 GPa, so that each term counts
       the same at errors a user would accept here;
-    * ``variance``: 1 / (label variance on the training frames). Measured 2026-12-07: the per-atom
+    * ``variance``: 1 / (label variance on the training frames), the largest = 1. Measured 2026-12-07: the per-atom
       energy varies so little between frames that the forces got 4.5e-5 of the energy's weight and
       nequip reached a force MAE of 0.147 eV/A (bench/results/peer_nequip_water_a.json); kept only
       to reproduce that run.
@@ -583,11 +583,8 @@ def new_recipe_keys() -> Dict[str, bool]:
     return have
 
 
-def bnnmd_config(method: str, arch, split_path: Path, args, keys: Dict[str, bool], steps_per_epoch: int):
-    from bnnmd.data import Split
+def bnnmd_config(method: str, arch, split, split_path: Path, args, keys: Dict[str, bool], steps_per_epoch: int):
     from bnnmd.train import TrainConfig
-
-    split = Split.load(split_path)
 
     use = USE_NEW_RECIPE_KEYS is not False
     adam = {"lr": ADAM_LR, "lr_factor": LR_FACTOR, "lr_patience": LR_PATIENCE, "min_lr": MIN_LR,
@@ -598,19 +595,13 @@ def bnnmd_config(method: str, arch, split_path: Path, args, keys: Dict[str, bool
              "warm_start_fraction": args.warm_start_fraction if use else 0.0}
     if args.warm_start_shared:
         sghmc["warm_start_shared"] = True
-    ds = DATASETS[args.dataset]
-    if args.dataset == "water":
-        from bnnmd.data import bundled_path
-
-        data = {"train": str(bundled_path(ds["train"])), "test": str(bundled_path(ds["test"])),
-                "protocol": "random", "split": str(split_path), "n_train": int(len(split.train.indices)),
-                "n_val": int(len(split.val.indices))}
-    else:
-        data = {"train": str(TRAIN_FILE), "test": str(TEST_FILE), "protocol": "rmd17", "split": str(split_path)}
+    data = {"train": split.train.file, "test": split.test.file, "protocol": split.protocol, "split": str(split_path)}
+    if split.protocol == "random":  # the config asks for the counts; the split file gives the frames
+        data.update(n_train=len(split.train.indices), n_val=len(split.val.indices))
     training = {"batch_size": args.batch_size, "device": "cpu", "max_steps": 10 ** 9,
                 "time_limit": float(args.budget),  # sghmc: planned to end by 0.95 x this
                 "validate_every": steps_per_epoch, "checkpoint_every": 10 ** 9}
-    if ds["stress"]:
+    if DATASETS[args.dataset]["stress"]:
         training["stress_weight"] = 1.0
     d = {"method": method, "seed": args.seed, "dtype": args.dtype, "data": data, "model": dict(arch),
          "training": training, "sghmc": sghmc, "adam": adam}
@@ -657,9 +648,9 @@ def row_label(name: str, row: Dict[str, Any]) -> str:
     return ROW_LABELS[name]
 
 
-def _metric(rows, name, key, which="metrics"):
+def _metric(rows, name, key):
     r = rows.get(name, {})
-    return (r.get(which) or {}).get(key) if r.get("status") == "ok" else None
+    return (r.get("metrics") or {}).get(key) if r.get("status") == "ok" else None
 
 
 def targets(rows: Dict[str, Dict[str, Any]], stress: bool = False) -> Dict[str, Dict[str, Any]]:
@@ -669,9 +660,8 @@ def targets(rows: Dict[str, Dict[str, Any]], stress: bool = False) -> Dict[str, 
     pairs = [(nq, key, what) for nq in [n for n in rows if n.startswith("nequip")] or ["nequip"]
              for key, what in (("forces.mae", "force"), ("stress.mae", "stress")) if stress or key == "forces.mae"]
     for nq, key, what in pairs:
-        tname = f"map_{what}_mae_le_"
         a, b = _metric(rows, "map", key), _metric(rows, nq, key)
-        out[tname + nq] = {
+        out[f"map_{what}_mae_le_{nq}"] = {
             "target": f"bnnmd map {what} MAE <= {row_label(nq, rows.get(nq, {}))} {what} MAE",
             "pass": None if a is None or b is None else bool(a <= b),
             "detail": f"map {C.fmt(a)} vs nequip {C.fmt(b)}" if a is not None and b is not None
@@ -864,7 +854,7 @@ def main(argv=None) -> int:
         if method not in args.rows:
             continue
         try:
-            cfg = bnnmd_config(method, arch, split_path, args, keys, steps_per_epoch)
+            cfg = bnnmd_config(method, arch, split, split_path, args, keys, steps_per_epoch)
             log(f"bnnmd {method}: training for {args.budget:.0f} s")
             info = train_bnnmd(cfg, workdir / f"bnnmd_{method}")
             if method == "sghmc":
