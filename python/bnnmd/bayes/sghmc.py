@@ -112,11 +112,20 @@ class AdaptiveSGHMC(Optimizer):
         Seed of the private generator of the noise. ``None`` draws one from the global
         torch RNG (reproducible under ``torch.manual_seed``). The global RNG is never
         used afterwards.
+    chain_seeds : sequence of int, optional
+        One seed per chain: every parameter then has a leading chain dimension of this length
+        and chain ``c``'s noise comes from its own generator seeded with ``chain_seeds[c]``
+        (``seed`` is not used). A chain's draws then do not depend on which other chains run
+        beside it, so chains split over processes (``bnnmd.train``'s distributed chains) draw
+        what they draw in one process.
 
     Attributes
     ----------
     generator : torch.Generator
         The CPU generator of the noise; its state travels in :meth:`state_dict`.
+    chain_generators : list of torch.Generator
+        With ``chain_seeds``: one CPU generator per chain (their states travel in
+        :meth:`state_dict`); empty otherwise.
 
     Notes
     -----
@@ -180,7 +189,8 @@ class AdaptiveSGHMC(Optimizer):
     def __init__(self, params: Iterable[Union[torch.Tensor, Dict[str, Any]]], lr: float = 1e-3, *,
                  dataset_size: int, mass_freeze_step: Optional[int], friction: float = 0.1,
                  beta: float = 0.999, eps: float = 1e-8, noise: float = 1.0, noise_start: float = 1.0,
-                 noise_ramp_steps: int = 0, seed: Optional[int] = None):
+                 noise_ramp_steps: int = 0, seed: Optional[int] = None,
+                 chain_seeds: Optional[Sequence[int]] = None):
         if mass_freeze_step is not None and not (_is_int(mass_freeze_step) and mass_freeze_step >= 1):
             raise ValueError(f"mass_freeze_step must be an integer >= 1 or None (never freeze), "
                              f"got {mass_freeze_step!r}")
@@ -193,8 +203,12 @@ class AdaptiveSGHMC(Optimizer):
         self._step = 0
         self._mass_frozen = False
         self._primed = False  # prime_mass(): the adaptation continues unbiased estimates (no bias correction)
+        if chain_seeds is not None and (len(chain_seeds) == 0 or not all(_is_int(c) for c in chain_seeds)):
+            raise ValueError(f"chain_seeds must be a non-empty sequence of integers, got {chain_seeds!r}")
+        self.chain_generators: List[torch.Generator] = [torch.Generator().manual_seed(int(c))
+                                                        for c in (chain_seeds or ())]
         if seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
+            seed = 0 if chain_seeds is not None else int(torch.randint(0, 2**62, (1,)).item())
         self.generator = torch.Generator()
         self.generator.manual_seed(int(seed))
         super().__init__(params, defaults)
@@ -280,8 +294,15 @@ class AdaptiveSGHMC(Optimizer):
 
     # ------------------------------------------------------------------- update
     def _draw_noise(self, p: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``p``, from :attr:`generator` (a hook for subclasses)."""
-        return torch.randn(p.shape, generator=self.generator, dtype=p.dtype).to(p.device)
+        """Standard normal noise shaped like ``p``, from :attr:`generator`, or with ``chain_seeds`` each
+        chain's slice ``p[c]`` from its own generator (a hook for subclasses)."""
+        gens = self.chain_generators
+        if not gens:
+            return torch.randn(p.shape, generator=self.generator, dtype=p.dtype).to(p.device)
+        if p.dim() == 0 or p.shape[0] != len(gens):
+            raise RuntimeError(f"a parameter of shape {tuple(p.shape)} has no leading chain dimension of "
+                               f"len(chain_seeds) = {len(gens)}")
+        return torch.stack([torch.randn(p.shape[1:], generator=g, dtype=p.dtype) for g in gens]).to(p.device)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -343,6 +364,7 @@ class AdaptiveSGHMC(Optimizer):
         sd = super().state_dict()
         sd[_EXTRA_KEY] = {
             "generator_state": self.generator.get_state(),
+            "chain_generator_states": [g.get_state() for g in self.chain_generators],
             "step": self._step,
             "mass_frozen": self._mass_frozen,
             "mass_freeze_step": self.mass_freeze_step,
@@ -358,6 +380,12 @@ class AdaptiveSGHMC(Optimizer):
             raise ValueError(f"not an AdaptiveSGHMC state dict: key {_EXTRA_KEY!r} is missing")
         super().load_state_dict(state_dict)
         self.generator.set_state(extra["generator_state"].to(device="cpu", dtype=torch.uint8))
+        states = list(extra.get("chain_generator_states", []))
+        if len(states) != len(self.chain_generators):
+            raise ValueError(f"the state dict has {len(states)} chain generator(s), this optimizer "
+                             f"{len(self.chain_generators)} (chain_seeds must match)")
+        for g, st in zip(self.chain_generators, states):
+            g.set_state(st.to(device="cpu", dtype=torch.uint8))
         self._step = int(extra["step"])
         self._mass_frozen = bool(extra["mass_frozen"])
         self._primed = bool(extra.get("primed", False))

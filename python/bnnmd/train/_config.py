@@ -15,6 +15,7 @@ from bnnmd._yaml import read_config_file
 from bnnmd.nn import ConfigError, ModelConfig
 from bnnmd.train._methods import get_method, method_names
 DTYPES = ("float64", "float32")
+DISTRIBUTED_MODES = ("auto", "chains", "data")
 PROTOCOLS = ("rmd17", "ccsd_t_ethanol", "random")
 
 
@@ -65,6 +66,10 @@ class TrainingSection:
     # weight of the stress term of the likelihood (the six virial components of each frame with a
     # stress); 0 = stresses ignored. With stresses and a weight > 0 the model gets a virial sigma head
     stress_weight: float = 1.0
+    # several processes (torchrun): chains = the k chains/members split over the processes (the
+    # samples of one process, bit for bit); data = each minibatch split, gradients averaged; auto =
+    # chains when k > 1, else data. No effect in one process (docs/training.md)
+    distributed: str = "auto"
 
     def validate(self):
         for key, mn in (("batch_size", 1), ("max_steps", 1), ("validate_every", 1), ("checkpoint_every", 1)):
@@ -76,6 +81,10 @@ class TrainingSection:
         if not isinstance(self.device, str) or not (self.device in ("cpu", "cuda", "auto")
                                                     or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             _checks("training").bad("device", self.device, "must be cpu, cuda, cuda:N or auto")
+        if self.distributed not in DISTRIBUTED_MODES:
+            _checks("training").bad("distributed", self.distributed,
+                                    "must be auto, chains (split the chains over the processes) or data "
+                                    "(split each minibatch)")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from bnnmd.bayes import AdaptiveSGHMC
 from bnnmd.nn import ConfigError
 from bnnmd.posterior import Inference, sample_path, save_sample
 from bnnmd.train import _schedule as S
+from bnnmd.train._distributed import chain_seed
 from bnnmd.train._ema import WeightEMA
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -111,7 +112,7 @@ class Method:
         return "adam.lr"
 
     def log_fields(self, trainer: "Trainer") -> Dict[str, Any]:
-        return {"samples": trainer.samples_written, "active_members": trainer.k}
+        return {"samples": trainer.samples_written, "active_members": trainer.k_total}
 
     def state_dict(self) -> Dict[str, Any]:
         return {}
@@ -194,7 +195,7 @@ class SGHMC(Method):
                                               friction=s.friction, beta=s.beta, eps=s.eps,
                                               mass_freeze_step=self.plan.mass_freeze_step, noise=s.noise,
                                               noise_start=s.noise_start, noise_ramp_steps=s.noise_ramp_steps,
-                                              seed=c.seed)
+                                              chain_seeds=[chain_seed(c.seed, ch) for ch in trainer.chain_ids])
             trainer.ema = None
 
     def sampler_step(self, step: int) -> int:
@@ -221,12 +222,14 @@ class SGHMC(Method):
         s = self.config.sghmc
         before = trainer.clock()
         first = trainer.samples_written == 0
-        for chain in range(trainer.k):
+        local = {chain: j for j, chain in enumerate(trainer.chain_ids)}
+        for chain in range(trainer.k_total):  # file numbers count all chains, whichever process holds them
             if trainer.samples_written >= s.num_samples:
                 break
-            save_sample(sample_path(trainer.samples_dir, trainer.samples_written), trainer.model, chain, self.name,
-                        meta={"step": trainer.step, "sampler_step": t, "chain": chain, "seed": self.config.seed,
-                              **trainer.units}, inference=self.inference())
+            if chain in local and trainer.world.writes_chains:
+                save_sample(sample_path(trainer.samples_dir, trainer.samples_written), trainer.model, local[chain],
+                            self.name, meta={"step": trainer.step, "sampler_step": t, "chain": chain,
+                                             "seed": self.config.seed, **trainer.units}, inference=self.inference())
             trainer.samples_written += 1
         if self.timed and first and self._per_chain() > 1:
             self._plan_interval(trainer, before)
@@ -267,9 +270,15 @@ class SGHMC(Method):
         if trainer.ema is not None:
             trainer.ema.copy_to_params()
         if shared:
+            params = list(trainer.model.parameters())
+            with_moments = [p for p in params if p in moments]
+            # chain 0 is rank 0's first chain: its weights and moments reach every process
+            firsts = trainer.world.broadcast_tensors([p[:1] for p in params] + [moments[p][:1] for p in with_moments])
             with torch.no_grad():
-                for p in trainer.model.parameters():
-                    p.copy_(p[:1].clone().expand_as(p))  # no read from memory being written
+                for p, first in zip(params, firsts):
+                    p.copy_(first.clone().expand_as(p))  # no read from memory being written
+            for p, first in zip(with_moments, firsts[len(params):]):
+                moments[p] = first.expand_as(p).clone()
         self.phase = "sample"
         self._build_phase(trainer)
         trainer.optimizer.prime_mass(moments)  # not a mass from one gradient at the mode: see prime_mass
@@ -279,7 +288,8 @@ class SGHMC(Method):
 
     def finish(self, trainer: "Trainer") -> None:
         """``schedule.json``: the step counts the run used (planned ones with ``schedule: time``)."""
-        write_atomic(trainer.run_dir / "schedule.json", json.dumps(self.schedule(), indent=1) + "\n")
+        if trainer.world.is_main:
+            write_atomic(trainer.run_dir / "schedule.json", json.dumps(self.schedule(), indent=1) + "\n")
 
     def planned_steps(self) -> Optional[int]:
         """The steps the schedule takes: its last sample's step (a wall-clock plan: the steps the
@@ -314,13 +324,22 @@ class _AdamMethod(Method):
     Validation, early stopping and the written samples use the EMA weights when
     ``adam.ema_decay > 0``. The learning rate decays by ``adam.lr_factor`` after
     ``adam.lr_patience`` validations without improvement of the mean over active members.
+
+    The validation record (``best_metric``, ``bad_validations``, ``stopped``) covers all k members
+    on every process (the validation is gathered), so that the stop and learning-rate decisions
+    agree everywhere; ``best_state`` holds this process's members.
     """
+
+    @staticmethod
+    def _local(trainer: "Trainer", mask: torch.Tensor) -> torch.Tensor:
+        """The entries of a [k_total] mask for this process's members, on its device."""
+        return mask[trainer.chain_ids].to(trainer.device)
 
     def setup(self, trainer: "Trainer") -> None:
         a = self.config.adam
         trainer.optimizer = torch.optim.Adam(list(trainer.model.parameters()), lr=a.lr)
         trainer.ema = make_ema(trainer, a)
-        k = trainer.k
+        k = trainer.k_total
         self.best_metric = torch.full((k,), math.inf, dtype=torch.float64)
         self.bad_validations = torch.zeros(k, dtype=torch.int64)
         self.stopped = torch.zeros(k, dtype=torch.bool)
@@ -331,7 +350,7 @@ class _AdamMethod(Method):
     def after_step(self, trainer: "Trainer") -> None:
         if self.stopped.any():  # early-stopped members stay at their best parameters
             with torch.no_grad():
-                stopped = self.stopped.to(trainer.device)
+                stopped = self._local(trainer, self.stopped)
                 for name, p in trainer.model.named_parameters():
                     p[stopped] = self.best_state[name][stopped]
                     if trainer.ema is not None:
@@ -343,7 +362,7 @@ class _AdamMethod(Method):
         improved = (metric < self.best_metric) & ~self.stopped
         weights = trainer.ema.shadow if trainer.ema is not None else dict(trainer.model.named_parameters())
         with torch.no_grad():
-            mask = improved.to(trainer.device)
+            mask = self._local(trainer, improved)
             for name in self.best_state:
                 self.best_state[name][mask] = weights[name].detach()[mask]
         self.best_metric = torch.where(improved, metric, self.best_metric)
@@ -370,12 +389,14 @@ class _AdamMethod(Method):
             for name, p in trainer.model.named_parameters():
                 if torch.isfinite(self.best_metric).all():
                     p.copy_(self.best_state[name])
-        for member in range(trainer.k):
+        for j, member in enumerate(trainer.chain_ids):
+            if not trainer.world.writes_chains:
+                break
             meta = {"step": trainer.step, "member": member, "seed": c.seed, **trainer.units,
                     "val_force_mae": float(self.best_metric[member]), **self.sample_meta()}
-            save_sample(sample_path(trainer.samples_dir, member), trainer.model, member, self.name, meta=meta,
+            save_sample(sample_path(trainer.samples_dir, member), trainer.model, j, self.name, meta=meta,
                         inference=self.inference())
-        trainer.samples_written = trainer.k
+        trainer.samples_written = trainer.k_total
 
     def sample_meta(self) -> Dict[str, Any]:
         return {}
@@ -385,7 +406,7 @@ class _AdamMethod(Method):
         return float(self.best_metric[finite].min()) if finite.any() else None
 
     def progress(self, trainer: "Trainer") -> str:
-        return f"members training {int((~self.stopped).sum())}/{trainer.k}"
+        return f"members training {int((~self.stopped).sum())}/{trainer.k_total}"
 
     def log_fields(self, trainer: "Trainer") -> Dict[str, Any]:
         return {"samples": trainer.samples_written, "active_members": int((~self.stopped).sum())}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bnnmd._errors import BnnmdError
 
+import copy
 import csv
 import io
 import math
@@ -24,6 +25,7 @@ from bnnmd.data import (PROTOCOLS, DataError, GraphDataset, Split, SplitPart, Ty
 from bnnmd.nn import ConfigError, ModelConfig, build_model
 from bnnmd.posterior import read_sample
 from bnnmd.train._config import TrainConfig
+from bnnmd.train._distributed import PeerLost, World, chain_seed
 from bnnmd.train._methods import get_method
 
 CHECKPOINT_FORMAT = 2
@@ -70,16 +72,42 @@ class RunResult:
     best_val_force_mae: Optional[float]
 
 
+def init_chains(model: torch.nn.Module, chains: List[int], seed: int) -> None:
+    """Give sample ``j`` of ``model`` the initial weights of chain ``chains[j]``: those a one-sample
+    model draws after ``torch.manual_seed(chain_seed(seed, chain))``, whatever the other chains, so
+    that a chain starts where it starts in any layout of the chains over processes."""
+    cfg = copy.deepcopy(model.config)
+    cfg.num_samples = 1
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for j, chain in enumerate(chains):
+            torch.manual_seed(chain_seed(seed, chain))
+            for name, p in type(model)(cfg).named_parameters():
+                params[name][j].copy_(p[0])
+
+
 class Trainer:
-    """Trains one method of ``config`` into ``run_dir`` (see :func:`bnnmd.train.train`)."""
+    """Trains one method of ``config`` into ``run_dir`` (see :func:`bnnmd.train.train`).
+
+    ``world`` (:class:`bnnmd.train._distributed.World`) says which chains this process trains and
+    with which other processes; the default is one process with all chains. ``k`` is the number of
+    chains this process holds, ``k_total`` all chains of the run, ``chain_ids`` this process's ones.
+    """
 
     def __init__(self, config: TrainConfig, run_dir: Union[str, Path], resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, world: Optional[World] = None):
         self.config = config
         self.run_dir = Path(run_dir)
         self.resume = resume
-        self.progress = progress
         self.method = get_method(config.method)(config)
+        self.k_total = self.method.training_k()
+        self.world = world if world is not None else World.single(self.k_total)
+        if self.world.layout.num_chains != self.k_total:
+            raise ValueError(f"{self.world!r} was made for {self.world.layout.num_chains} chains, the method "
+                             f"trains {self.k_total}")
+        self.chain_ids = self.world.chains
+        self.progress = progress and self.world.is_main
+        self.checkpoint_step = 0  # the step of the last checkpoint written or read
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.samples_dir = self.run_dir / "samples"
         self._prepare_run_dir()
@@ -89,6 +117,9 @@ class Trainer:
 
     # ---- setup ---------------------------------------------------------------
     def _prepare_run_dir(self):
+        self.world.run_on_main(self._prepare_run_dir_main)
+
+    def _prepare_run_dir_main(self):
         cfg_path = self.run_dir / "config.yaml"
         if self.resume:
             if not self.checkpoint_path.exists():
@@ -106,6 +137,21 @@ class Trainer:
             write_atomic(cfg_path, self.config.dump())
 
     def _setup_data(self):
+        self.split = split = self.world.run_on_main(self._make_split)  # rank 0 makes and saves it
+        d = self.config.data
+        self.train_set = split.train.load()
+        self.val_set = split.val.load()
+        if len(self.val_set) == 0:
+            raise ConfigError("the validation set is empty; set data.n_val >= 1")
+        names = d.type_names or TypeMapper.from_atomic_numbers(self.train_set.atomic_numbers).type_names
+        self.type_mapper = TypeMapper(names)
+        self.dtype = _torch_dtype(self.config.dtype)
+        self.device = _torch_device(self.config.training.device)
+        if self.device.type == "cuda" and self.world.device_index is not None and self.device.index is None:
+            self.device = torch.device("cuda", self.world.device_index)  # rank r on GPU LOCAL_RANK
+        self.units = {"energy_unit": self.train_set.energy_unit, "length_unit": self.train_set.length_unit}
+
+    def _make_split(self) -> Split:
         d = self.config.data
         split_path = self.run_dir / "split.json"
         if self.resume or d.split:
@@ -129,22 +175,13 @@ class Trainer:
             else:
                 split = protocol_split(d.protocol, train_file, test_file if d.protocol == "rmd17" else None,
                                        seed=self.config.seed)
-        self.split = split
         if not self.resume:
             split.save(split_path)
-        self.train_set = split.train.load()
-        self.val_set = split.val.load()
-        if len(self.val_set) == 0:
-            raise ConfigError("the validation set is empty; set data.n_val >= 1")
-        names = d.type_names or TypeMapper.from_atomic_numbers(self.train_set.atomic_numbers).type_names
-        self.type_mapper = TypeMapper(names)
-        self.dtype = _torch_dtype(self.config.dtype)
-        self.device = _torch_device(self.config.training.device)
-        self.units = {"energy_unit": self.train_set.energy_unit, "length_unit": self.train_set.length_unit}
+        return split
 
     def _setup_model(self):
         c = self.config
-        k = self.method.training_k()
+        k = len(self.chain_ids)
         # the likelihood has a stress term when the data has stresses and its weight is > 0
         self.stress_weight = float(c.training.stress_weight) if self.train_set.stress is not None else 0.0
         if self.stress_weight > 0 and self.val_set.stress is None:
@@ -154,7 +191,9 @@ class Trainer:
         model_cfg = ModelConfig(**c.model, type_names=self.type_mapper.type_names, num_samples=k,
                                 stress_std=self.stress_weight > 0, **self.method.model_options())
         self.model = build_model(model_cfg, self.train_set, dtype=self.dtype, seed=c.seed,
-                                 reference_energies=c.data.reference_energies).to(self.device)
+                                 reference_energies=c.data.reference_energies)
+        init_chains(self.model, self.chain_ids, c.seed)  # chain c's weights, wherever it runs
+        self.model = self.model.to(self.device)
         self.k = k
         cutoff = self.model.config.cutoff
         self.train_graphs = GraphDataset(self.train_set, self.type_mapper, cutoff)
@@ -164,7 +203,9 @@ class Trainer:
                             for s in range(0, len(self.val_set), 32)]
         self.prior_centre = None
         if c.training.prior_centre:
-            samples = prior_centre_samples(c.training.prior_centre, self.k)
+            samples = prior_centre_samples(c.training.prior_centre, self.k_total)
+            if len(samples) > 1:
+                samples = [samples[chain] for chain in self.chain_ids]
             self.prior_centre = []
             for name, p in self.model.named_parameters():
                 parts = []
@@ -192,15 +233,18 @@ class Trainer:
         self.samples_written = 0
         self.elapsed = 0.0
         self._clock_start: Optional[float] = None  # set while run() trains
-        torch.manual_seed(self.config.seed)
+        data_rank = self.world.layout.data_rank  # dropout masks differ between the ranks of a batch
+        torch.manual_seed(self.config.seed if data_rank == 0 else chain_seed(self.config.seed, 2**31 + data_rank))
         if self.resume:
             self._load_checkpoint()
 
     def clock(self) -> float:
-        """Seconds of training so far, now (``elapsed`` outside :meth:`run`)."""
+        """Seconds of training so far, now (``elapsed`` outside :meth:`run`); rank 0's clock on every
+        rank, so that the time limit and the wall-clock plan decide the same everywhere (a collective:
+        every rank calls it at the same points)."""
         if self._clock_start is None:
             return self.elapsed
-        return time.perf_counter() - self._clock_start
+        return self.world.from_main(time.perf_counter() - self._clock_start)
 
     # ---- potential -------------------------------------------------------------
     def prior_potential(self) -> torch.Tensor:
@@ -216,6 +260,13 @@ class Trainer:
         order = np.random.default_rng([self.config.seed, epoch]).permutation(n)
         return order[b * bs:(b + 1) * bs]
 
+    def local_batch(self, idx: np.ndarray) -> np.ndarray:
+        """This rank's share of minibatch ``idx`` (all of it unless the minibatch is split)."""
+        lay = self.world.layout
+        if lay.data_ranks == 1:
+            return idx
+        return np.array_split(idx, lay.data_ranks)[lay.data_rank]
+
     def epoch_of(self, step: int) -> int:
         return (step - 1) // math.ceil(len(self.train_set) / self.config.training.batch_size)
 
@@ -224,17 +275,20 @@ class Trainer:
         self.step += 1
         self.model.train()
         idx = self.batch_indices(self.step)
-        batch = self.train_graphs.batch(idx, dtype=self.dtype, device=self.device)
+        batch = self.train_graphs.batch(self.local_batch(idx), dtype=self.dtype, device=self.device)
         out = self.model(batch)
         nll = negative_log_likelihood(out, batch, self.stress_weight)["total"]  # [k]
-        n_data = len(self.train_set)
-        u = self.prior_potential() + (n_data / len(idx)) * nll.sum()  # sum over samples of u(theta_s)
+        n_data, n_ranks = len(self.train_set), self.world.layout.data_ranks
+        # sum over samples of u(theta_s); with the batch split over n_ranks, the mean over the ranks of
+        # this u (and of its gradient) is the u of the whole minibatch: |D| / |B| sum over B
+        u = self.prior_potential() + (n_data * n_ranks / len(idx)) * nll.sum()
         self.optimizer.zero_grad(set_to_none=True)
         (u * self.method.loss_scale(self)).backward()
+        self.world.average_gradients(list(self.model.parameters()))
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update()
-        loss = float(u.detach()) / (n_data * self.k)
+        loss = self.world.sum([float(u.detach()) / n_ranks])[0] / (n_data * self.k_total)
         self.method.after_step(self)
         return loss
 
@@ -250,24 +304,30 @@ class Trainer:
         self.model.eval()
         f_err, e_err, f_mean_err, e_mean_err, s_mean_err = [], [], [], [], []
         nll = torch.zeros(self.k, dtype=torch.float64)
+        w = self.world
         for b in self.val_batches:
             out = self.model(b)
             f, e = out[K.FORCES].detach(), out[K.TOTAL_ENERGY].detach()
             f_err.append((f - b[K.FORCES]).abs().reshape(self.k, -1))
             e_err.append((e - b[K.TOTAL_ENERGY]).abs())
-            f_mean_err.append((f.mean(0) - b[K.FORCES]).abs().reshape(-1))
-            e_mean_err.append((e.mean(0) - b[K.TOTAL_ENERGY]).abs())
+            means = [f, e] + ([out[K.VIRIAL].detach()] if self.stress_weight > 0 else [])
+            if w.layout.groups == 1:
+                means = [m.mean(0) for m in means]
+            else:  # the predictive mean over the chains of all processes
+                means = [m / self.k_total for m in w.sum_over_groups([m.sum(0) for m in means])]
+            f_mean_err.append((means[0] - b[K.FORCES]).abs().reshape(-1))
+            e_mean_err.append((means[1] - b[K.TOTAL_ENERGY]).abs())
             if self.stress_weight > 0:  # stress = -W / V, in the data's energy / length^3
                 volume = torch.linalg.det(b[K.CELL]).abs()[:, None, None]
-                s_mean_err.append((-out[K.VIRIAL].detach().mean(0) / volume - b[K.STRESS]).abs().reshape(-1))
+                s_mean_err.append((-means[2] / volume - b[K.STRESS]).abs().reshape(-1))
             nll += negative_log_likelihood({k: v.detach() for k, v in out.items()}, b,
                                            self.stress_weight)["total"].double().cpu()
-        val = {  # on the CPU, whatever the training device
-            "force_mae_per_sample": torch.cat(f_err, dim=1).mean(1).double().cpu(),
-            "energy_mae_per_sample": torch.cat(e_err, dim=1).mean(1).double().cpu(),
+        val = {  # on the CPU, whatever the training device; per sample: all k_total chains
+            "force_mae_per_sample": w.gather_chains(torch.cat(f_err, dim=1).mean(1).double().cpu()),
+            "energy_mae_per_sample": w.gather_chains(torch.cat(e_err, dim=1).mean(1).double().cpu()),
             "force_mae": torch.cat(f_mean_err).mean().double().cpu(),
             "energy_mae": torch.cat(e_mean_err).mean().double().cpu(),
-            "nll_per_frame": nll / len(self.val_set),
+            "nll_per_frame": w.gather_chains(nll / len(self.val_set)),
         }
         if s_mean_err:
             val["stress_mae"] = torch.cat(s_mean_err).mean().double().cpu()
@@ -275,6 +335,8 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """``checkpoint.pt``, written atomically by rank 0; under several processes it holds every
+        group's state (``parts``, in rank order; the other data ranks keep only their RNG state)."""
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
@@ -287,9 +349,16 @@ class Trainer:
             "method": self.method.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else {},
         }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        write_atomic(self.checkpoint_path, buf.getvalue())
+        w = self.world
+        if w.distributed:
+            mine = state if w.writes_chains else {k: state[k] for k in ("torch_rng", "cuda_rng")}
+            parts = w.gather_to_main(mine)
+            state = {"format": CHECKPOINT_FORMAT, "step": self.step, "layout": w.layout.key(), "parts": parts}
+        if w.is_main:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            write_atomic(self.checkpoint_path, buf.getvalue())
+        self.checkpoint_step = self.step
 
     def _load_checkpoint(self) -> None:
         try:
@@ -299,6 +368,20 @@ class Trainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise RunError(f"{self.checkpoint_path}: checkpoint format {state.get('format')!r} is not "
                            f"{CHECKPOINT_FORMAT}; resume with the bnnmd version that wrote it")
+        lay, saved = self.world.layout, state.get("layout")
+        if saved is None and lay.world_size > 1:
+            raise RunError(f"{self.checkpoint_path}: written by one process; resume it without torchrun "
+                           "(or start a new run with several processes)")
+        if saved is not None and saved != lay.key():
+            n = saved.get("world_size")
+            raise RunError(f"{self.checkpoint_path}: written by {n} process(es) in the layout {saved}, this is "
+                           f"{lay.key()}; resume with torchrun --nproc_per_node {n} (--nnodes as before) and the "
+                           "same training.distributed" if n != 1 else
+                           f"{self.checkpoint_path}: written by one process; resume it without torchrun")
+        if saved is not None:
+            own = state["parts"][lay.rank]
+            state = {**state["parts"][lay.group * lay.data_ranks], "torch_rng": own["torch_rng"],
+                     "cuda_rng": own["cuda_rng"]}
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"], self)  # rebuilds the optimiser of the saved phase
         self.optimizer.load_state_dict(state["optimizer"])
@@ -307,12 +390,14 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        self.step = int(state["step"])
+        self.step = self.checkpoint_step = int(state["step"])
         self.elapsed = float(state["elapsed"])
         self.samples_written = int(state["samples_written"])
 
     # ---- log --------------------------------------------------------------------------
     def _open_log(self):
+        if not self.world.is_main:  # rank 0 writes the log
+            return io.StringIO(), csv.DictWriter(io.StringIO(), fieldnames=LOG_COLUMNS)
         path = self.run_dir / "log.csv"
         rows = []
         if self.resume and path.exists():  # drop rows written after the checkpoint: they are redone
@@ -394,6 +479,9 @@ class Trainer:
                     validate_and_report()
                 if self.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
+                self.world.maybe_fail(self.step)
+                if self.world.distributed:  # Ctrl-C reaches the ranks at different steps: stop together
+                    interrupted["flag"] = self.world.sum([float(interrupted["flag"])])[0] > 0
                 if interrupted["flag"] or (stop_after is not None and self.step >= stop_after):
                     status = "interrupted"
                     break
@@ -405,6 +493,10 @@ class Trainer:
                     validate_and_report()
                 self.method.finish(self)
             self.save_checkpoint()
+            self.world.barrier()  # every rank's samples are written
+        except PeerLost as exc:
+            raise PeerLost(f"{exc}; the last checkpoint of {self.run_dir} is at step {self.checkpoint_step}: "
+                           "run the same command with --resume to continue") from None
         finally:
             self._clock_start = None
             fh.close()
@@ -443,8 +535,24 @@ def prior_centre_samples(spec: Union[str, Path], k: int):
 
 def train(config: Union[TrainConfig, str, Path], run_dir: Union[str, Path], resume: bool = False,
           progress: bool = True, stop_after: Optional[int] = None) -> RunResult:
-    """Train ``config`` (a :class:`TrainConfig` or a YAML path) into ``run_dir``."""
+    """Train ``config`` (a :class:`TrainConfig` or a YAML path) into ``run_dir``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this; they share
+    the work as ``training.distributed`` says (:mod:`bnnmd.train._distributed`) and rank 0 holds the
+    run directory's lock and writes its shared files. ``run_dir`` must be on a file system all
+    processes see.
+    """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.load(config)
-    with DirectoryLock(run_dir, RunError):  # one process per run directory
-        return Trainer(config, run_dir, resume=resume, progress=progress).run(stop_after=stop_after)
+    t = config.training
+    world = World.from_env(t.distributed, get_method(config.method)(config).training_k(), t.batch_size, t.device)
+    lock = DirectoryLock(run_dir, RunError)  # one run per run directory: rank 0 holds it
+    try:
+        world.run_on_main(lambda: lock.__enter__() and None)
+        try:
+            return Trainer(config, run_dir, resume=resume, progress=progress, world=world).run(stop_after=stop_after)
+        finally:
+            if world.is_main:
+                lock.__exit__(None, None, None)
+    finally:
+        world.close()

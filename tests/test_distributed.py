@@ -1,0 +1,164 @@
+"""Training over several processes: ``torchrun --nproc_per_node 2 -m bnnmd.cli.train`` on gloo (CPU).
+
+The launches are the ones a user types. Bit-for-bit comparisons run every process with
+``ATEN_CPU_CAPABILITY=default`` (torch's SIMD kernels compute the tail of a vectorised loop with
+scalar libm calls, so a chain's last bits would depend on how many chains share its tensors;
+docs/training.md, "What is bit-identical").
+"""
+
+import csv
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bnnmd.bayes import AdaptiveSGHMC
+from bnnmd.nn import ConfigError
+from bnnmd.posterior import read_sample
+from bnnmd.train import TrainConfig
+from bnnmd.train._distributed import Layout, chain_seed
+
+from helpers import tiny
+
+BIN = Path(sys.executable).parent
+TORCHRUN = BIN / "torchrun"
+#: every process of a comparison: one thread, torch's portable (non-SIMD) CPU kernels
+EXACT = dict(os.environ, OMP_NUM_THREADS="1", ATEN_CPU_CAPABILITY="default")
+EXACT.pop("WORLD_SIZE", None)
+EXACT.pop("RANK", None)
+TIMEOUT = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp_path, cfg, name="cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(cfg.dump())
+    return path
+
+
+def one_process(config: Path, out: Path, *extra, env=EXACT, check=True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "bnnmd.cli.train", str(config), "--out", str(out), "--quiet", *extra]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    if check and r.returncode:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def torchrun_cmd(config: Path, out: Path, *extra, nproc=2):
+    return [str(TORCHRUN), "--nnodes", "1", "--nproc_per_node", str(nproc), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "-m", "bnnmd.cli.train", str(config),
+            "--out", str(out), *extra]
+
+
+def two_processes(config: Path, out: Path, *extra, env=EXACT, check=True, nproc=2) -> subprocess.CompletedProcess:
+    cmd = torchrun_cmd(config, out, *extra, nproc=nproc)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    if check and r.returncode:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-4000:]}")
+    return r
+
+
+def sample_files(run: Path):
+    return sorted((run / "samples").glob("sample_*.pt"))
+
+
+def assert_same_samples(a: Path, b: Path):
+    fa, fb = sample_files(a), sample_files(b)
+    assert [f.name for f in fa] == [f.name for f in fb] and fa
+    for x, y in zip(fa, fb):
+        assert x.read_bytes() == y.read_bytes(), f"{x.name} differs between {a.name} and {b.name}"
+
+
+def final_state(run: Path):
+    """The model parameters of each rank's part of a checkpoint (one part for one process)."""
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    return [p["model"] for p in state["parts"] if "model" in p] if "parts" in state else [state["model"]]
+
+
+# ---- the layout and the per-chain streams (in process) ---------------------------------------------
+def test_layouts():
+    lay = Layout.make("auto", 4, 2, 1, 5)
+    assert (lay.mode, lay.groups, lay.data_ranks, lay.chains) == ("chains", 2, 1, [2, 3])
+    assert Layout.make("chains", 3, 2, 0, 5).chains == [0, 1] and Layout.make("chains", 3, 2, 1, 5).chains == [2]
+    lay = Layout.make("auto", 1, 2, 1, 5)  # one chain: the minibatch is split
+    assert (lay.mode, lay.groups, lay.data_ranks, lay.data_rank, lay.chains) == ("data", 1, 2, 1, [0])
+    lay = Layout.make("chains", 2, 4, 3, 5)  # chains x data: 2 chains, 2 ranks each
+    assert (lay.groups, lay.data_ranks, lay.group, lay.data_rank, lay.chains) == (2, 2, 1, 1, [1])
+    assert Layout.make("data", 4, 2, 0, 5).chains == [0, 1, 2, 3]
+    assert Layout.make("auto", 4, 1, 0, 5).world_size == 1
+    with pytest.raises(ConfigError, match=r"training.distributed = chains: 2 chain\(s\) cannot be shared by 3"):
+        Layout.make("chains", 2, 3, 0, 5)
+    with pytest.raises(ConfigError, match=r"training.batch_size = 1: .* raise it to >= 2"):
+        Layout.make("data", 1, 2, 0, 1)
+
+
+def test_config_key():
+    assert TrainConfig().training.distributed == "auto"
+    with pytest.raises(ConfigError, match=r"^training.distributed = 'both': must be auto, chains .* or data"):
+        tiny("sghmc", training={"distributed": "both"})
+
+
+def test_a_chains_noise_does_not_depend_on_the_other_chains():
+    """Chain 1 of a 3-chain sampler draws what chain 1 alone draws (per-chain generators)."""
+    seeds = [chain_seed(5, c) for c in range(3)]
+    assert len(set(seeds)) == 3 and seeds[1] == chain_seed(5, 1)
+
+    def run(chains):
+        theta = torch.nn.Parameter(torch.full((len(chains), 3), 2.0, dtype=torch.float64))
+        opt = AdaptiveSGHMC([theta], lr=1e-2, dataset_size=10, mass_freeze_step=3,
+                            chain_seeds=[seeds[c] for c in chains])
+        for _ in range(6):
+            opt.zero_grad()
+            (theta.pow(2).sum() / 2).backward()
+            opt.step()
+        return theta.detach(), opt
+
+    all3, opt = run([0, 1, 2])
+    alone, _ = run([1])
+    assert torch.equal(all3[1:2], alone)
+    assert not torch.equal(all3[0], all3[1])
+    again, opt2 = run([0, 1, 2])  # the generators travel in the state dict
+    opt2.load_state_dict(opt.state_dict())
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(opt.chain_generators, opt2.chain_generators))
+    with pytest.raises(RuntimeError, match="no leading chain dimension"):
+        bad = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))
+        o = AdaptiveSGHMC([bad], dataset_size=1, mass_freeze_step=1, chain_seeds=seeds)
+        bad.grad = torch.ones_like(bad)
+        o.step()
+
+
+# ---- chains mode: the samples of one process, bit for bit ----------------------------------------------
+@pytest.mark.parametrize("method,over", [
+    ("sghmc", {"sghmc": {"chains": 3, "num_samples": 6}}),  # 2 + 1 chains on the two ranks
+    ("ensemble", {}),
+])
+def test_chains_mode_writes_the_samples_of_one_process(tmp_path, method, over):
+    cfg = write_config(tmp_path, tiny(method, **over))
+    one_process(cfg, tmp_path / "one")
+    r = two_processes(cfg, tmp_path / "two")
+    assert_same_samples(tmp_path / "one", tmp_path / "two")
+    for name in ("config.yaml", "split.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    # rank 0 alone reports and logs; the log holds the values of one process (up to summation order)
+    assert r.stdout.count("bnn-train: finished") == 1
+    la = list(csv.DictReader(open(tmp_path / "one" / "log.csv")))
+    lb = list(csv.DictReader(open(tmp_path / "two" / "log.csv")))
+    assert [x["step"] for x in la] == [x["step"] for x in lb]
+    for x, y in zip(la, lb):
+        for key in ("loss", "val_force_mae", "val_energy_mae", "val_nll", "samples", "active_members"):
+            assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-9), key
+    if method == "sghmc":
+        metas = [read_sample(f)["meta"] for f in sample_files(tmp_path / "two")]
+        assert [(m["step"], m["chain"]) for m in metas] == [(6, 0), (6, 1), (6, 2), (8, 0), (8, 1), (8, 2)]
