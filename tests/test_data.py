@@ -394,3 +394,18 @@ def test_stress_errors(tmp_path):
     ase.io.write(tmp_path / "half.extxyz", frames, format="extxyz")
     with pytest.raises(DataError, match=r"field 'stress'.*missing in frames \[1\]"):
         read_ase(tmp_path / "half.extxyz")
+
+
+def test_concatenate_converts_to_the_first_units_and_keeps_cells_and_stresses():
+    from bnnmd.data import AtomicDataset, bundled_dataset
+
+    water = bundled_dataset("water_gfn2_test").subset([0, 1, 2])
+    both = AtomicDataset.concatenate([water.subset([0, 1]), water.subset([2]).convert_units("kcal/mol", "Bohr")])
+    assert (both.energy_unit, both.length_unit, len(both)) == ("eV", "A", 3)
+    for name in ("positions", "energy", "forces", "cell", "stress"):
+        np.testing.assert_allclose(getattr(both, name), getattr(water, name), rtol=1e-12, atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(both.pbc, water.pbc)
+    ethanol = bundled_dataset("rmd17_ethanol_test").subset([0])  # no cell, no stress: dropped, zero cell
+    mixed = AtomicDataset.concatenate([water.subset([0]), ethanol])
+    assert mixed.stress is None and mixed.n_atoms.tolist() == [96, 9] and not mixed.pbc[1].any()
+    np.testing.assert_allclose(mixed.energy[1], ethanol.energy[0] * 0.0433641, rtol=1e-5)  # kcal/mol -> eV

@@ -30,7 +30,7 @@ from bnnmd.analysis._geometry import (BOND_FACTOR, CLOSE_FACTOR, LASTING_FRAMES,
 from bnnmd.analysis._report import PLOT_FILES, REPORT_FILE, markdown, write_plots, write_report
 from bnnmd.analysis._select import (DEFAULT_GAP_INTERVALS, SelectedFrame, Selection, default_min_gap,
                                     select_frames, write_selection)
-from bnnmd.analysis._truth import TruthFrames, dft_truth, frame_errors, molecule_atoms
+from bnnmd.analysis._truth import TruthFrames, dft_truth, frame_atoms, frame_errors, molecule_atoms
 from bnnmd.analysis._structure import atom_environment, element_order, frame_descriptor, radial_distribution
 from bnnmd.analysis._trajectory import (EXTXYZ_ARRAYS, KINDS, UncertaintyTrajectory, column_kind, read_extxyz,
                                         read_lammps_dump, read_trajectory)
@@ -54,7 +54,7 @@ __all__ = [
     "AnalysisError", "AnalysisResult", "BOND_FACTOR", "CLOSE_FACTOR", "DEFAULT_GAP_INTERVALS", "EXTXYZ_ARRAYS",
     "GeometryReport", "KINDS", "LASTING_FRAMES", "PLOT_FILES", "REPORT_FILE", "SelectedFrame", "Selection",
     "TruthFrames", "UncertaintyTrajectory", "analyze", "atom_environment", "attach_uncertainty", "column_kind",
-    "covalent_radii", "default_min_gap", "dft_truth", "element_order", "frame_descriptor", "frame_errors", "geometry_report",
+    "covalent_radii", "default_min_gap", "dft_truth", "element_order", "frame_atoms", "frame_descriptor", "frame_errors", "geometry_report",
     "halt_timing", "markdown", "molecule_atoms", "radial_distribution", "read_extxyz", "read_lammps_dump", "read_trajectory",
     "select_frames", "write_plots", "write_report", "write_selection",
 ]

@@ -1,6 +1,7 @@
 """Ground truth for a trajectory's uncertainty: the model's true force error on DFT-labelled frames.
 
-For each chosen frame of an :class:`~bnnmd.analysis.UncertaintyTrajectory` of a molecule, the
+For each chosen frame of an :class:`~bnnmd.analysis.UncertaintyTrajectory` (a molecule, or a
+periodic box labelled in its cell), the
 exported model predicts forces and per-atom stds (:class:`bnnmd.calculator.BNNCalculator`, the
 C++ evaluator LAMMPS uses) and a labeller (:class:`bnnmd.label.PySCFLabeller`) gives the
 reference forces. The per-atom error is ``|F_model - F_DFT| / sqrt(3)``: the RMS error per
@@ -105,13 +106,27 @@ def molecule_atoms(traj, frame: int):
     return ase.Atoms(symbols=list(traj.elements), positions=pos)
 
 
-def dft_truth(traj, model_path, labeller, frames: Sequence[int], processes: int = 1) -> TruthFrames:
+def frame_atoms(traj, frame: int, periodic: bool = False):
+    """Frame ``frame`` as ``ase.Atoms`` for a labeller: with ``periodic`` the frame as it is, with the
+    run's cell (a condensed phase), else the isolated molecule (:func:`molecule_atoms`)."""
+    if not periodic:
+        return molecule_atoms(traj, frame)
+    box = traj.box(frame)
+    if box is None:
+        raise ValueError("a periodic frame needs the trajectory's box; this trajectory has none")
+    return ase.Atoms(symbols=list(traj.elements), positions=traj.positions(frame),
+                     cell=np.asarray(triclinic_vectors(box), dtype=np.float64), pbc=True)
+
+
+def dft_truth(traj, model_path, labeller, frames: Sequence[int], processes: int = 1,
+              periodic: bool = False) -> TruthFrames:
     """Label ``frames`` of ``traj`` and compare them with the model in ``model_path`` (see the module),
-    in the model's units."""
+    in the model's units. ``periodic``: the frames are labelled in the run's cell
+    (:func:`frame_atoms`), else as isolated molecules."""
     meta = read_metadata(model_path)
     eu, lu = meta["energy_unit"], meta["length_unit"]
     frames = sorted(set(int(f) for f in frames))
-    atoms_list = [molecule_atoms(traj, f) for f in frames]
+    atoms_list = [frame_atoms(traj, f, periodic) for f in frames]
     labels = label_frames(labeller, atoms_list, processes)
     calc = BNNCalculator(str(model_path))
     to_model = _from_ase_forces(eu, lu)  # forces and stds; energies: to_model_energy

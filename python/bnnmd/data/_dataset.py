@@ -197,6 +197,28 @@ class AtomicDataset:
         return cls(np.tile(z, n_frames), pos.reshape(-1, 3), np.full(n_frames, len(z)),
                    energy=energy, forces=forces, **kwargs)
 
+    @classmethod
+    def concatenate(cls, datasets: Sequence["AtomicDataset"]) -> "AtomicDataset":
+        """The frames of ``datasets`` one after the other, in the units of the first (the others are
+        converted). Energies, forces and stresses are kept where every dataset has them; frames
+        without a cell get a zero one beside periodic frames."""
+        if not datasets:
+            raise DataError("no datasets to concatenate", fix="give at least one dataset")
+        first = datasets[0]
+        parts = [d.convert_units(first.energy_unit, first.length_unit) for d in datasets]
+        both = lambda name: all(getattr(d, name) is not None for d in parts)  # noqa: E731
+        cell = None
+        if any(d.cell is not None for d in parts):
+            cell = np.concatenate([np.zeros((len(d), 3, 3)) if d.cell is None else d.cell for d in parts])
+        return cls(
+            np.concatenate([d.atomic_numbers for d in parts]), np.concatenate([d.positions for d in parts]),
+            np.concatenate([d.n_atoms for d in parts]),
+            energy=np.concatenate([d.energy for d in parts]) if both("energy") else None,
+            forces=np.concatenate([d.forces for d in parts]) if both("forces") else None,
+            cell=cell, pbc=np.concatenate([d.pbc for d in parts]), energy_unit=first.energy_unit,
+            length_unit=first.length_unit, source=first.source,
+            stress=np.concatenate([d.stress for d in parts]) if both("stress") else None)
+
     # ---- access ------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.n_atoms)

@@ -24,12 +24,15 @@ class LabelError(BnnmdError, RuntimeError):
 
 @dataclass
 class Label:
-    """One labelled frame: energy and forces ``[n, 3]`` in :data:`LABEL_UNITS` (kcal/mol, kcal/mol/A)."""
+    """One labelled frame: energy and forces ``[n, 3]`` in :data:`LABEL_UNITS` (kcal/mol, kcal/mol/A),
+    and for a periodic frame the stress ``[3, 3]`` in kcal/mol/A^3 with ASE's sign
+    (``atoms.get_stress()``; None: not computed)."""
 
     energy: float
     forces: np.ndarray
     converged: bool = True
     cycles: int = 0
+    stress: Optional[np.ndarray] = None
 
 
 class CachedLabeller:
@@ -37,7 +40,7 @@ class CachedLabeller:
 
     Subclasses give :meth:`method_id` (what besides the geometry decides the label), a key
     ``prefix`` and :meth:`_compute`. The key hashes the method, atomic numbers and positions
-    (rounded to 1e-8 A).
+    (rounded to 1e-8 A), and for a periodic frame its cell and periodic directions.
     """
 
     prefix = ""
@@ -56,6 +59,9 @@ class CachedLabeller:
         h.update(self.method_id().encode())
         h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
         h.update(np.round(np.asarray(atoms.positions, dtype=np.float64), 8).tobytes())
+        if any(atoms.pbc):  # a molecule's key stays what it was before periodic frames were labelled
+            h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
+            h.update(np.round(np.asarray(atoms.cell.array, dtype=np.float64), 8).tobytes())
         return self.prefix + h.hexdigest()[:24]
 
     def cached(self, atoms) -> Optional[Label]:
@@ -67,7 +73,7 @@ class CachedLabeller:
             return None
         with np.load(path) as d:
             return Label(float(d["energy"]), d["forces"].copy(), bool(d["converged"]) if "converged" in d else True,
-                         int(d["cycles"]) if "cycles" in d else 0)
+                         int(d["cycles"]) if "cycles" in d else 0, d["stress"].copy() if "stress" in d else None)
 
     def __call__(self, atoms) -> Label:
         hit = self.cached(atoms)
@@ -75,6 +81,7 @@ class CachedLabeller:
             return hit
         label = self._compute(atoms)
         if self.cache is not None:
+            extra = {} if label.stress is None else {"stress": label.stress}
             write_npz_atomic(self.cache / f"{self.key(atoms)}.npz", energy=label.energy, forces=label.forces,
-                             converged=label.converged, cycles=label.cycles)
+                             converged=label.converged, cycles=label.cycles, **extra)
         return label

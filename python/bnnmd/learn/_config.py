@@ -42,7 +42,9 @@ class MDSection:
     timestep: float = 0.5  # fs
     halt_every: int = 20  # steps between halt checks (fix halt N)
     dump_every: int = 20
-    box: float = 30.0  # A, the periodic box around the molecule (larger than the model's reach)
+    # A, the periodic box around a molecule (larger than the model's reach); a structure periodic in
+    # x, y and z (a condensed phase) keeps its own cell
+    box: float = 30.0
     seed: int = 12345  # velocity seed of run 0; run i uses seed + i
     # MD runs per round (velocity seeds seed, seed + 1, ...), md.processes at a time: the frames of a
     # round are picked from all of them (one run's frames were too few and too alike to move the
@@ -74,12 +76,13 @@ class SelectSection:
 
 @dataclass
 class LabelSection:
-    labeller: str = "pyscf"  # pyscf, or MODULE:FACTORY returning an ASE calculator
+    labeller: str = "pyscf"  # pyscf (molecules), tblite (GFN-xTB, periodic boxes with stress), or MODULE:FACTORY
+    method: str = "GFN2-xTB"  # tblite's method: GFN2-xTB, GFN1-xTB or IPEA1-xTB
     xc: str = "pbe"
     basis: str = "def2-svp"
     max_cycle: int = 60
     processes: int = 2
-    kwargs: Dict[str, Any] = field(default_factory=dict)  # for MODULE:FACTORY
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # for MODULE:FACTORY (and tblite's own options)
     energy_unit: str = "eV"  # units an ASE calculator returns (pyscf: kcal/mol, handled)
     timeout: Optional[float] = 1800.0  # s of wall clock per frame (its worker's start included); None: none
 
@@ -160,6 +163,12 @@ class LearnConfig:
             raise LearnError(f"md.overshoot = {self.md.overshoot} needs the built-in recipe: drop md.template, or "
                              "end your template's fix halt with error continue and run on after it, and set "
                              "md.overshoot 0")
+        lab = self.label
+        if lab.labeller not in ("pyscf", "tblite") and ":" not in str(lab.labeller):
+            raise LearnError(f"label.labeller = {lab.labeller!r}: give pyscf, tblite, or MODULE:FACTORY of an ASE "
+                             "calculator (e.g. ase.calculators.emt:EMT)")
+        if lab.labeller == "tblite" and lab.method not in TBLITE_METHODS:
+            raise LearnError(f"label.method = {lab.method!r}: tblite's methods are {', '.join(TBLITE_METHODS)}")
         t = self.label.timeout
         if t is not None and not (isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0):
             raise LearnError(f"label.timeout = {t!r}: give seconds > 0 per frame, or null for no limit")
@@ -173,6 +182,9 @@ class LearnConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+#: label.method values of label.labeller tblite
+TBLITE_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")
 
 #: finetune.KEY -> the key of the training config it sets (:func:`finetune_config`)
 FINETUNE_KEYS = {

