@@ -21,7 +21,7 @@ import torch
 
 from bnnmd.bayes import AdaptiveSGHMC
 from bnnmd.nn import ConfigError
-from bnnmd.posterior import read_sample
+from bnnmd.posterior import load_samples, read_sample
 from bnnmd.train import TrainConfig
 from bnnmd.train._distributed import Layout, chain_seed
 
@@ -162,3 +162,70 @@ def test_chains_mode_writes_the_samples_of_one_process(tmp_path, method, over):
     if method == "sghmc":
         metas = [read_sample(f)["meta"] for f in sample_files(tmp_path / "two")]
         assert [(m["step"], m["chain"]) for m in metas] == [(6, 0), (6, 1), (6, 2), (8, 0), (8, 1), (8, 2)]
+
+
+# ---- data mode: one chain's minibatch split over the ranks ----------------------------------------------
+def leader_and_digests(run: Path):
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    return state["parts"][0]["model"], [p["digest"] for p in state["parts"]]
+
+
+@pytest.mark.parametrize("method", ["sghmc", "map"])
+def test_data_mode_equals_one_process_with_the_whole_batch(tmp_path, method):
+    """Noise off: both ranks hold the same parameters (bit for bit) and these are those of one
+    process on the whole minibatch (float64 round-off: the gradient is summed in another order).
+    batch_size 5 splits 3 + 2: the likelihood is scaled by |D| / (global batch), not per rank."""
+    cfg = write_config(tmp_path, tiny(method, training={"distributed": "data", "batch_size": 5},
+                                      sghmc={"chains": 1, "num_samples": 2, "noise": 0.0}))
+    one_process(cfg, tmp_path / "one")
+    two_processes(cfg, tmp_path / "two")
+    model, digests = leader_and_digests(tmp_path / "two")
+    assert len(digests) == 2 and digests[0] == digests[1]
+    single = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
+    for name, p in single.items():
+        assert torch.allclose(model[name], p, rtol=1e-9, atol=1e-12), name
+    fa, fb = sample_files(tmp_path / "one"), sample_files(tmp_path / "two")
+    assert [f.name for f in fa] == [f.name for f in fb] and fa
+    for a, b in zip(fa, fb):
+        sa, sb = read_sample(a)["state_dict"], read_sample(b)["state_dict"]
+        assert all(torch.allclose(sa[k], sb[k], rtol=1e-9, atol=1e-12) for k in sa)
+    # the half-batch alone gives other parameters: the comparison can fail
+    cfg_half = write_config(tmp_path, tiny(method, training={"batch_size": 3},
+                                           sghmc={"chains": 1, "num_samples": 2, "noise": 0.0}), "half.yaml")
+    one_process(cfg_half, tmp_path / "half")
+    half = torch.load(tmp_path / "half" / "checkpoint.pt", weights_only=True)["model"]
+    assert any(not torch.allclose(half[k], single[k], rtol=1e-6) for k in single)
+
+
+def test_data_mode_injects_the_noise_of_one_process(tmp_path):
+    """One sampler step from the same start with the noise on and off: the difference is the injected
+    noise, gamma / M * alpha * sqrt(2 M / (|D| gamma)) * xi, with |D| the whole training set (the
+    one-process formula). Standardised by that, it is N(0, 1) per parameter, and it is the draw of
+    one process (the same per-chain generator on every rank)."""
+    over = dict(training={"distributed": "data", "batch_size": 4, "max_steps": 1},
+                sghmc={"chains": 1, "num_samples": 1, "mass_freeze_step": 1, "burn_in": 1, "sample_interval": 1,
+                       "lr": 1e-4})
+    z = {}
+    for launch in ("one", "two"):
+        steps = {}
+        for noise in (1.0, 0.0):
+            cfg = write_config(tmp_path, tiny("sghmc", **{**over, "sghmc": {**over["sghmc"], "noise": noise}}),
+                               f"n{noise}.yaml")
+            out = tmp_path / f"{launch}_{noise}"
+            (one_process if launch == "one" else two_processes)(cfg, out)
+            state = torch.load(out / "checkpoint.pt", weights_only=True)
+            part = state["parts"][0] if "parts" in state else state
+            names = [n for n, _ in load_samples(out / "samples").named_parameters()]  # the optimiser's order
+            opt_state = part["optimizer"]["state"]
+            masses = [opt_state[i]["mass"] for i in range(len(names)) if i in opt_state]
+            steps[noise] = [part["model"][n] for i, n in enumerate(names) if i in opt_state]
+        c = tiny("sghmc", **over).sghmc
+        n_data, gamma, alpha = 20, c.lr, c.friction
+        z[launch] = torch.cat([((a - b) / (gamma / m * alpha * torch.sqrt(2 * m / (n_data * gamma)))).reshape(-1)
+                               for a, b, m in zip(steps[1.0], steps[0.0], masses)])
+    n = z["two"].numel()
+    assert n > 100
+    # E[z^2] = 1 within 4 standard errors (a noise scaled by the local batch or |D|/2 gives 2 or 0.5)
+    assert abs(float(z["two"].pow(2).mean()) - 1.0) < 4 * math.sqrt(2.0 / n)
+    assert abs(float(z["two"].mean())) < 4 / math.sqrt(n)
+    assert torch.allclose(z["two"], z["one"], rtol=1e-6, atol=1e-6)

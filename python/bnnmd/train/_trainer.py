@@ -6,6 +6,7 @@ from bnnmd._errors import BnnmdError
 
 import copy
 import csv
+import hashlib
 import io
 import math
 import signal
@@ -70,6 +71,14 @@ class RunResult:
     step: int
     samples: List[Path]
     best_val_force_mae: Optional[float]
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the parameters' bytes: equal digests, bit-identical parameters."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def init_chains(model: torch.nn.Module, chains: List[int], seed: int) -> None:
@@ -351,8 +360,17 @@ class Trainer:
         }
         w = self.world
         if w.distributed:
+            digest = parameter_digest(self.model)
             mine = state if w.writes_chains else {k: state[k] for k in ("torch_rng", "cuda_rng")}
-            parts = w.gather_to_main(mine)
+            parts = w.gather_to_main({**mine, "digest": digest})
+            if w.is_main:  # the data ranks of a group must hold the same parameters
+                d = w.layout.data_ranks
+                for g in range(w.layout.groups):
+                    digests = {parts[r]["digest"] for r in range(g * d, (g + 1) * d)}
+                    if len(digests) > 1:
+                        raise RunError(f"step {self.step}: the {d} data-parallel processes of chain group {g} "
+                                       "hold different parameters (a bug); "
+                                       "report it with the config")
             state = {"format": CHECKPOINT_FORMAT, "step": self.step, "layout": w.layout.key(), "parts": parts}
         if w.is_main:
             buf = io.BytesIO()
