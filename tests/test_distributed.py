@@ -229,3 +229,33 @@ def test_data_mode_injects_the_noise_of_one_process(tmp_path):
     assert abs(float(z["two"].pow(2).mean()) - 1.0) < 4 * math.sqrt(2.0 / n)
     assert abs(float(z["two"].mean())) < 4 / math.sqrt(n)
     assert torch.allclose(z["two"], z["one"], rtol=1e-6, atol=1e-6)
+
+
+# ---- a killed rank, then --resume ----------------------------------------------------------------------
+def test_a_killed_rank_stops_the_job_and_resume_finishes_it(tmp_path):
+    """Rank 1 SIGKILLs itself after step 13 (checkpoint at 12): the job ends non-zero within the
+    timeout with a message that names the way on; the same command with --resume ends with the
+    samples of an uninterrupted one-process run, byte for byte."""
+    cfg = write_config(tmp_path, tiny("sghmc", training={"max_steps": 30, "checkpoint_every": 4, "validate_every": 5},
+                                      sghmc={"burn_in": 10, "sample_interval": 5, "num_samples": 6}))
+    one_process(cfg, tmp_path / "one")
+    env = dict(EXACT, _BNNMD_KILL_RANK_AFTER_STEP="1:13")
+    start = time.monotonic()
+    r = two_processes(cfg, tmp_path / "two", env=env, check=False)
+    assert r.returncode != 0
+    assert time.monotonic() - start < TIMEOUT  # no hang (subprocess.run would have raised)
+    out = r.stdout + r.stderr
+    # rank 0 says how to go on, unless torchrun's SIGTERM reaches it first; torchrun names the dead rank
+    assert ("rank 0: another process of this run stopped answering" in out and "with --resume" in out) \
+        or "(SIGTERM)" in out, out[-3000:]
+    assert "rank      : 1 (local_rank: 1)" in out and "(SIGKILL)" in out, out[-3000:]
+    ckpt = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 12 and len(ckpt["parts"]) == 2
+    written = sample_files(tmp_path / "two")
+    assert 0 < len(written) < 6  # stopped between the samples of steps 10 and 15
+    r = two_processes(cfg, tmp_path / "two", "--resume")
+    assert "finished at step" in r.stdout
+    assert_same_samples(tmp_path / "one", tmp_path / "two")
+    # a different layout is refused with the command that resumes it
+    r = one_process(cfg, tmp_path / "two", "--resume", check=False)
+    assert r.returncode == 2 and "resume with torchrun --nproc_per_node 2" in r.stderr
