@@ -40,7 +40,7 @@ def water_config(water_run, **over):
          "finetune": {"warm_start_steps": 4, "max_steps": 12, "mass_freeze_step": 3, "burn_in": 6,
                       "sample_interval": 3, "validate_every": 6}}
     for k, v in over.items():
-        d[k] = {**d[k], **v} if isinstance(v, dict) else v
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
     return d
 
 
@@ -90,3 +90,117 @@ def test_periodic_heating_input_and_label_errors(water_run):
         LearnConfig.from_dict(water_config(water_run, label={"method": "GFN3"}))
     with pytest.raises(LearnError, match="label.labeller = 'xtb': give pyscf, tblite, or MODULE:FACTORY"):
         LearnConfig.from_dict(water_config(water_run, label={"labeller": "xtb"}))
+
+
+def otf_config(water_run, **over):
+    return water_config(water_run, **{"rounds": 2, "max_dft_calls": 4, "otf": {"restart_every": 20},
+                                      "md": {"mode": "otf", "nsteps": 60}, **over})
+
+
+def thermo_rows(log):
+    """(step, temp, pe) of every thermo row of a LAMMPS log."""
+    rows = []
+    for line in log.read_text().splitlines():
+        w = line.split()
+        if len(w) == 5 and w[0].isdigit():
+            rows.append((int(w[0]), float(w[1]), float(w[2])))
+    return rows
+
+
+def dump_steps(path):
+    lines = path.read_text().splitlines()
+    return [int(lines[i + 1]) for i, line in enumerate(lines) if line.startswith("ITEM: TIMESTEP")]
+
+
+@pytest.mark.slow
+def test_otf_swaps_the_model_and_continues_the_trajectory(water_run, tmp_path):
+    """md.mode otf with a forced threshold: every check is an event; the model is fine-tuned and swapped
+    into the running LAMMPS, whose step numbers go on and whose atoms keep their velocities; when the
+    event budget (rounds: 2) is spent, the next check halts the run."""
+    import ase.io
+
+    from bnnmd.calculator import BNNCalculator
+    from bnnmd.learn import OnTheFly
+
+    out = tmp_path / "out"
+    rep = OnTheFly(LearnConfig.from_dict(otf_config(water_run)), out).run()
+    assert rep["status"].startswith("halted at step 30: the uncertainty passed the threshold and the budget is spent")
+    assert [e["step"] for e in rep["events"]] == [10, 20] and rep["dft_calls"] == 2
+    assert dump_steps(out / "otf" / "traj.dump") == [0, 10, 20, 30]  # one trajectory, no frame twice
+    log = (out / "otf" / "log.lammps").read_text()
+    assert log.count("velocity all create") == 1 and "read_restart" not in log
+    for r in (1, 2):  # the swaps: pair_coeff with each new model, in the same LAMMPS
+        assert f"pair_coeff * * {(out / f'round_0{r}' / 'model.pth').resolve()} H O" in log
+    rows = thermo_rows(out / "otf" / "log.lammps")
+    for step in (10, 20):  # old model at the end of the chunk, new one after the swap: same velocities
+        at = [row for row in rows if row[0] == step]
+        assert len(at) >= 2 and len({t for _, t, _ in at}) == 1, at
+        assert at[0][2] != pytest.approx(at[-1][2], abs=1e-3)  # another model: another energy
+    # Python twin of the ratio after each swap: the new model's largest per-atom std at the event's frame
+    for e in rep["events"]:
+        atoms = ase.io.read(out / f"round_0{e['event']}" / "event.extxyz")
+        assert atoms.info["step"] == e["step"] and atoms.pbc.all()
+        atoms.calc = BNNCalculator(str(out / f"round_0{e['event'] + 1}" / "model.pth"))
+        forces = atoms.get_forces()
+        assert e["ratio_after"] == pytest.approx(atoms.calc.results["forces_std"].max() / 1e-6, rel=1e-4)
+        # the largest per-atom error on the labelled frame, new model against GFN1-xTB (eV/A)
+        label = read_dataset(out / f"round_0{e['event']}" / "labels.extxyz")
+        err = np.linalg.norm(forces - label.forces, axis=1).max() / np.sqrt(3)
+        assert e["error_after"] == pytest.approx(err, rel=1e-4, abs=1e-6) and e["error_before"] > 0
+        assert e["ratio_after"] != pytest.approx(e["ratio_before"], rel=1e-6) and e["seconds"] > 0
+    labels = read_dataset(out / "round_01" / "labels.extxyz")
+    assert len(labels) == 1 and labels.stress is not None
+    assert len(read_dataset(out / "round_02" / "data.extxyz")) == 12 + 2
+    assert "## on-the-fly events" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_otf_resumes_after_kill(water_run, tmp_path):
+    """kill -9 in the middle of an event (after its label): --resume finishes the event, reads the restart
+    file at the event's step and goes on; the trajectory has every step once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from bnnmd.cli.learn import main
+
+    cfg = tmp_path / "otf.yaml"
+    cfg.write_text(yaml.safe_dump(otf_config(water_run)))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "bnnmd.cli.learn", str(cfg), "--out", str(out)],
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        state = out / "state.json"
+        if state.exists() and "0.label" in json.loads(state.read_text())["done"]:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "state.json").read_text())
+    assert "0.label" in state["done"] and "1.export" not in state["done"] and state["otf"]["restart_step"] == 10
+    assert main([str(cfg), "--out", str(out), "--resume"]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"].startswith("halted at step 30") and state["dft_calls"] == 2
+    assert [state["rounds"][r]["event_step"] for r in ("0", "1")] == [10, 20]
+    assert all(state["rounds"][r]["ratio_after"] is not None for r in ("0", "1"))
+    assert dump_steps(out / "otf" / "traj.dump") == [0, 10, 20, 30]
+    log = (out / "otf" / "log.lammps").read_text()
+    commands = [line.split()[0] for line in log.splitlines() if line.strip() and not line[0].isspace()]
+    assert commands.count("velocity") == 1 and commands.count("read_restart") == 1
+
+
+def test_otf_config_errors(water_run):
+    with pytest.raises(LearnError, match="md.mode = 'live': give rounds"):
+        LearnConfig.from_dict(water_config(water_run, md={"mode": "live"}))
+    with pytest.raises(LearnError, match="md.runs = 2: md.mode otf drives one trajectory of the built-in recipe"):
+        LearnConfig.from_dict(otf_config(water_run, md={"mode": "otf", "runs": 2}))
+    with pytest.raises(LearnError, match="md.template = 'in.lmp': md.mode otf drives one trajectory"):
+        LearnConfig.from_dict(otf_config(water_run, md={"mode": "otf", "template": "in.lmp"}))
+    with pytest.raises(LearnError, match="otf.frames = 0: must be an integer >= 1"):
+        LearnConfig.from_dict(otf_config(water_run, otf={"frames": 0}))

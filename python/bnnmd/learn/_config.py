@@ -66,6 +66,18 @@ class MDSection:
     # nsteps at most): its frames past the halt are picked with the others, so a round labels the
     # hotter geometries the next round's run reaches (the steps before the halt stay the halt's)
     overshoot: int = 0
+    # rounds: MD runs until the halt, then select, label and fine-tune, round after round; otf: one
+    # trajectory of nsteps that never restarts: where the halt would fire, the frame is labelled, the
+    # posterior fine-tuned and the new model swapped into the running LAMMPS (section otf)
+    mode: str = "rounds"
+
+
+@dataclass
+class OTFSection:
+    """md.mode otf: what an event labels, and how often the trajectory is saved for a resume."""
+
+    frames: int = 1  # frames labelled per event: the current one and those of the checks just before it
+    restart_every: int = 1000  # MD steps between LAMMPS restart files (one is also written at every event)
 
 
 @dataclass
@@ -117,13 +129,15 @@ class LearnConfig:
     select: SelectSection = field(default_factory=SelectSection)
     label: LabelSection = field(default_factory=LabelSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    otf: OTFSection = field(default_factory=OTFSection)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LearnConfig":
         """Paths (``start``, ``test``, ``md.structure``, ...) relative to the working directory, as in
         ``bnn-train`` configs."""
         d = _known_keys(cls, dict(d or {}))
-        sections = {"md": MDSection, "select": SelectSection, "label": LabelSection, "finetune": FinetuneSection}
+        sections = {"md": MDSection, "select": SelectSection, "label": LabelSection, "finetune": FinetuneSection,
+                    "otf": OTFSection}
         for name, scls in sections.items():
             d[name] = _section(scls, name, d.get(name))
         return cls(**d).validate()
@@ -145,7 +159,7 @@ class LearnConfig:
                              ("md", "runs", 1), ("md", "processes", 1), ("md", "overshoot", 0),
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
-                             ("finetune", "warm_start_steps", 0)):
+                             ("finetune", "warm_start_steps", 0), ("otf", "frames", 1), ("otf", "restart_every", 1)):
             Checks(LearnError, sec).integer(getattr(self, sec), key, lo)
         thr = self.md.threshold
         if not (thr in ("start", "round") or (is_number(thr) and thr > 0)):
@@ -163,6 +177,20 @@ class LearnConfig:
             raise LearnError(f"md.overshoot = {self.md.overshoot} needs the built-in recipe: drop md.template, or "
                              "end your template's fix halt with error continue and run on after it, and set "
                              "md.overshoot 0")
+        if self.md.mode not in ("rounds", "otf"):
+            raise LearnError(f"md.mode = {self.md.mode!r}: give rounds (MD until the halt, then label and fine-tune, "
+                             "round after round) or otf (one trajectory, the model swapped in where the halt would fire)")
+        if self.md.mode == "otf":
+            m = self.md
+            for key, bad, why in (("template", m.template, "the built-in recipe (drop md.template)"),
+                                  ("halt_on", m.halt_on != "total", "md.halt_on total"),
+                                  ("overshoot", m.overshoot, "md.overshoot 0"), ("runs", m.runs != 1, "md.runs 1")):
+                if bad:
+                    raise LearnError(f"md.{key} = {getattr(m, key)!r}: md.mode otf drives one trajectory of the "
+                                     f"built-in recipe and needs {why}")
+            if m.halt_every % m.dump_every:
+                raise LearnError(f"md.halt_every = {m.halt_every} and md.dump_every = {m.dump_every}: md.mode otf "
+                                 "labels the frame of a check from the dump; make md.dump_every divide md.halt_every")
         lab = self.label
         if lab.labeller not in ("pyscf", "tblite") and ":" not in str(lab.labeller):
             raise LearnError(f"label.labeller = {lab.labeller!r}: give pyscf, tblite, or MODULE:FACTORY of an ASE "

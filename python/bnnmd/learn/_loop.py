@@ -359,13 +359,18 @@ class ActiveLearning:
         write_atomic(self.round_dir(r) / "selection.extxyz", "".join(text))
         self._mark(r, Phase.SELECT, selected=[[i, f] for i, f, _ in picked], selected_steps=[st for _, _, st in picked])
 
-    def _label(self, r: int) -> None:
+    def _picked_atoms(self, r: int):
+        """Round ``r``'s picked frames as ``ase.Atoms`` for the labeller, and where each is from."""
         picked = self.state.round(r).picked()
         trajs = {i: self._trajectory(r, i) for i in sorted({i for i, _ in picked})}
         atoms = [frame_atoms(trajs[i], f, self.periodic) for i, f in picked]
+        where = [f"step {int(trajs[i].steps[f])}" + (f" of run {i}" if self.cfg.md.runs > 1 else "") for i, f in picked]
+        return atoms, where
+
+    def _label(self, r: int) -> None:
+        atoms, where = self._picked_atoms(r)
         results = label_frames(self.labeller, atoms, self.cfg.label.processes, timeout=self.cfg.label.timeout)
         ok = [(a, lab) for a, lab in zip(atoms, results) if not isinstance(lab, LabelError)]
-        where = [f"step {int(trajs[i].steps[f])}" + (f" of run {i}" if self.cfg.md.runs > 1 else "") for i, f in picked]
         failed = {w: str(lab) for w, lab in zip(where, results) if isinstance(lab, LabelError)}
         if ok and self.periodic:
             write_extxyz(labelled_dataset(ok), self.round_dir(r) / "labels.extxyz")
@@ -374,11 +379,11 @@ class ActiveLearning:
                              positions=np.stack([a.positions for a, _ in ok]),
                              energy=np.array([lab.energy for _, lab in ok]),
                              forces=np.stack([lab.forces for _, lab in ok]))
-        self.state.dft_calls += len(picked)
+        self.state.dft_calls += len(atoms)
         for w, why in failed.items():
             _log(f"round {r}: the label of {w} failed, frame skipped: {why}")
         if not ok:
-            raise LearnError(f"round {r}: none of the {len(picked)} selected frames could be labelled "
+            raise LearnError(f"round {r}: none of the {len(atoms)} selected frames could be labelled "
                              f"({next(iter(failed.values()))}); nothing to fine-tune on. Fix the labeller "
                              "settings (label.*) and rerun with --resume: the state is kept")
         self._mark(r, Phase.LABEL, labelled=len(ok), label_failures=failed, dft_calls=self.state.dft_calls)

@@ -47,6 +47,13 @@ class RoundState:
     dft_calls: Optional[int] = None  # the loop's total after this round's labels
     train_frames: Optional[int] = None
     new_frames: Optional[int] = None
+    # md.mode otf: round r is event r (the swap of round r + 1's model into the running trajectory)
+    event_step: Optional[int] = None  # the MD step the check fired on
+    ratio_before: Optional[float] = None  # c_unc[4] / c_unc[5] there with the old model
+    ratio_after: Optional[float] = None  # ... with the new one, at the same geometry
+    event_seconds: Optional[float] = None  # wall clock from the check to the swap (labels and fine-tuning)
+    error_before: Optional[float] = None  # largest per-atom force error on the event's labelled frames, old model
+    error_after: Optional[float] = None  # ... new model (model force unit)
 
     def picked(self) -> List[List[int]]:
         """The [run, frame] pairs picked for labelling."""
@@ -82,6 +89,8 @@ class LoopState:
     dft_calls: int = 0
     rounds: Dict[int, RoundState] = field(default_factory=dict)
     status: str = "running"
+    # md.mode otf: the trajectory's last restart file ("restart_step") and the model LAMMPS runs ("model")
+    otf: Dict[str, Any] = field(default_factory=dict)
 
     def is_done(self, r: int, phase: Phase) -> bool:
         return (r, phase) in self.done
@@ -96,7 +105,8 @@ class LoopState:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"config": self.config, "done": [f"{r}.{p.value}" for r, p in self.done], "dft_calls": self.dft_calls,
-                "rounds": {str(r): s.to_dict() for r, s in sorted(self.rounds.items())}, "status": self.status}
+                "rounds": {str(r): s.to_dict() for r, s in sorted(self.rounds.items())}, "status": self.status,
+                **({"otf": self.otf} if self.otf else {})}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "LoopState":
@@ -105,7 +115,8 @@ class LoopState:
             r, _, phase = str(item).partition(".")
             done.append((int(r), Phase(phase)))
         rounds = {int(r): RoundState.from_dict(s) for r, s in d.get("rounds", {}).items()}
-        return cls(dict(d["config"]), done, int(d.get("dft_calls", 0)), rounds, str(d.get("status", "running")))
+        return cls(dict(d["config"]), done, int(d.get("dft_calls", 0)), rounds, str(d.get("status", "running")),
+                   dict(d.get("otf", {})))
 
     def save(self, path: Path) -> None:
         write_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
