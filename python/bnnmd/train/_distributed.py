@@ -177,10 +177,10 @@ class World:
         rank = int(os.environ.get("RANK", dist.get_rank() if dist.is_initialized() else 0))
         layout = Layout.make(mode, num_chains, w, rank, batch_size)  # errors before any connection
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        use_gpu = torch.cuda.is_available() and device in ("auto", "cuda")
+        use_gpu = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
         device_index = None
-        if use_gpu:
-            device_index = local_rank % torch.cuda.device_count()
+        if use_gpu:  # cuda or auto: GPU LOCAL_RANK; cuda:N: the GPU named (one process per GPU is the user's)
+            device_index = int(device[5:]) if device.startswith("cuda:") else local_rank % torch.cuda.device_count()
             torch.cuda.set_device(device_index)
         owns = False
         timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "300")))
