@@ -29,7 +29,7 @@ pair_style bnn
 pair_coeff * * ${model} C H O
 compute unc all bnn/atom
 variable ratio equal c_unc[4]/c_unc[5]
-dump traj all custom 10 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+dump traj all custom 5 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
 velocity all create 300 ${seed} mom yes rot yes
 fix 1 all nve
 fix stop all halt 10 v_ratio > 0.5 error soft
@@ -57,7 +57,9 @@ def learn_config(start_run, **over):
     d = {"start": str(start_run / "run"), "rounds": 1, "max_dft_calls": 4, "test": "bundled:rmd17_ethanol_test",
          "md": {"template": str(start_run / "in.template"), "nsteps": 60, "halt_every": 10, "dump_every": 10,
                 "seed": 5},
-         "select": {"n": 2, "min_gap": 10}, "label": {"basis": "sto-3g", "processes": 1},
+         # frames every 5 steps, 5 apart: the halt at step 10 leaves 2 to pick from its run's second half
+         # (steps 5 and 10) whatever the tiny model's stds against its own threshold
+         "select": {"n": 2, "min_gap": 5}, "label": {"basis": "sto-3g", "processes": 1},
          "finetune": {"warm_start_steps": 10, "max_steps": 30, "mass_freeze_step": 5, "burn_in": 10,
                       "sample_interval": 5, "validate_every": 10}}
     for k, v in over.items():
