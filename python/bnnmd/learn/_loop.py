@@ -24,14 +24,16 @@ cache).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import os
 import shutil
+import socket
 import string
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -47,11 +49,12 @@ from bnnmd._files import write_atomic, write_npz_atomic
 from bnnmd.analysis import frame_atoms, read_trajectory, select_frames, write_selection
 from bnnmd.data import AtomicDataset, Split, SplitPart, read_dataset, write_extxyz
 from bnnmd.deploy import export, read_metadata
-from bnnmd.label import LABEL_UNITS, ASELabeller, LabelError, PySCFLabeller, TBLiteLabeller, label_frames
+from bnnmd.label import LABEL_UNITS, ASELabeller, LabelError, PySCFLabeller, TBLiteLabeller
 from bnnmd.learn._config import LearnConfig, LearnError, finetune_config
+from bnnmd.learn._executor import make_executor
 from bnnmd.learn._state import LoopState, Phase
 from bnnmd.posterior import DEFAULT_HALT_RULE, Calibration, halt_threshold
-from bnnmd.train import train
+from bnnmd.train import TrainConfig, train
 from bnnmd.uq import calibrate, evaluate, resolve_data
 
 PHASES = tuple(p.value for p in Phase)
@@ -195,6 +198,48 @@ def labelled_dataset(labelled) -> AtomicDataset:
                          energy_unit=LABEL_UNITS["energy"], length_unit=LABEL_UNITS["length"], stress=stress)
 
 
+def _md_task(model, atoms, c, epistemic_threshold, item) -> Optional[int]:
+    """One MD run of a round, ``item`` = (its directory, its velocity seed): an executor's task."""
+    md, seed = item
+    return run_md(model, atoms, md, c, seed=seed, epistemic_threshold=epistemic_threshold)
+
+
+def torchrun_finetune(cfg: TrainConfig, run: Path, nproc: int) -> None:
+    """finetune.nproc > 1: ``cfg`` written to ``run/../finetune.yaml`` and trained by ``torchrun
+    --nproc_per_node nproc -m bnnmd.cli.train`` in a subprocess (``--resume`` when ``run`` has a
+    checkpoint); its output goes to ``run/../finetune.log``. Raises :class:`LearnError` naming the log."""
+    run = Path(run)
+    config, log = run.parent / "finetune.yaml", run.parent / "finetune.log"
+    write_atomic(config, cfg.dump())
+    with socket.socket() as s:  # a free port for torchrun's rendezvous on this machine
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nnodes", "1", "--nproc_per_node", str(nproc),
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "bnnmd.cli.train", str(config),
+           "--out", str(run)] + (["--resume"] if (run / "checkpoint.pt").exists() else [])
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):  # torchrun sets its own
+        env.pop(key, None)
+    _log(f"fine-tuning on {nproc} processes: {' '.join(cmd)} (output: {log})")
+    with open(log, "a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = log.read_text()[-500:]
+        raise LearnError(f"the fine-tuning on {nproc} processes (torchrun) failed (exit {proc.returncode}); see "
+                         f"{log}; rerun with --resume to go on from its checkpoint: {tail}")
+
+
+def _with_defaults(config: dict) -> dict:
+    """A state's config with the keys added since it was written (their defaults)."""
+    out = LearnConfig().to_dict()
+    for key, value in config.items():
+        out[key] = {**out[key], **value} if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
+
+
 class ActiveLearning:
     """``ActiveLearning(config, out, resume).run()``: the loop of the module docstring."""
 
@@ -210,11 +255,12 @@ class ActiveLearning:
                 raise LearnError(f"{self.out} holds a bnn-learn run already (state.json); resume it with --resume "
                                  "or give a new --out")
             self.state = LoopState.load(self.state_path)
-            before = {k: v for k, v in self.state.config.items() if k != "label"}
-            if before != {k: v for k, v in config.to_dict().items() if k != "label"}:
+            free = ("label", "executor")  # where the labels and MD runs run may change, not what they compute
+            before = {k: v for k, v in _with_defaults(self.state.config).items() if k not in free}
+            if before != {k: v for k, v in config.to_dict().items() if k not in free}:
                 raise LearnError(f"{self.out}: the config differs from the one this run started with (only the "
-                                 "label section may change on resume); resume with the same config, or give a new "
-                                 "--out")
+                                 "label and executor sections may change on resume); resume with the same config, "
+                                 "or give a new --out")
             self.state.config = config.to_dict()
         else:
             if resume:
@@ -321,13 +367,13 @@ class ActiveLearning:
         c = self.cfg.md
         epi = self.state.round(r).threshold_epistemic if c.halt_on == "epistemic" else None
 
-        def one(i: int) -> Optional[int]:  # each run is a LAMMPS process of its own
-            return run_md(self.round_dir(r) / "model.pth", self.start_structure(), self.md_dir(r, i), c,
-                          seed=c.seed + i, epistemic_threshold=epi)
-
+        # each run is a LAMMPS process of its own (locally md.processes at a time), or a task on the cluster
+        model = (self.round_dir(r) / "model.pth").resolve()  # absolute: a worker's working directory is its own
+        one = functools.partial(_md_task, model, self.start_structure(), c, epi)
+        runs = [(self.md_dir(r, i).resolve(), c.seed + i) for i in range(c.runs)]
         try:
-            with ThreadPoolExecutor(min(c.processes, c.runs)) as pool:
-                halts = list(pool.map(one, range(c.runs)))
+            with make_executor(self.cfg.executor.scheduler) as ex:
+                halts = ex.map(one, runs, c.processes)
         except LearnError as exc:
             raise LearnError(f"round {r}: {exc}") from None
         steps = [c.nsteps if h is None else h for h in halts]
@@ -369,7 +415,8 @@ class ActiveLearning:
 
     def _label(self, r: int) -> None:
         atoms, where = self._picked_atoms(r)
-        results = label_frames(self.labeller, atoms, self.cfg.label.processes, timeout=self.cfg.label.timeout)
+        with make_executor(self.cfg.executor.scheduler) as ex:
+            results = ex.label(self.labeller, atoms, self.cfg.label.processes, timeout=self.cfg.label.timeout)
         ok = [(a, lab) for a, lab in zip(atoms, results) if not isinstance(lab, LabelError)]
         failed = {w: str(lab) for w, lab in zip(where, results) if isinstance(lab, LabelError)}
         if ok and self.periodic:
@@ -402,7 +449,10 @@ class ActiveLearning:
         new_split.save(nxt / "split.json")
         cfg = finetune_config(start, nxt / "split.json", self.round_dir(r) / "run" / "samples", self.cfg.finetune)
         run = nxt / "run"
-        train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
+        if self.cfg.finetune.nproc > 1:
+            torchrun_finetune(cfg, run, self.cfg.finetune.nproc)
+        else:
+            train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
         self._mark(r, Phase.FINETUNE, train_frames=int(n), new_frames=int(n - n_base))
 
     def _periodic_data(self, r: int, split: Split):
