@@ -3,11 +3,13 @@ LocalCluster give the same frames and labels as on local threads and processes; 
 several processes (finetune.nproc, torchrun); config errors in one line."""
 
 import json
+import time
 
 import numpy as np
 import pytest
 import torch
 
+from bnnmd.label import CachedLabeller, Label, LabelError
 from bnnmd.learn import ActiveLearning, LearnConfig, LearnError
 from bnnmd.learn._executor import DaskExecutor, LocalExecutor, make_executor
 from bnnmd.train import TrainConfig, train
@@ -142,3 +144,38 @@ def test_finetune_on_two_processes(start_run, tmp_path):
     assert state["layout"]["world_size"] == 2
     assert len(list((nxt / "run" / "samples").glob("sample_*.pt"))) == 4
     assert (nxt / "model.pth").exists() and rep["rounds"][1]["halt_step"] is not None
+
+
+class _SleepyLabeller(CachedLabeller):
+    """Frame 0 (a lone H) takes ``sleep`` s, any other is labelled at once."""
+
+    def __init__(self, cache, sleep):
+        super().__init__(cache)
+        self.sleep = sleep
+
+    def method_id(self) -> str:
+        return "sleepy|"
+
+    def _compute(self, atoms) -> Label:
+        if len(atoms) == 1:
+            time.sleep(self.sleep)
+        return Label(float(len(atoms)), np.zeros((len(atoms), 3)), True, 1)
+
+
+def test_dask_label_timeout_and_cache(tmp_path):
+    """On the cluster a frame past label.timeout is cancelled and gets a LabelError naming the
+    timeout; the others are labelled and cached by the loop's process (the workers get no cache)."""
+    pytest.importorskip("distributed")
+    import ase
+
+    lab = _SleepyLabeller(tmp_path / "labels", sleep=30.0)
+    frames = [ase.Atoms("H", positions=[[0, 0, 0]]), ase.Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])]
+    with make_executor("local:2") as ex:
+        ex.client.run(_fails_on_two, 1)  # every worker imports this module (and torch) before the clock starts
+        t0 = time.monotonic()
+        out = ex.label(lab, frames, timeout=2.0)
+        assert time.monotonic() - t0 < 20.0  # not held up by the 30 s frame
+    assert isinstance(out[0], LabelError) and "longer than the timeout (2 s)" in str(out[0])
+    assert isinstance(out[1], Label) and out[1].energy == 2.0
+    assert lab.cached(frames[1]).energy == 2.0 and lab.cached(frames[0]) is None
+    assert len(list((tmp_path / "labels").glob("*.npz"))) == 1

