@@ -9,12 +9,12 @@ posterior's chain ended; export. Resumable after a kill at any point. Or on the 
 running LAMMPS where the halt would fire. See ``docs/learn.md``.
 """
 
-from bnnmd.learn._config import (FINETUNE_KEYS, FinetuneSection, LabelSection, LearnConfig, LearnError, MDSection,
-                                 OTFSection, SelectSection, finetune_config)
+from bnnmd.learn._config import (FINETUNE_KEYS, ExecutorSection, FinetuneSection, LabelSection, LearnConfig, LearnError,
+                                 MDSection, OTFSection, SelectSection, finetune_config)
 from bnnmd.learn._loop import PHASES, ActiveLearning, heating_input, make_labeller, pick_frames, run_md
 from bnnmd.learn._otf import OnTheFly
 from bnnmd.learn._state import LoopState, Phase, RoundState
 
-__all__ = ["ActiveLearning", "FINETUNE_KEYS", "FinetuneSection", "LabelSection", "LearnConfig", "LearnError",
+__all__ = ["ActiveLearning", "ExecutorSection", "FINETUNE_KEYS", "FinetuneSection", "LabelSection", "LearnConfig", "LearnError",
            "LoopState", "MDSection", "OTFSection", "OnTheFly", "PHASES", "Phase", "RoundState", "SelectSection", "finetune_config", "heating_input",
            "make_labeller", "pick_frames", "run_md"]
