@@ -107,6 +107,7 @@ class DaskExecutor(Executor):
 
     def __init__(self, scheduler: str):
         try:
+            # optional dependency: dask is needed only when executor.scheduler is set (the error names the fix)
             from dask.distributed import Client, LocalCluster
         except ImportError:
             raise LearnError(DASK_MISSING.format(scheduler)) from None

