@@ -47,7 +47,8 @@ def water_config(water_run, **over):
 @pytest.mark.slow
 def test_periodic_round_with_stress_labels(water_run, tmp_path):
     out = tmp_path / "out"
-    rep = ActiveLearning(LearnConfig.from_dict(water_config(water_run)), out).run()
+    cfg = water_config(water_run, finetune={"new_frame_weight": 3})
+    rep = ActiveLearning(LearnConfig.from_dict(cfg), out).run()
     assert rep["status"] == "round budget reached (1 fine-tunings)" and rep["dft_calls"] == 2
     r0, r1 = rep["rounds"]
     assert r0["halt_step"] == 10 and r0["labelled"] == 2 and r1["halt_step"] == 10
@@ -66,9 +67,11 @@ def test_periodic_round_with_stress_labels(water_run, tmp_path):
     np.testing.assert_allclose(labels.forces[96:], fresh.forces * to_ev, atol=1e-5)
     np.testing.assert_allclose(labels.stress[1], fresh.stress * to_ev, atol=1e-7)
     assert np.abs(labels.stress[1]).max() > 1e-4  # a real stress, not zeros
-    # the fine-tuning: the 12 old frames (with stresses) and the 2 new ones, old validation frames
+    # the fine-tuning: the 12 old frames (with stresses) and the 2 new ones (finetune.new_frame_weight: 3
+    # times each), the old validation frames
     split = json.loads((out / "round_01" / "split.json").read_text())
-    assert split["train"]["n"] == 14 and split["val"]["n"] == 3
+    assert split["train"]["n"] == 12 + 2 * 3 and split["val"]["n"] == 3
+    assert sorted(split["train"]["indices"]) == list(range(12)) + [12, 12, 12, 13, 13, 13]
     both = read_dataset(out / "round_01" / "data.extxyz")
     assert len(both) == 14 and both.stress is not None
     np.testing.assert_allclose(both.stress[-2:], labels.stress, atol=1e-12)

@@ -122,6 +122,11 @@ class FinetuneSection:
     # processes of each fine-tuning: 1 trains in the bnn-learn process; N > 1 runs
     # torchrun --nproc_per_node N -m bnnmd.cli.train ROUND/finetune.yaml --out ROUND/run (docs/training.md)
     nproc: int = 1
+    # every labelled frame appears this many times in the fine-tuning's training frames (1: once, as
+    # the start run's): a brief fine-tuning on hundreds of old frames, a minibatch of 2, otherwise
+    # sees a new frame in a few steps only and barely moves its error (md.mode otf: docs/results.md).
+    # Like a likelihood weight: the new frames count new_frame_weight times in the posterior
+    new_frame_weight: int = 1
 
 
 @dataclass
@@ -176,7 +181,7 @@ class LearnConfig:
                              ("md", "runs", 1), ("md", "processes", 1), ("md", "overshoot", 0),
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
-                             ("finetune", "warm_start_steps", 0), ("finetune", "nproc", 1), ("otf", "frames", 1),
+                             ("finetune", "warm_start_steps", 0), ("finetune", "nproc", 1), ("finetune", "new_frame_weight", 1), ("otf", "frames", 1),
                              ("otf", "restart_every", 1)):
             Checks(LearnError, sec).integer(getattr(self, sec), key, lo)
         thr = self.md.threshold

@@ -444,7 +444,9 @@ class ActiveLearning:
             data, n_base, n = self._periodic_data(r, split)
         else:
             data, n_base, n = self._molecule_data(r, split)
-        new_split = Split(SplitPart(str(data), np.arange(n)), split.val, split.test, seed=split.seed,
+        # the labelled frames (after the start run's n_base) finetune.new_frame_weight times
+        train_idx = np.concatenate([np.arange(n)] + [np.arange(n_base, n)] * (self.cfg.finetune.new_frame_weight - 1))
+        new_split = Split(SplitPart(str(data), train_idx), split.val, split.test, seed=split.seed,
                           protocol="random")
         new_split.save(nxt / "split.json")
         cfg = finetune_config(start, nxt / "split.json", self.round_dir(r) / "run" / "samples", self.cfg.finetune)
