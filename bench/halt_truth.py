@@ -28,6 +28,18 @@ Per molecule (rMD17; ethanol from the bundled data, the others from ../shared/da
 Writes bench/results/halt_truth.json, bench/results/halt_truth_<molecule>.png and prints a
 Markdown table for docs/results.md. Labels are cached in the work directory: a rerun (or a
 killed run) does not recompute them. About 40-60 minutes on 2 cores with training.
+
+Liquid water (``--molecules water``, issue 26): the same report for a periodic box of 32 H2O, the
+model of ``--run water=RUN_DIR`` (else examples/water/train.yaml is trained, 900 s), labels from
+GFN2-xTB (tblite, the bundled set's level) in the run's cell, and two trajectories from the bundled
+300 K test frame 0: ``heat`` (the thermostat target rising ``--water-ramp`` K/ps from 300 K at fixed
+volume) and ``compress`` (300 K, the box shrunk linearly to ``--compress`` of its volume with
+fix deform). Tolerance: 3 x the model's force RMSE on water_gfn2_test, and the 99th percentile of
+the test frames' largest per-atom error (q99: a 96-atom frame's largest error passes 3 x RMSE in 14 %
+of the 300 K test frames); a halt before the first labelled frame above q99 is a *false alarm*.
+``--pt2``: LAMMPS runs the model compiled (.pt2), the truth is computed with the .pth (the same
+stacked model). Writes bench/results/halt_truth_water.json and halt_truth_water.png. Measured:
+    OMP_NUM_THREADS=1 .venv/bin/python bench/halt_truth.py --molecules water --run water=RUN --pt2
 """
 
 from __future__ import annotations
@@ -377,6 +389,194 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
+WATER_COMPRESS = """# halt_truth: water compressed at 300 K
+units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data ${data}
+pair_style bnn
+pair_coeff * * ${model} H O
+compute unc all bnn/atom
+thermo_style custom step temp pe press vol c_unc[4] c_unc[5]
+thermo 20
+dump traj all custom 20 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create 300.0 ${seed} mom yes rot no
+fix nvt all nvt temp 300.0 300.0 50.0
+fix squeeze all deform 1 x scale @SCALE y scale @SCALE z scale @SCALE remap x
+timestep 0.5
+run @NSTEPS
+"""
+
+
+def water_run(work: Path, given: dict) -> Path:
+    """The water model: ``--run water=DIR``, else examples/water/train.yaml trained here (900 s)."""
+    from bnnmd.posterior import sample_path
+
+    if "water" in given:
+        return Path(given["water"]).resolve()
+    run_dir = work / "run"
+    if not sample_path(run_dir / "samples", 7).exists():
+        run([BIN / "bnn-train", REPO / "examples" / "water" / "train.yaml", "--out", run_dir]
+            + (["--resume"] if run_dir.exists() else []))
+    return run_dir
+
+
+def water_bench(args, out_root: Path) -> dict:
+    """The halt against GFN2-xTB truth on the periodic water box: a heating and a compression."""
+    from bnnmd.analysis import dft_truth, frame_errors, read_trajectory
+    from bnnmd.deploy import read_metadata
+    from bnnmd.label import TBLiteLabeller
+    from bnnmd.learn import MDSection, run_md
+    from bnnmd.learn._loop import lammps_force_factor
+    from bnnmd.posterior import DEFAULT_HALT_RULE, halt_threshold, sample_files
+    from bnnmd.uq import resolve_data
+
+    test = "bundled:water_gfn2_test"
+    work = out_root / "water"
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir = water_run(work, dict(x.split("=", 1) for x in args.run))
+    samples = variant(run_dir / "samples", work, "k8", sample_files(run_dir / "samples"))
+    model = work / "k8" / "model.pth"
+    cal, metrics = calibrate_and_export(samples, model, test)
+    tolerance = 3.0 * metrics["forces.rmse"]
+    ds, _ = resolve_data(test)
+    test_errors = frame_errors(model, ds)["max_error"]
+    q99 = float(np.percentile(test_errors, 99))
+    to_model = 1.0 / lammps_force_factor(model)  # the dump (real: kcal/mol/A) -> the model's eV/A
+    thresholds = {rule: halt_threshold(cal.halt, rule)[0] for rule in RULES}
+    log(f"water: test force MAE {metrics['forces.mae']:.4f} RMSE {metrics['forces.rmse']:.4f} eV/A; tolerance "
+        f"{tolerance:.4f}, q99 of the test frames' largest error {q99:.4f}; threshold "
+        f"({DEFAULT_HALT_RULE}) {thresholds[DEFAULT_HALT_RULE]:.4f}")
+    md_model = model
+    if args.pt2:  # the same stacked model compiled ahead of time: LAMMPS runs it ~4x faster on CPU
+        from bnnmd.deploy import export
+
+        md_model = model.with_suffix(".pt2")
+        if not md_model.exists():
+            log("water: compiling the .pt2 for LAMMPS")
+            export(samples, md_model)
+    labeller = TBLiteLabeller("GFN2-xTB", cache=out_root / "labels_gfn2")
+    start = ds.to_ase(0)
+    runs = {}
+    for name in ("heat", "compress"):
+        md = work / f"md_{name}"
+        if not (md / "done").exists():
+            if name == "heat":
+                c = MDSection(temperature=T0, ramp=args.water_ramp, nsteps=args.nsteps, dump_every=DUMP_EVERY)
+            else:
+                tpl = work / "compress.lmp"
+                tpl.write_text(WATER_COMPRESS.replace("@SCALE", f"{args.compress ** (1 / 3):.6f}")
+                               .replace("@NSTEPS", str(args.nsteps)))
+                c = MDSection(template=str(tpl), nsteps=args.nsteps, dump_every=DUMP_EVERY)
+            log(f"water: LAMMPS {name}, {args.nsteps} steps in {md}")
+            run_md(md_model, start, md, c, halt=False)
+            (md / "done").write_text("")
+        traj = read_trajectory(md / "traj.dump", data=md / "system.data", elements=["H", "O"])
+        dumped_max = traj.values("total").max(axis=1) * to_model
+        stride = max(args.stride // DUMP_EVERY, 1)
+        frames = list(range(0, traj.n_frames, stride))
+        truth = dft_truth(traj, model, labeller, frames, processes=args.processes, periodic=True)
+        first = truth.first_error_above(tolerance)
+        if first is not None:  # every dump frame between the last one under and the first one above
+            i = truth.steps.index(first)
+            lo = truth.frames[i - 1] if i > 0 else 0
+            truth = dft_truth(traj, model, labeller, sorted(set(truth.frames) | set(range(lo, truth.frames[i] + 1))),
+                              processes=args.processes, periodic=True)
+            first = truth.first_error_above(tolerance)
+        first_q99 = truth.first_error_above(q99)
+        temps = temperatures(md / "log.lammps")
+        volume = {int(s): float(np.abs(np.linalg.det(np.asarray(_cell(traj, f))))) for f, s in enumerate(traj.steps)}
+        rules = {}
+        for rule, thr in thresholds.items():
+            halt = first_above(traj.steps, dumped_max, thr)
+            rules[rule] = {"threshold": thr, "halt_step": halt, "temperature": temps.get(halt),
+                           "volume_ratio": None if halt is None else volume[halt] / volume[0],
+                           "garbage_steps": (None if first is None or halt is None else max(0, halt - first)),
+                           "garbage_steps_q99": (None if first_q99 is None or halt is None
+                                                 else max(0, halt - first_q99)),
+                           "margin_steps": (None if first is None or halt is None else first - halt),
+                           # a halt before any labelled frame's error left the test frames' range (q99)
+                           "false_alarm": (halt is not None and (first_q99 is None or halt < first_q99))}
+        labels = np.array(truth.max_error) > tolerance
+        runs[name] = {
+            "first_error_step": first, "first_error_temperature": temps.get(first),
+            "first_error_volume_ratio": None if first is None else volume[first] / volume[0],
+            "first_error_step_q99": first_q99, "rules": rules,
+            "auc_total": detection(labels, truth.max_std), "auc_epistemic": detection(labels, truth.max_std_epistemic),
+            "auc_q99_total": detection(np.array(truth.max_error) > q99, truth.max_std),
+            "spearman_total": spearman(truth.max_std, truth.max_error),
+            "spearman_epistemic": spearman(truth.max_std_epistemic, truth.max_error),
+            "labelled_frames": len(truth.steps), "failed_labels": len(truth.failed),
+            "truth": truth.to_dict(), "steps": [int(s) for s in traj.steps], "dumped_max_std": dumped_max.tolist(),
+        }
+        log(f"water {name}: {len(truth.steps)} labelled frames; first error above the tolerance at step {first}; "
+            f"halt ({DEFAULT_HALT_RULE}) at {rules[DEFAULT_HALT_RULE]['halt_step']}")
+    result = {"molecule": "water", "run": str(run_dir), "test_force_mae": metrics["forces.mae"],
+              "test_force_rmse": metrics["forces.rmse"], "test_force_mll": metrics["forces.mll"],
+              "unit": "eV/A", "tolerance": tolerance, "tolerance_q99": q99, "nsteps": args.nsteps,
+              "water_ramp": args.water_ramp, "compress": args.compress, "md_model": md_model.name,
+              "test_frames_above_tolerance": float(np.mean(test_errors > tolerance)),
+              "exported_rule": read_metadata(model)["halt_rule"], "runs": runs}
+    water_plot(result, out_root.parent / "halt_truth_water.png")
+    return result
+
+
+def _cell(traj, frame: int):
+    from MDAnalysis.lib.mdamath import triclinic_vectors
+
+    return triclinic_vectors(traj.box(frame))
+
+
+def water_plot(result, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from bnnmd.posterior import DEFAULT_HALT_RULE
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (name, r) in zip(axes, result["runs"].items()):
+        t = r["truth"]
+        ax.plot(np.asarray(r["steps"]) * 0.5e-3, r["dumped_max_std"], lw=0.8, color="tab:blue",
+                label="largest predicted std (LAMMPS)")
+        ax.plot(np.asarray(t["steps"]) * 0.5e-3, t["max_error"], "o-", ms=3, color="tab:red",
+                label="largest true force error (GFN2-xTB)")
+        ax.axhline(result["tolerance"], color="tab:red", ls=":", lw=0.8, label="tolerance 3 x test RMSE")
+        rule = r["rules"][DEFAULT_HALT_RULE]
+        ax.axhline(rule["threshold"], color="tab:green", ls="--", lw=0.8, label=f"threshold {DEFAULT_HALT_RULE}")
+        if rule["halt_step"] is not None:
+            ax.axvline(rule["halt_step"] * 0.5e-3, color="tab:green", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel("eV/A")
+        ax.set_title(f"water, {name}" + (f" (+{result['water_ramp']:.0f} K/ps)" if name == "heat" else
+                                         f" (to {result['compress']:.2f} of the volume)"))
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def water_table(result) -> str:
+    lines = [f"| run | rule | threshold (eV/A) | halt step (T / K, V/V0) | garbage steps (3 x RMSE) | false alarm |",
+             "|---|---|---|---|---|---|"]
+    for name, r in result["runs"].items():
+        for rule, v in r["rules"].items():
+            extra = "" if v["halt_step"] is None else f" ({v['temperature']:.0f}, {v['volume_ratio']:.3f})"
+            lines.append(f"| {name} | {rule} | {v['threshold']:.4f} | {v['halt_step']}{extra} | {v['garbage_steps']} | "
+                         f"{'yes' if v['false_alarm'] else 'no'} |")
+    lines += ["", "| run | first step above 3 x RMSE (T / K, V/V0) | first step above q99 | labelled frames | AUC total | "
+              "AUC epistemic | Spearman total |", "|---|---|---|---|---|---|---|"]
+    for name, r in result["runs"].items():
+        extra = "" if r["first_error_step"] is None else (f" ({r['first_error_temperature']:.0f}, "
+                                                          f"{r['first_error_volume_ratio']:.3f})")
+        auc = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        lines.append(f"| {name} | {r['first_error_step']}{extra} | {r['first_error_step_q99']} | {r['labelled_frames']} | "
+                     f"{auc(r['auc_total'])} | {auc(r['auc_epistemic'])} | {r['spearman_total']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--molecules", default="ethanol,malonaldehyde")
@@ -388,10 +588,22 @@ def main(argv=None) -> int:
     parser.add_argument("--stride", type=int, default=100, help="label every STRIDE-th step (multiple of 20)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--work", default=str(REPO / "bench" / "results" / "halt_truth_work"))
+    parser.add_argument("--water-ramp", type=float, default=250.0,
+                        help="water: K/ps of the heating's thermostat target (from 300 K)")
+    parser.add_argument("--pt2", action="store_true", help="water: LAMMPS runs the model as .pt2 (compiled)")
+    parser.add_argument("--compress", type=float, default=0.7, help="water: the compression's final volume ratio")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
     out_root = Path(args.work)
+    if args.molecules == "water":
+        result = water_bench(args, out_root)
+        doc = {"result": result, "seconds": time.perf_counter() - t0, "command": " ".join(sys.argv)}
+        path = REPO / "bench" / "results" / "halt_truth_water.json"
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        print(water_table(result))
+        log(f"wrote {path} in {doc['seconds']:.0f} s")
+        return 0
     results = []
     for molecule in args.molecules.split(","):
         results.append(molecule_bench(molecule, args, out_root))
