@@ -233,7 +233,7 @@ def test_scf_failure_keeps_the_state_and_resumes(start_run, tmp_path, capsys):
     # another change than the labeller is refused on resume
     other = write_config(tmp_path / "other.yaml", learn_config(start_run, rounds=2))
     assert main([str(other), "--out", str(out), "--resume"]) == 2
-    assert "only the label section may change on resume" in capsys.readouterr().err
+    assert "only the label and executor sections may change on resume" in capsys.readouterr().err
 
 
 def test_ase_labeller_and_errors(start_run, tmp_path, capsys):
