@@ -129,14 +129,9 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
     md = Path(md)
     shutil.rmtree(md, ignore_errors=True)
     md.mkdir(parents=True)
-    atoms = atoms.copy()
     elements = sorted(set(atoms.get_chemical_symbols()))
     periodic = is_periodic(atoms)
-    if not periodic:  # a molecule: in a box larger than the model's reach
-        atoms.set_cell([c.box] * 3)
-        atoms.center()
-        atoms.pbc = True
-    write_lammps_data(md / "system.data", atoms, specorder=elements, units="real", masses=True)
+    write_md_data(atoms, md / "system.data", c.box)
     if c.template:
         text = Path(c.template).read_text()
     else:
@@ -156,6 +151,19 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
                          f"{(proc.stdout + proc.stderr)[-500:]}")
     halted = [line for line in log.splitlines() if "Fix halt condition" in line]
     return int(halted[0].split("met on step")[1].split()[0]) if halted else None
+
+
+def write_md_data(atoms, path: Path, box: float) -> None:
+    """The LAMMPS data file (units real, types in element order) of an MD run from ``atoms``: a
+    condensed phase (:func:`is_periodic`) in its own cell, a molecule centred in a cubic box of
+    ``box`` A (larger than the model's reach)."""
+    atoms = atoms.copy()
+    if not is_periodic(atoms):
+        atoms.set_cell([box] * 3)
+        atoms.center()
+        atoms.pbc = True
+    elements = sorted(set(atoms.get_chemical_symbols()))
+    write_lammps_data(path, atoms, specorder=elements, units="real", masses=True)
 
 
 def is_periodic(atoms) -> bool:

@@ -38,7 +38,6 @@ from typing import List, Optional
 
 import ase.io
 import numpy as np
-from ase.io.lammpsdata import write_lammps_data
 
 from bnnmd import units
 from bnnmd._files import write_atomic
@@ -47,7 +46,7 @@ from bnnmd.calculator import BNNCalculator
 from bnnmd.deploy import read_metadata
 from bnnmd.label import LABEL_UNITS
 from bnnmd.learn._config import LearnError
-from bnnmd.learn._loop import ActiveLearning, heating_input, is_periodic
+from bnnmd.learn._loop import ActiveLearning, heating_input, is_periodic, write_md_data
 from bnnmd.learn._state import Phase
 
 
@@ -114,13 +113,7 @@ class OnTheFly(ActiveLearning):
         self.dir.mkdir(parents=True, exist_ok=True)
         data = self.dir / "system.data"
         if restart is None:
-            atoms = self.start_structure()
-            if not self.periodic:
-                atoms.set_cell([self.cfg.md.box] * 3)
-                atoms.center()
-                atoms.pbc = True
-            elements = sorted(set(atoms.get_chemical_symbols()))
-            write_lammps_data(data, atoms, specorder=elements, units="real", masses=True)
+            write_md_data(self.start_structure(), data, self.cfg.md.box)
         self.lmp = _lammps(["-log", "none", "-screen", "none", "-var", "model", str(Path(model).resolve()),
                             "-var", "data", str(data), "-var", "seed", str(self.cfg.md.seed)])
         self._command(f"log {self.dir / 'log.lammps'}" + (" append" if restart is not None else ""))
