@@ -1,7 +1,7 @@
 """bnn-learn on rMD17 ethanol, heated: does each round run longer before the halt and err less on hot MD?
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/active_learning.py --start RUN_DIR [--rounds 3] [--out DIR]
-        [--threshold start|round] [--halt-on total|epistemic] [--runs 8] [--select 40] [--overshoot 0]
+        [--threshold start|round] [--halt-on total|epistemic] [--halt-every 20] [--halt-window 1] [--runs 8] [--select 40] [--overshoot 0]
         [--json bench/results/active_learning.json]
 
 ``--start``: a bnn-train run of the demo's recipe (``make demo`` leaves one in demo_out/run).
@@ -118,6 +118,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--runs", type=int, default=8, help="MD runs per round (bnn-learn's md.runs)")
     parser.add_argument("--halt-on", choices=("total", "epistemic"), default="total", help="bnn-learn's md.halt_on")
+    parser.add_argument("--halt-every", type=int, default=20, help="bnn-learn's md.halt_every (steps between checks)")
+    parser.add_argument("--halt-window", type=int, default=1, help="bnn-learn's md.halt_window (steps averaged before a check)")
     parser.add_argument("--threshold", default="start", help="bnn-learn's md.threshold: start, round or a number")
     parser.add_argument("--overshoot", type=int, default=0,
                         help="bnn-learn's md.overshoot: steps a halted run goes on, its frames picked too")
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
         "start": str(Path(args.start).resolve()), "rounds": args.rounds, "max_dft_calls": args.select * args.rounds,
         "test": "bundled:rmd17_ethanol_test", "hot_test": str(hot),
         "md": {"nsteps": 4000, "runs": args.runs, "processes": 2, "halt_on": args.halt_on,
-               "overshoot": args.overshoot, "threshold": args.threshold if args.threshold in ("start", "round")
+               "halt_every": args.halt_every, "halt_window": args.halt_window, "overshoot": args.overshoot, "threshold": args.threshold if args.threshold in ("start", "round")
                else float(args.threshold)}, "select": {"n": args.select, "min_gap": 100},
         "label": {"processes": args.processes},
         "finetune": {"max_steps": args.finetune_steps},
@@ -149,8 +151,8 @@ def main(argv=None) -> int:
         print(f"round {row['round']}: steps before the halt over {args.runs} runs {row['halt_steps']}, "
               f"mean {row['steps_run']:.0f}", flush=True)
     doc = {"report": rep, "seconds": time.perf_counter() - t0, "seconds_hot_test_set": t_hot,
-           "threshold": args.threshold, "halt_on": args.halt_on, "overshoot": args.overshoot,
-           "command": " ".join(sys.argv), "hot_test_frames": sum(1 for _ in open(hot) if _.strip().isdigit())}
+           "threshold": args.threshold, "halt_on": args.halt_on, "halt_every": args.halt_every,
+           "halt_window": args.halt_window, "overshoot": args.overshoot, "command": " ".join(sys.argv), "hot_test_frames": sum(1 for _ in open(hot) if _.strip().isdigit())}
     path = Path(args.json)
     path.write_text(json.dumps(doc, indent=1) + "\n")
     import shutil

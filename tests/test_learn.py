@@ -165,6 +165,43 @@ def test_halt_on_epistemic(start_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_halt_window_matches_its_python_twin(start_run, tmp_path):
+    """md.halt_window: LAMMPS (fix ave/atom 1 W N of the per-atom epistemic std, the largest average
+    against the threshold every N steps) halts on the step bnnmd.posterior.halt_step finds in the
+    per-step stds of the same run without a halt; window 1 is the plain check, and on a threshold
+    where the two differ both agree with their twin."""
+    from bnnmd.data import bundled_dataset
+    from bnnmd.deploy import export
+    from bnnmd.learn import MDSection, run_md
+    from bnnmd.analysis import read_trajectory
+    from bnnmd.posterior import halt_step
+
+    model = export(start_run / "run" / "samples", tmp_path / "model.pth")
+    atoms = bundled_dataset("rmd17_ethanol_test").to_ase(0)
+    every, window, n = 10, 10, 200
+    run_md(model, atoms, tmp_path / "free", MDSection(nsteps=n, dump_every=1), seed=7, halt=False)
+    traj = read_trajectory(tmp_path / "free" / "traj.dump", data=tmp_path / "free" / "system.data",
+                           elements=["C", "H", "O"])
+    assert list(traj.steps) == list(range(n + 1))
+    ep = np.asarray(traj.uncertainty["epistemic"], dtype=np.float64)
+    # thresholds halfway between the largest per-check values of either rule, away from the dump's
+    # 6 significant digits; one where the window changes the halt step
+    checks = range(every, n + 1, every)
+    values = sorted({float(ep[s].max()) for s in checks} | {float(ep[s - window + 1:s + 1].mean(0).max()) for s in checks})
+    mids = [(a + b) / 2 for a, b in zip(values, values[1:]) if b - a > 1e-3 * b]
+    thr = next(t for t in mids if halt_step(ep, t, every, 1) != halt_step(ep, t, every, window)
+               and halt_step(ep, t, every, window) is not None)
+    for w in (1, window):
+        c = MDSection(nsteps=n, dump_every=every, halt_every=every, halt_window=w)
+        assert run_md(model, atoms, tmp_path / f"w{w}", c, seed=7, epistemic_threshold=thr) == halt_step(ep, thr, every, w)
+    assert "fix uwin all ave/atom 1 10 10 c_unc[2]" in (tmp_path / f"w{window}" / "in.lmp").read_text()
+    with pytest.raises(LearnError, match="md.halt_window = 30: .* at most md.halt_every = 20"):
+        LearnConfig.from_dict(learn_config(start_run, md={"template": None, "halt_every": 20, "halt_window": 30}))
+    with pytest.raises(LearnError, match="md.halt_window = 5 needs the built-in recipe"):
+        LearnConfig.from_dict(learn_config(start_run, md={"halt_window": 5}))
+
+
+@pytest.mark.slow
 def test_overshoot_runs_on_past_the_halt(start_run, tmp_path):
     """md.overshoot: a halted run of the built-in recipe goes on without the halt (to md.nsteps at
     most), its frames past the halt are dumped and picked, and the step reported is the halt's."""

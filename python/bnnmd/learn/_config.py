@@ -44,6 +44,11 @@ class MDSection:
     nsteps: int = 4000  # target length of a round's run
     timestep: float = 0.5  # fs
     halt_every: int = 20  # steps between halt checks (fix halt N)
+    # steps each atom's std is averaged over before a check (fix ave/atom 1 W halt_every, the largest
+    # average against the threshold; 1 to halt_every): the epistemic std of a heated molecule passes
+    # the threshold in spikes of a few steps at the turning points of its bond vibrations, long
+    # before the error does; one check on one step halts there (docs/results.md, false alarms)
+    halt_window: int = 1
     dump_every: int = 20
     # A, the periodic box around a molecule (larger than the model's reach); a structure periodic in
     # x, y and z (a condensed phase) keeps its own cell
@@ -177,7 +182,7 @@ class LearnConfig:
                              "first, e.g. bnn-train examples/demo/train.yaml --out runs/start")
         for key in ("rounds", "max_dft_calls"):
             Checks(LearnError, "").integer(self, key, 0)
-        for sec, key, lo in (("md", "nsteps", 1), ("md", "halt_every", 1), ("md", "dump_every", 1),
+        for sec, key, lo in (("md", "nsteps", 1), ("md", "halt_every", 1), ("md", "halt_window", 1), ("md", "dump_every", 1),
                              ("md", "runs", 1), ("md", "processes", 1), ("md", "overshoot", 0),
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
@@ -200,6 +205,13 @@ class LearnConfig:
             raise LearnError(f"md.overshoot = {self.md.overshoot} needs the built-in recipe: drop md.template, or "
                              "end your template's fix halt with error continue and run on after it, and set "
                              "md.overshoot 0")
+        if self.md.halt_window > self.md.halt_every:
+            raise LearnError(f"md.halt_window = {self.md.halt_window}: the std is averaged over the steps up to a "
+                             f"check, at most md.halt_every = {self.md.halt_every}; give 1 to {self.md.halt_every}")
+        if self.md.halt_window > 1 and self.md.template:
+            raise LearnError(f"md.halt_window = {self.md.halt_window} needs the built-in recipe: drop md.template, or "
+                             "average in your template (fix ave/atom 1 W N c_unc[2], compute reduce max on it) and set "
+                             "md.halt_window 1")
         if self.md.mode not in ("rounds", "otf"):
             raise LearnError(f"md.mode = {self.md.mode!r}: give rounds (MD until the halt, then label and fine-tune, "
                              "round after round) or otf (one trajectory, the model swapped in where the halt would fire)")
@@ -207,7 +219,8 @@ class LearnConfig:
             m = self.md
             for key, bad, why in (("template", m.template, "the built-in recipe (drop md.template)"),
                                   ("halt_on", m.halt_on != "total", "md.halt_on total"),
-                                  ("overshoot", m.overshoot, "md.overshoot 0"), ("runs", m.runs != 1, "md.runs 1")):
+                                  ("overshoot", m.overshoot, "md.overshoot 0"), ("runs", m.runs != 1, "md.runs 1"),
+                                  ("halt_window", m.halt_window != 1, "md.halt_window 1")):
                 if bad:
                     raise LearnError(f"md.{key} = {getattr(m, key)!r}: md.mode otf drives one trajectory of the "
                                      f"built-in recipe and needs {why}")

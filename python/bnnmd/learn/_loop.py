@@ -91,6 +91,14 @@ class _Input(string.Template):
 HALT_RATIO = {"total": "variable ratio equal c_unc[4]/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]",
               "epistemic": "compute emax all reduce max c_unc[2]\nvariable ratio equal c_emax/@{threshold}\n"
                            "thermo_style custom step temp pe c_unc[4] c_emax"}
+#: with md.halt_window > 1: each atom's std (c_unc[1] total, c_unc[2] epistemic) averaged over the
+#: window up to a check, the largest average against the threshold (thermo keeps the step's values)
+HALT_RATIO_WINDOW = {
+    "total": "fix uwin all ave/atom 1 @{halt_window} @{halt_every} c_unc[1]\ncompute uwinmax all reduce max f_uwin\n"
+             "variable ratio equal c_uwinmax/c_unc[5]\nthermo_style custom step temp pe c_unc[4] c_unc[5]",
+    "epistemic": "compute emax all reduce max c_unc[2]\nfix uwin all ave/atom 1 @{halt_window} @{halt_every} c_unc[2]\n"
+                 "compute uwinmax all reduce max f_uwin\nvariable ratio equal c_uwinmax/@{threshold}\n"
+                 "thermo_style custom step temp pe c_unc[4] c_emax"}
 HALT = "fix stop all halt @{halt_every} v_ratio > 1.0 error @{halt_error}"
 #: past the halt: the same ramp (start/stop), no halt, at most to nsteps
 OVERSHOOT = ('unfix stop\nif "$(step) < @{nsteps}" then '
@@ -111,7 +119,9 @@ def heating_input(c, elements: List[str], seed: int, halt: bool = True, threshol
               "halt_error": "continue" if over else "soft", "overshoot": over, "threshold": repr(threshold),
               "rot": "no" if periodic else "yes"}
     fill = lambda text: _Input(text).substitute(values)  # noqa: E731
-    values["ratio"] = fill(HALT_RATIO["total" if threshold is None else "epistemic"])
+    values["halt_window"] = c.halt_window
+    windowed = halt and c.halt_window > 1
+    values["ratio"] = fill((HALT_RATIO_WINDOW if windowed else HALT_RATIO)["total" if threshold is None else "epistemic"])
     values["halt"] = fill(HALT) if halt else "# no halt"
     values["after_run"] = fill(OVERSHOOT) if over else ""
     return fill(HEAT_TEMPLATE)

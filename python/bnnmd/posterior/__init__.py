@@ -22,7 +22,7 @@ from bnnmd.posterior._arrays import check_predictions
 from bnnmd.posterior._calibration import (CALIBRATION_FILE, CALIBRATION_FORMAT, QUANTITIES, Calibration,
                                           find_calibration)
 from bnnmd.posterior._halt import (DEFAULT_HALT_RULE, HALT_RULES, HaltRuleError, HaltStatistics, halt_statistics,
-                                   halt_threshold, parse_rule, per_atom_stds)
+                                   halt_step, halt_threshold, parse_rule, per_atom_stds)
 from bnnmd.posterior._metadata import EXTRA_FILE, FORMAT_VERSION
 from bnnmd.posterior._metadata import KEYS as METADATA_KEYS
 from bnnmd.posterior._metadata import OPTIONAL_KEYS as OPTIONAL_METADATA_KEYS
@@ -39,7 +39,7 @@ __all__ = [
     "FORMAT_VERSION", "GROUP", "HALT_RULES", "HaltRuleError", "HaltStatistics", "Inference", "InferencePlan", "KINDS",
     "METADATA_KEYS", "OPTIONAL_METADATA_KEYS", "QUANTITIES", "SAMPLE_FORMAT", "SampleError", "SampleSet", "StdMap",
     "check_predictions", "choose", "energy_stats", "evenly_spaced", "find_calibration", "force_stats",
-    "halt_statistics", "halt_threshold", "inference_plan", "load_chosen", "load_samples", "metadata_to_text",
+    "halt_statistics", "halt_step", "halt_threshold", "inference_plan", "load_chosen", "load_samples", "metadata_to_text",
     "parse_metadata", "parse_rule", "per_atom_stds", "read_sample", "sample_files", "sample_path", "save_sample",
     "scale_predictions", "unit_std", "virial_stats",
 ]

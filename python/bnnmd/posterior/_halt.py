@@ -124,3 +124,19 @@ def halt_threshold(stats: HaltStatistics, rule: str = DEFAULT_HALT_RULE,
         what = f"the force RMSE on {n} validation frames"
     value = f * base
     return value, f"{rule}: {f:g} x {what} ({base:.4g} {stats.force_unit}) = {value:.4g} {stats.force_unit}"
+
+
+def halt_step(stds, threshold: float, every: int = 20, window: int = 1) -> Optional[int]:
+    """The step a windowed halt fires on, from per-step per-atom stds ``stds [steps + 1, atoms]``
+    (row i = step i, as a dump every step gives them); None when it does not. Every ``every`` steps
+    (``fix halt every``), each atom's std averaged over the ``window`` steps up to the check (``fix
+    ave/atom 1 window every``; window 1: the check's step alone) and the largest average compared
+    with ``threshold``. The Python twin of bnn-learn's built-in recipe with ``md.halt_window``."""
+    stds = np.asarray(stds, dtype=np.float64)
+    if not 1 <= window <= every:
+        raise HaltRuleError(f"halt window {window}: give 1 to the check interval {every}")
+    for s in range(every, stds.shape[0], every):
+        if stds[s - window + 1:s + 1].mean(axis=0).max() > threshold:
+            return s
+    return None
+
