@@ -1,7 +1,7 @@
 """Would a halt on the EPISTEMIC std alone run longer round by round? (issue 14)
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/active_learning_epistemic_halt.py LOOP_DIR [--rounds 0,1,2,3]
-        [--parallel 2] [--seeds 12345:8] [--out JSON]
+        [--parallel 2] [--seeds 12345:8] [--halt-every 20] [--halt-window 1] [--out JSON]
 
 ``LOOP_DIR``: a finished bnn-learn run (``bench/active_learning.py`` leaves one in WORK/loop). Each
 round's model runs the built-in heating recipe (the demo's ramp, 4000 steps, velocity seeds
@@ -13,7 +13,8 @@ the total one (``bnnmd.learn.run_md(..., epistemic_threshold=)``, what ``md.halt
     variable ratio equal c_emax/THRESHOLD
     fix stop all halt 20 v_ratio > 1.0 error soft
 
-THRESHOLD = 1.5 x the median over the validation frames of a frame's largest per-atom epistemic
+(with ``--halt-window W``: ``fix uwin all ave/atom 1 W N c_unc[2]`` and the largest average, checked
+every ``--halt-every N`` steps, what ``md.halt_window`` runs). THRESHOLD = 1.5 x the median over the validation frames of a frame's largest per-atom epistemic
 std of round 0's model (``frame_max_std_epistemic`` of its calibration), kept for every round, as
 ``md.threshold: start`` keeps the total one. Writes bench/results/active_learning_epistemic_halt.json.
 """
@@ -38,6 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", default="0,1,2,3")
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--seeds", default=LOOP_SEEDS, help="FIRST:COUNT velocity seeds (default: the loop's own)")
+    p.add_argument("--halt-every", type=int, default=20, help="md.halt_every of the runs")
+    p.add_argument("--halt-window", type=int, default=1, help="md.halt_window of the runs (steps averaged before a check)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "active_learning_epistemic_halt.json"))
     a = p.parse_args(argv)
     first, count = (int(x) for x in a.seeds.split(":"))
@@ -52,7 +55,8 @@ def main(argv=None) -> int:
     thr = halt_threshold(halt, DEFAULT_HALT_RULE, part="epistemic")[0]
     work = loop.parent / "epistemic_halt"
     work.mkdir(exist_ok=True)
-    c = MDSection(nsteps=4000)  # bnn-learn's built-in heating recipe, with md.halt_on epistemic's halt
+    # bnn-learn's built-in heating recipe, with md.halt_on epistemic's halt
+    c = MDSection(nsteps=4000, halt_every=a.halt_every, halt_window=a.halt_window)
     structure = bundled_dataset("rmd17_ethanol_test").to_ase(0)
     rows = {}
     for r in [int(x) for x in a.rounds.split(",")]:
@@ -69,7 +73,8 @@ def main(argv=None) -> int:
         print(f"round {r}: {steps}, mean {np.mean(steps):.0f} +- {sem:.0f} (standard error)", flush=True)
     Path(a.out).write_text(json.dumps({"experiment": "active_learning_epistemic_halt", "loop": str(loop),
                                        "threshold": thr, "force_unit": halt.force_unit,
-                                       "seeds": seeds, "rounds": rows, "command": " ".join(sys.argv)},
+                                       "seeds": seeds, "rounds": rows, "halt_every": a.halt_every,
+                                       "halt_window": a.halt_window, "command": " ".join(sys.argv)},
                                       indent=1) + "\n")
     return 0
 
