@@ -40,6 +40,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from _machine import machine_info  # noqa: E402  (bench/_machine.py)
+from halt_truth import temperatures  # noqa: E402  (a LAMMPS log's step -> temperature)
 HALT_EVERY = 20
 RULES = ("check", "twice", "mean20", "mean40")
 T_WINDOW = 200  # steps: the halt's temperature is the mean over them
@@ -48,22 +51,6 @@ GAP_EVERY = 40  # steps between the labelled frames of --gaps
 
 def log(msg: str) -> None:
     print(f"[false_alarms {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def temperatures(log_path: Path) -> dict:
-    """Step -> instantaneous temperature (K) from the thermo rows of a LAMMPS log."""
-    temps, on = {}, False
-    for line in log_path.read_text().splitlines():
-        words = line.split()
-        if words[:2] == ["Step", "Temp"]:
-            on = True
-            continue
-        if on:
-            try:
-                temps[int(words[0])] = float(words[1])
-            except (ValueError, IndexError):
-                on = False
-    return temps
 
 
 def heat(model: Path, md: Path, seed: int, nsteps: int) -> Path:
@@ -128,9 +115,6 @@ def main(argv=None) -> int:
 
     from bnnmd import units
     from bnnmd.posterior import Calibration
-    sys.path.insert(0, str(REPO / "bench"))
-    from _machine import machine_info
-
     first, count = (int(x) for x in a.seeds.split(":"))
     seeds = list(range(first, first + count))
     models = dict(m.split("=", 1) for m in a.model)
