@@ -169,7 +169,8 @@ def test_halt_window_matches_its_python_twin(start_run, tmp_path):
     """md.halt_window: LAMMPS (fix ave/atom 1 W N of the per-atom epistemic std, the largest average
     against the threshold every N steps) halts on the step bnnmd.posterior.halt_step finds in the
     per-step stds of the same run without a halt; window 1 is the plain check, and on a threshold
-    where the two differ both agree with their twin."""
+    where the two differ both agree with their twin; the windowed total std runs against the
+    model's exported threshold."""
     from bnnmd.data import bundled_dataset
     from bnnmd.deploy import export
     from bnnmd.learn import MDSection, run_md
@@ -184,17 +185,31 @@ def test_halt_window_matches_its_python_twin(start_run, tmp_path):
                            elements=["C", "H", "O"])
     assert list(traj.steps) == list(range(n + 1))
     ep = np.asarray(traj.uncertainty["epistemic"], dtype=np.float64)
-    # thresholds halfway between the largest per-check values of either rule, away from the dump's
-    # 6 significant digits; one where the window changes the halt step
-    checks = range(every, n + 1, every)
-    values = sorted({float(ep[s].max()) for s in checks} | {float(ep[s - window + 1:s + 1].mean(0).max()) for s in checks})
-    mids = [(a + b) / 2 for a, b in zip(values, values[1:]) if b - a > 1e-3 * b]
-    thr = next(t for t in mids if halt_step(ep, t, every, 1) != halt_step(ep, t, every, window)
-               and halt_step(ep, t, every, window) is not None)
+    def threshold_between(stds):
+        """A threshold halfway between two per-check values of either rule, away from the dump's 6
+        significant digits, where the window changes the halt step."""
+        checks = range(every, n + 1, every)
+        values = sorted({float(stds[s].max()) for s in checks}
+                        | {float(stds[s - window + 1:s + 1].mean(0).max()) for s in checks})
+        mids = [(a + b) / 2 for a, b in zip(values, values[1:]) if b - a > 1e-3 * b]
+        return next(t for t in mids if halt_step(stds, t, every, 1) != halt_step(stds, t, every, window)
+                    and halt_step(stds, t, every, window) is not None)
+
+    thr = threshold_between(ep)
     for w in (1, window):
         c = MDSection(nsteps=n, dump_every=every, halt_every=every, halt_window=w)
         assert run_md(model, atoms, tmp_path / f"w{w}", c, seed=7, epistemic_threshold=thr) == halt_step(ep, thr, every, w)
     assert "fix uwin all ave/atom 1 10 10 c_unc[2]" in (tmp_path / f"w{window}" / "in.lmp").read_text()
+    # the total std against the model's own threshold (c_unc[5], stored by bnn-export): the tiny
+    # model's total std varies too little along the run to split the two rules apart, so a threshold
+    # under every value (both halt on the first check) only shows the windowed input runs
+    total = np.asarray(traj.uncertainty["total"], dtype=np.float64)
+    thr_total = 0.5 * float(total.min())
+    model_total = export(start_run / "run" / "samples", tmp_path / "model_total.pth", halt_threshold=thr_total)
+    for w in (1, window):
+        c = MDSection(nsteps=n, dump_every=every, halt_every=every, halt_window=w)
+        assert run_md(model_total, atoms, tmp_path / f"t{w}", c, seed=7) == halt_step(total, thr_total, every, w)
+    assert "variable ratio equal c_uwinmax/c_unc[5]" in (tmp_path / f"t{window}" / "in.lmp").read_text()
     with pytest.raises(LearnError, match="md.halt_window = 30: .* at most md.halt_every = 20"):
         LearnConfig.from_dict(learn_config(start_run, md={"template": None, "halt_every": 20, "halt_window": 30}))
     with pytest.raises(LearnError, match="md.halt_window = 5 needs the built-in recipe"):
