@@ -76,7 +76,8 @@ def heat(model: Path, md: Path, seed: int, nsteps: int) -> Path:
 def halt_step(rule: str, ep: np.ndarray, threshold: float):
     """The step ``rule`` halts on (None: never), from per-step per-atom stds ``ep [steps + 1, atoms]``
     (row i = step i): ``check``, ``mean20`` and ``mean40`` are bnn-learn's built-in recipe with
-    ``md.halt_window`` 1, 20 (checks every 20 steps) and 40 (every 40) (``bnnmd.posterior.halt_step``, its Python twin), ``twice`` is two checks in a row."""
+    ``md.halt_window`` 1, 20 (checks every 20 steps) and 40 (every 40), computed by its Python twin
+    ``bnnmd.posterior.halt_step``; ``twice`` is two checks in a row above the threshold."""
     from bnnmd.posterior import halt_step as windowed
 
     if rule in ("check", "mean20"):
@@ -214,12 +215,11 @@ def label_gaps(result, name, model, work: Path, labeller, processes: int, errors
 
 
 def summary(row, q99=None) -> dict:
-    steps = [h if h is not None else None for h in row["halts"]]
-    reached = [h for h in steps if h is not None]
-    capped = np.array([h if h is not None else np.nan for h in steps], dtype=float)
+    """Mean and standard error over the runs that halted (a run without a halt is left out)."""
+    reached = np.array([h for h in row["halts"] if h is not None], dtype=float)
     t = np.array(row["temperatures"], dtype=float)
-    out = {"halted": len(reached), "mean": float(np.nanmean(capped)) if reached else None,
-           "sem": float(np.nanstd(capped, ddof=1) / np.sqrt(len(reached))) if len(reached) > 1 else None,
+    out = {"halted": len(reached), "mean": float(reached.mean()) if len(reached) else None,
+           "sem": float(reached.std(ddof=1) / np.sqrt(len(reached))) if len(reached) > 1 else None,
            "below_400K": int(np.sum(t < 400)), "below_500K": int(np.sum(t < 500))}
     if q99 is not None and "errors" in row:
         e = [x for x in row["errors"] if x is not None]
