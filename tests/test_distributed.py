@@ -197,6 +197,49 @@ def test_data_mode_equals_one_process_with_the_whole_batch(tmp_path, method):
     assert any(not torch.allclose(half[k], single[k], rtol=1e-6) for k in single)
 
 
+def test_chains_x_data_equals_one_process_per_chain(tmp_path):
+    """2 SGHMC chains on 4 processes (training.distributed: chains): chain c runs on ranks 2c and 2c+1,
+    which split its minibatch (batch_size 5: 3 + 2 frames). Noise off: the two ranks of a chain hold
+    the same parameters (bit for bit), and each chain's parameters and samples are those of one process
+    running both chains on the whole minibatch (float64 round-off), in the same files with the same
+    step and chain."""
+    cfg = write_config(tmp_path, tiny("sghmc", training={"distributed": "chains", "batch_size": 5},
+                                      sghmc={"chains": 2, "num_samples": 4, "noise": 0.0}))
+    one_process(cfg, tmp_path / "one")
+    r = two_processes(cfg, tmp_path / "four", nproc=4)
+    assert r.stdout.count("bnn-train: finished") == 1
+    state = torch.load(tmp_path / "four" / "checkpoint.pt", weights_only=True)
+    assert state["layout"] == {"world_size": 4, "mode": "chains", "groups": 2, "data_ranks": 2, "num_chains": 2}
+    digests = [p["digest"] for p in state["parts"]]
+    assert digests[0] == digests[1] and digests[2] == digests[3] and digests[0] != digests[2]
+    per_chain = final_state(tmp_path / "four")  # data rank 0 of each chain group: chains 0 and 1
+    single = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
+    assert len(per_chain) == 2
+    for c, model in enumerate(per_chain):
+        assert model.keys() == single.keys()
+        for name, p in single.items():  # parameters carry a leading chain dimension, buffers may not
+            ref = p if model[name].shape == p.shape else p[c:c + 1]
+            assert model[name].shape == ref.shape and torch.allclose(model[name], ref, rtol=1e-9, atol=1e-12), \
+                (c, name)
+    fa, fb = sample_files(tmp_path / "one"), sample_files(tmp_path / "four")
+    assert [f.name for f in fa] == [f.name for f in fb] and len(fa) == 4
+    metas = []
+    for a, b in zip(fa, fb):
+        da, db = read_sample(a), read_sample(b)
+        assert da["meta"] == db["meta"], a.name
+        metas.append((da["meta"]["step"], da["meta"]["chain"]))
+        sa, sb = da["state_dict"], db["state_dict"]
+        assert sa.keys() == sb.keys()
+        assert all(torch.allclose(sa[k], sb[k], rtol=1e-9, atol=1e-12) for k in sa), a.name
+    assert metas == [(6, 0), (6, 1), (8, 0), (8, 1)]
+    # a chain on its first rank's 3 frames alone ends elsewhere: the comparison can fail
+    cfg_part = write_config(tmp_path, tiny("sghmc", training={"batch_size": 3},
+                                           sghmc={"chains": 2, "num_samples": 4, "noise": 0.0}), "part.yaml")
+    one_process(cfg_part, tmp_path / "part")
+    part = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model"]
+    assert any(not torch.allclose(part[k], single[k], rtol=1e-6) for k in single)
+
+
 def test_data_mode_injects_the_noise_of_one_process(tmp_path):
     """One sampler step from the same start with the noise on and off: the difference is the injected
     noise, gamma / M * alpha * sqrt(2 M / (|D| gamma)) * xi, with |D| the whole training set (the
