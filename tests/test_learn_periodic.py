@@ -126,9 +126,11 @@ def test_otf_swaps_the_model_and_continues_the_trajectory(water_run, tmp_path):
     from bnnmd.learn import OnTheFly
 
     out = tmp_path / "out"
-    rep = OnTheFly(LearnConfig.from_dict(otf_config(water_run)), out).run()
+    # a tolerance every event meets at once: one fine-tuning each, as without one
+    rep = OnTheFly(LearnConfig.from_dict(otf_config(water_run, otf={"tolerance": 50.0, "finetunes": 3})), out).run()
     assert rep["status"].startswith("halted at step 30: the uncertainty passed the threshold and the budget is spent")
     assert [e["step"] for e in rep["events"]] == [10, 20] and rep["dft_calls"] == 2
+    assert [e["finetunes"] for e in rep["events"]] == [1, 1] and not (out / "round_01" / "run_2").exists()
     assert dump_steps(out / "otf" / "traj.dump") == [0, 10, 20, 30]  # one trajectory, no frame twice
     log = (out / "otf" / "log.lammps").read_text()
     assert log.count("velocity all create") == 1 and "read_restart" not in log
@@ -155,6 +157,44 @@ def test_otf_swaps_the_model_and_continues_the_trajectory(water_run, tmp_path):
     assert len(labels) == 1 and labels.stress is not None
     assert len(read_dataset(out / "round_02" / "data.extxyz")) == 12 + 2
     assert "## on-the-fly events" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_otf_fine_tunes_again_above_the_tolerance_then_halts(water_run, tmp_path):
+    """otf.tolerance: while the error on the event's labelled frame is above it, the posterior is
+    fine-tuned again from where the last fine-tuning ended; still above after otf.finetunes, the run
+    halts at the event's step and the unlearned model is never swapped in."""
+    import ase.io
+    import yaml
+
+    from bnnmd.calculator import BNNCalculator
+    from bnnmd.learn import OnTheFly
+
+    out = tmp_path / "out"
+    cfg = LearnConfig.from_dict(otf_config(water_run, otf={"tolerance": 1e-6, "finetunes": 2}))
+    rep = OnTheFly(cfg, out).run()
+    assert rep["status"].startswith("halted at step 10: after 2 fine-tuning(s) the largest per-atom force error on "
+                                    "event 0's labelled frames is ")
+    assert "> otf.tolerance 1e-06" in rep["status"]
+    (e,) = rep["events"]
+    assert e["finetunes"] == 2 and e["error_after"] == e["finetune_errors"][1] and rep["dft_calls"] == 1
+    assert e["finetune_errors"][0] != pytest.approx(e["finetune_errors"][1], rel=1e-6)  # another model
+    second = yaml.safe_load((out / "round_01" / "run_2" / "config.yaml").read_text())
+    assert second["training"]["prior_centre"] == str(out / "round_01" / "run" / "samples")  # on from the first
+    assert second["data"]["split"] == str(out / "round_01" / "split.json")  # the same frames
+    # round_01/model.pth is the second fine-tuning's: its error on the labelled frame is the one reported
+    atoms = ase.io.read(out / "round_00" / "event.extxyz")
+    atoms.calc = BNNCalculator(str(out / "round_01" / "model.pth"))
+    label = read_dataset(out / "round_00" / "labels.extxyz")
+    err = np.linalg.norm(atoms.get_forces() - label.forces, axis=1).max() / np.sqrt(3)
+    assert e["error_after"] == pytest.approx(err, rel=1e-4, abs=1e-6)
+    assert dump_steps(out / "otf" / "traj.dump") == [0, 10]  # halted at the event
+    assert "round_01" not in (out / "otf" / "log.lammps").read_text()  # never swapped in
+    assert OnTheFly(cfg, out, resume=True).run()["status"] == rep["status"]  # a halted run stays halted
+    with pytest.raises(LearnError, match="otf.finetunes = 2: an event fine-tunes again only while its error is above"):
+        LearnConfig.from_dict(otf_config(water_run, otf={"finetunes": 2}))
+    with pytest.raises(LearnError, match="otf.tolerance = -1: give the largest per-atom force error"):
+        LearnConfig.from_dict(otf_config(water_run, otf={"tolerance": -1}))
 
 
 @pytest.mark.slow

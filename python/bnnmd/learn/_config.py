@@ -86,6 +86,13 @@ class OTFSection:
 
     frames: int = 1  # frames labelled per event: the current one and those of the checks just before it
     restart_every: int = 1000  # MD steps between LAMMPS restart files (one is also written at every event)
+    # the accuracy an event must reach before the trajectory goes on: the largest per-atom force error
+    # |dF|/sqrt 3 of the new model on the event's labelled frames (model force unit, e.g. eV/A); above
+    # it the posterior is fine-tuned again (at most `finetunes` fine-tunings per event), and if it is
+    # still above, the run halts there rather than go on with a model that did not learn the frame.
+    # null: one fine-tuning per event, whatever its error
+    tolerance: Optional[float] = None
+    finetunes: int = 1
 
 
 @dataclass
@@ -187,7 +194,7 @@ class LearnConfig:
                              ("select", "n", 1), ("select", "min_gap", 0), ("label", "processes", 1),
                              ("label", "max_cycle", 1), ("finetune", "max_steps", 1),
                              ("finetune", "warm_start_steps", 0), ("finetune", "nproc", 1), ("finetune", "new_frame_weight", 1), ("otf", "frames", 1),
-                             ("otf", "restart_every", 1)):
+                             ("otf", "restart_every", 1), ("otf", "finetunes", 1)):
             Checks(LearnError, sec).integer(getattr(self, sec), key, lo)
         thr = self.md.threshold
         if not (thr in ("start", "round") or (is_number(thr) and thr > 0)):
@@ -227,6 +234,13 @@ class LearnConfig:
             if m.halt_every % m.dump_every:
                 raise LearnError(f"md.halt_every = {m.halt_every} and md.dump_every = {m.dump_every}: md.mode otf "
                                  "labels the frame of a check from the dump; make md.dump_every divide md.halt_every")
+        tol = self.otf.tolerance
+        if tol is not None and not (is_number(tol) and tol > 0):
+            raise LearnError(f"otf.tolerance = {tol!r}: give the largest per-atom force error an event must reach "
+                             "(> 0, the model's force unit, e.g. 0.15 for eV/A), or null")
+        if self.otf.finetunes > 1 and tol is None:
+            raise LearnError(f"otf.finetunes = {self.otf.finetunes}: an event fine-tunes again only while its error is "
+                             "above otf.tolerance; set otf.tolerance, or otf.finetunes 1")
         lab = self.label
         if lab.labeller not in ("pyscf", "tblite") and ":" not in str(lab.labeller):
             raise LearnError(f"label.labeller = {lab.labeller!r}: give pyscf, tblite, or MODULE:FACTORY of an ASE "

@@ -299,6 +299,12 @@ class ActiveLearning:
     def round_dir(self, r: int) -> Path:
         return self.out / f"round_{r:02d}"
 
+    def run_dir(self, r: int) -> Path:
+        """The bnn-train run of round ``r``'s model: ``round_rr/run``, or ``round_rr/run_N`` where the
+        on-the-fly event before it fine-tuned N > 1 times (``otf.tolerance``)."""
+        n = self.state.rounds[r - 1].finetunes if r > 0 and (r - 1) in self.state.rounds else None
+        return self.round_dir(r) / ("run" if not n or n == 1 else f"run_{n}")
+
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> dict:
         run_phase = {Phase.EXPORT: self._export, Phase.EVALUATE: self._evaluate, Phase.MD: self._md,
@@ -330,8 +336,8 @@ class ActiveLearning:
         return None
 
     # ---- phases ------------------------------------------------------------------------------
-    def _export(self, r: int) -> None:
-        run = self.round_dir(r) / "run"
+    def _export(self, r: int, run: Optional[Path] = None) -> None:
+        run = run or self.run_dir(r)
         if r == 0:  # a copy: calibrating writes into the samples directory
             start = Path(self.cfg.start)
             shutil.rmtree(run, ignore_errors=True)
@@ -367,7 +373,7 @@ class ActiveLearning:
         return halt_threshold(stats, DEFAULT_HALT_RULE, part="epistemic")[0]
 
     def _evaluate(self, r: int) -> None:
-        samples = self.round_dir(r) / "run" / "samples"
+        samples = self.run_dir(r) / "samples"
         row = {}
         for name, data in (("test", self.cfg.test or "split:test"), ("hot", self.cfg.hot_test)):
             if data:
@@ -467,13 +473,16 @@ class ActiveLearning:
         new_split = Split(SplitPart(str(data), train_idx), split.val, split.test, seed=split.seed,
                           protocol="random")
         new_split.save(nxt / "split.json")
-        cfg = finetune_config(start, nxt / "split.json", self.round_dir(r) / "run" / "samples", self.cfg.finetune)
-        run = nxt / "run"
+        self._train(finetune_config(start, nxt / "split.json", self.run_dir(r) / "samples", self.cfg.finetune),
+                    nxt / "run")
+        self._mark(r, Phase.FINETUNE, train_frames=int(n), new_frames=int(n - n_base))
+
+    def _train(self, cfg: TrainConfig, run: Path) -> None:
+        """A fine-tuning (``finetune.nproc`` processes), resumed where it has a checkpoint."""
         if self.cfg.finetune.nproc > 1:
             torchrun_finetune(cfg, run, self.cfg.finetune.nproc)
         else:
             train(cfg, run, resume=(run / "checkpoint.pt").exists(), progress=True)
-        self._mark(r, Phase.FINETUNE, train_frames=int(n), new_frames=int(n - n_base))
 
     def _periodic_data(self, r: int, split: Split):
         """``round_{r+1}/data.extxyz``: the start run's training frames and every round's labelled ones

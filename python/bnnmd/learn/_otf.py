@@ -11,6 +11,11 @@ against its threshold) is read. Where it passes 1 (an *event*), instead of halti
    samples (every chain starts at, and is pulled towards, its last sample; ``finetune.*`` bounds the
    steps) on the start run's frames plus every frame labelled so far, then exported with the start
    model's threshold (``round_rr+1/model.pth``);
+   With ``otf.tolerance``, the new model's largest per-atom force error on the event's labelled
+   frames must be at or under it: while it is above, the posterior is fine-tuned again from where
+   the last fine-tuning ended (``round_rr+1/run_N``, at most ``otf.finetunes`` in all), and if it is
+   still above, the run halts at the event's step instead of going on with a model that did not
+   learn the frame;
 3. ``pair_coeff`` loads the new model into the running LAMMPS (atoms, velocities, thermostat and
    step number untouched), ``run 0`` gives the ratio after, at the same geometry, and the trajectory
    goes on.
@@ -45,7 +50,7 @@ from bnnmd.analysis import frame_atoms, read_trajectory
 from bnnmd.calculator import BNNCalculator
 from bnnmd.deploy import read_metadata
 from bnnmd.label import LABEL_UNITS
-from bnnmd.learn._config import LearnError
+from bnnmd.learn._config import LearnError, finetune_config
 from bnnmd.learn._loop import ActiveLearning, heating_input, is_periodic, write_md_data
 from bnnmd.learn._state import Phase
 
@@ -193,9 +198,34 @@ class OnTheFly(ActiveLearning):
         if info.error_after is None:
             info.error_before = self._label_error(r, self.round_dir(r) / "model.pth")
             info.error_after = self._label_error(r, self.round_dir(r + 1) / "model.pth")
+            info.finetunes, info.finetune_errors = 1, [info.error_after]
+            self._save()
+        if info.finetunes is None:  # a state written before otf.tolerance
+            info.finetunes, info.finetune_errors = 1, [info.error_after]
+        tol = self.cfg.otf.tolerance
+        while tol is not None and info.error_after > tol and info.finetunes < self.cfg.otf.finetunes:
+            # again from where the last fine-tuning ended, on the same frames; the state moves on only
+            # when the new model is exported and measured (a kill in between redoes this fine-tuning)
+            n = info.finetunes + 1
+            _say(f"event {r}: error {info.error_after:.4g} > otf.tolerance {tol:g}: fine-tuning {n}")
+            run = self.round_dir(r + 1) / f"run_{n}"
+            self._train(finetune_config(Path(self.cfg.start), self.round_dir(r + 1) / "split.json",
+                                        self.run_dir(r + 1) / "samples", self.cfg.finetune), run)
+            self._export(r + 1, run)
+            info.error_after = self._label_error(r, self.round_dir(r + 1) / "model.pth")
+            info.finetunes, info.finetune_errors = n, info.finetune_errors + [info.error_after]
             self._save()
         if t0 is not None:
             info.event_seconds = time.perf_counter() - t0
+
+    def _unlearned(self, r: int) -> Optional[str]:
+        """Why the run halts after event ``r`` (its error still above ``otf.tolerance``), or None."""
+        info, tol = self.state.round(r), self.cfg.otf.tolerance
+        if tol is None or info.error_after <= tol:
+            return None
+        return (f"halted at step {info.event_step}: after {info.finetunes} fine-tuning(s) the largest per-atom force "
+                f"error on event {r}'s labelled frames is {info.error_after:.4g} > otf.tolerance {tol:g}; the model "
+                "did not learn them (raise otf.finetunes or finetune.max_steps, or label more frames)")
 
     def _label_error(self, r: int, model: Path) -> float:
         """The largest per-atom force error ``|dF| / sqrt 3`` of ``model`` on event ``r``'s labelled frames
@@ -226,8 +256,12 @@ class OnTheFly(ActiveLearning):
         events = [r for r in sorted(self.state.rounds) if self.state.is_done(r, Phase.SELECT)]
         r = (events[-1] + 1) if events else 0
         restart = self.dir / "otf.restart"
-        if events and not self.state.is_done(events[-1] + 1, Phase.EXPORT):
+        if events and (not self.state.is_done(events[-1] + 1, Phase.EXPORT)
+                       or self.state.round(events[-1]).error_after is None or self._unlearned(events[-1])):
             self._finish_event(events[-1])  # cut short by a kill: finish it before the trajectory goes on
+            why = self._unlearned(events[-1])
+            if why:
+                return self._halt(why)
         model = self.round_dir(r) / "model.pth"
         if self.state.otf.get("restart_step") is not None and restart.exists():
             _say(f"resuming the trajectory at step {self.state.otf['restart_step']} with {model}")
@@ -254,6 +288,10 @@ class OnTheFly(ActiveLearning):
                 t0 = time.perf_counter()
                 _say(f"event {r} at step {self._step()}: ratio {ratio:.3f}")
                 self._event(r, ratio, t0)
+                why = self._unlearned(r)
+                if why:
+                    self.state.status = why
+                    break
                 r += 1
                 after = self._swap(self.round_dir(r) / "model.pth")
                 info = self.state.round(r - 1)
@@ -266,16 +304,20 @@ class OnTheFly(ActiveLearning):
             self.state.status = f"reached md.nsteps ({c.nsteps}) with {r} events"
         self._write_restart()
         self.lmp.close()
+        return self._halt(self.state.status)
+
+    def _halt(self, status: str) -> dict:
+        self.state.status = status
         self._save()
         self.write_report()
-        _say(f"done: {self.state.status}")
+        _say(f"done: {status}")
         return self.report()
 
     def report(self) -> dict:
         rep = super().report()
         rep["events"] = [{"event": r, "step": s.event_step, "ratio_before": s.ratio_before, "ratio_after": s.ratio_after,
                           "error_before": s.error_before, "error_after": s.error_after, "labelled": s.labelled,
-                          "seconds": s.event_seconds}
+                          "finetunes": s.finetunes, "finetune_errors": s.finetune_errors, "seconds": s.event_seconds}
                          for r, s in sorted(self.state.rounds.items()) if s.event_step is not None]
         rep["md_steps"] = self.cfg.md.nsteps
         return rep
@@ -286,13 +328,13 @@ class OnTheFly(ActiveLearning):
         lines = ["", "## on-the-fly events", "",
                  "ratio: the largest per-atom force std over the threshold; error: the largest per-atom force error "
                  "|dF|/sqrt 3 on the event's labelled frames (model force unit), before and after the fine-tuning", "",
-                 "| event | step | ratio before | ratio after | error before | error after | labelled | seconds |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "| event | step | ratio before | ratio after | error before | error after | fine-tunings | labelled | "
+                 "seconds |", "|---|---|---|---|---|---|---|---|---|"]
         fmt = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
         for e in rep["events"]:
             lines.append(f"| {e['event']} | {e['step']} | {fmt(e['ratio_before'])} | {fmt(e['ratio_after'])} | "
                          f"{fmt(e['error_before'], '{:.4g}')} | {fmt(e['error_after'], '{:.4g}')} | "
-                         f"{fmt(e['labelled'], '{}')} | {fmt(e['seconds'], '{:.0f}')} |")
+                         f"{fmt(e['finetunes'], '{}')} | {fmt(e['labelled'], '{}')} | {fmt(e['seconds'], '{:.0f}')} |")
         path = self.out / "report.md"
         write_atomic(path, path.read_text() + "\n".join(lines) + "\n")
 

@@ -54,6 +54,8 @@ class RoundState:
     event_seconds: Optional[float] = None  # wall clock from the check to the swap (labels and fine-tuning)
     error_before: Optional[float] = None  # largest per-atom force error on the event's labelled frames, old model
     error_after: Optional[float] = None  # ... new model (model force unit)
+    finetunes: Optional[int] = None  # fine-tunings the event ran (otf.tolerance: more than one while above it)
+    finetune_errors: Optional[List[float]] = None  # error_after of each of them
 
     def picked(self) -> List[List[int]]:
         """The [run, frame] pairs picked for labelling."""
@@ -101,7 +103,8 @@ class LoopState:
 
     def mark(self, r: int, phase: Phase, **info) -> None:
         self.round(r).update(**info)
-        self.done.append((r, phase))
+        if (r, phase) not in self.done:  # a phase done again (an on-the-fly event's export) is listed once
+            self.done.append((r, phase))
 
     def to_dict(self) -> Dict[str, Any]:
         return {"config": self.config, "done": [f"{r}.{p.value}" for r, p in self.done], "dft_calls": self.dft_calls,
