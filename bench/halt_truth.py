@@ -60,6 +60,8 @@ SHARED = REPO.parent / "shared" / "data" / "rmd17"
 BIN = Path(sys.executable).parent
 RULES = ("envelope:1.0", "envelope:1.25", "envelope:1.5", "median:1.15", "median:1.25", "median:1.5", "rmse:1.5",
          "rmse:2", "rmse:3")
+#: md.halt_pressure's rules on the water runs: the pressure std against the validation frames'
+PRESSURE_RULES = ("envelope:1.0", "median:1.25", "median:1.5", "median:2")
 DUMP_EVERY = 20
 # the demo's heating ramp: the thermostat's target goes from 300 K to 8000 K over 20000 steps of 0.5 fs
 T0, RAMP = 300.0, (8000.0 - 300.0) / (20000 * 0.5e-3)  # K/ps
@@ -498,8 +500,28 @@ def water_bench(args, out_root: Path) -> dict:
                            "margin_steps": (None if first is None or halt is None else first - halt),
                            # a halt before any labelled frame's error left the test frames' range (q99)
                            "false_alarm": (halt is not None and (first_q99 is None or halt < first_q99))}
+        # md.halt_pressure: the pressure std of every dumped frame (Python twin of c_unc[6], eV/A^3), the
+        # halt of each rule alone and together with the exported force rule (the larger ratio halts)
+        pstd = pressure_along(traj, model)
+        force_halt = rules[DEFAULT_HALT_RULE]["halt_step"]
+        for rule in PRESSURE_RULES:
+            thr = halt_threshold(cal.halt, rule, part="pressure")[0]
+            alone = first_above(traj.steps, pstd, thr)
+            both = min((h for h in (alone, force_halt) if h is not None), default=None)
+            for key, halt in ((f"pressure {rule}", alone), (f"{DEFAULT_HALT_RULE} or pressure {rule}", both)):
+                rules[key] = {"threshold": thr, "halt_step": halt, "temperature": temps.get(halt),
+                              "volume_ratio": None if halt is None else volume[halt] / volume[0],
+                              "garbage_steps": (None if first is None or halt is None else max(0, halt - first)),
+                              "garbage_steps_q99": (None if first_q99 is None or halt is None
+                                                    else max(0, halt - first_q99)),
+                              "margin_steps": (None if first is None or halt is None else first - halt),
+                              "false_alarm": (halt is not None and (first_q99 is None or halt < first_q99))}
+        at = {int(s): i for i, s in enumerate(traj.steps)}
+        labelled_p = [pstd[at[int(s)]] for s in truth.steps]
         labels = np.array(truth.max_error) > tolerance
         runs[name] = {
+            "pressure_std": pstd.tolist(), "auc_q99_pressure": detection(np.array(truth.max_error) > q99, labelled_p),
+            "spearman_pressure": spearman(labelled_p, truth.max_error),
             "first_error_step": first, "first_error_temperature": temps.get(first),
             "first_error_volume_ratio": None if first is None else volume[first] / volume[0],
             "first_error_step_q99": first_q99, "rules": rules,
@@ -520,6 +542,22 @@ def water_bench(args, out_root: Path) -> dict:
               "exported_rule": read_metadata(model)["halt_rule"], "runs": runs}
     water_plot(result, out_root.parent / "halt_truth_water.png")
     return result
+
+
+def pressure_along(traj, model: Path) -> np.ndarray:
+    """The std of the pressure (BNNCalculator's ``pressure_std``, eV/A^3; LAMMPS' c_unc[6] in atm is this
+    times 1.58e6) of ``model`` on every frame of a periodic ``traj``."""
+    from bnnmd.analysis import frame_atoms
+    from bnnmd.calculator import BNNCalculator
+
+    calc = BNNCalculator(str(model))
+    out = []
+    for f in range(traj.n_frames):
+        a = frame_atoms(traj, f, True)
+        a.calc = calc
+        a.get_forces()
+        out.append(float(calc.results["pressure_std"]))
+    return np.array(out)
 
 
 def _cell(traj, frame: int):
@@ -559,21 +597,25 @@ def water_plot(result, path: Path) -> None:
 
 
 def water_table(result) -> str:
-    lines = [f"| run | rule | threshold (eV/A) | halt step (T / K, V/V0) | garbage steps (3 x RMSE) | false alarm |",
+    lines = [f"| run | rule | threshold (eV/A; pressure: eV/A^3) | halt step (T / K, V/V0) | garbage steps (3 x RMSE) | "
+             "false alarm |",
              "|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
         for rule, v in r["rules"].items():
             extra = "" if v["halt_step"] is None else f" ({v['temperature']:.0f}, {v['volume_ratio']:.3f})"
-            lines.append(f"| {name} | {rule} | {v['threshold']:.4f} | {v['halt_step']}{extra} | {v['garbage_steps']} | "
+            lines.append(f"| {name} | {rule} | {v['threshold']:.4g} | {v['halt_step']}{extra} | {v['garbage_steps']} | "
                          f"{'yes' if v['false_alarm'] else 'no'} |")
     lines += ["", "| run | first step above 3 x RMSE (T / K, V/V0) | first step above q99 | labelled frames | AUC total | "
-              "AUC epistemic | Spearman total |", "|---|---|---|---|---|---|---|"]
+              "AUC epistemic | Spearman total | AUC (q99) total | AUC (q99) pressure std | Spearman pressure std |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["runs"].items():
         extra = "" if r["first_error_step"] is None else (f" ({r['first_error_temperature']:.0f}, "
                                                           f"{r['first_error_volume_ratio']:.3f})")
         auc = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
         lines.append(f"| {name} | {r['first_error_step']}{extra} | {r['first_error_step_q99']} | {r['labelled_frames']} | "
-                     f"{auc(r['auc_total'])} | {auc(r['auc_epistemic'])} | {r['spearman_total']:.3f} |")
+                     f"{auc(r['auc_total'])} | {auc(r['auc_epistemic'])} | {r['spearman_total']:.3f} | "
+                     f"{auc(r['auc_q99_total'])} | {auc(r.get('auc_q99_pressure'))} | "
+                     f"{auc(r.get('spearman_pressure'))} |")
     return "\n".join(lines)
 
 

@@ -95,6 +95,72 @@ def test_periodic_heating_input_and_label_errors(water_run):
         LearnConfig.from_dict(water_config(water_run, label={"labeller": "xtb"}))
 
 
+@pytest.mark.slow
+def test_pressure_halt_matches_its_python_twin(water_run, tmp_path, capsys):
+    """md.halt_pressure: the calibration's pressure statistics are the C++ core's pressure std of the
+    validation frames (BNNCalculator), the rule's threshold is 1.5 x their median, and the built-in
+    recipe halts on c_unc[6] where the Python twin (the pressure std of the dumped frames, in atm)
+    first passes a threshold, with the force halt out of the way (md.threshold 1e6)."""
+    from bnnmd.analysis import frame_atoms, read_trajectory
+    from bnnmd.calculator import BNNCalculator
+    from bnnmd.data import Split
+    from bnnmd.learn import run_md
+    from bnnmd.learn._loop import lammps_pressure
+
+    out = tmp_path / "out"
+    cfg = LearnConfig.from_dict(water_config(water_run, md={"threshold": 1e6, "halt_pressure": "median:1.5",
+                                                            "nsteps": 60}))
+    al = ActiveLearning(cfg, out)
+    al._export(0)
+    model = out / "round_00" / "model.pth"
+    calc = BNNCalculator(str(model))
+    val = Split.load(water_run / "run" / "split.json").val.load()
+
+    def pressure_std(atoms):
+        atoms.calc = calc
+        atoms.get_forces()
+        return calc.results["pressure_std"]
+
+    pval = [pressure_std(val.to_ase(i)) for i in range(len(val))]
+    thr = al.state.round(0).threshold_pressure
+    assert thr == pytest.approx(1.5 * np.median(pval), rel=1e-6) and thr > 0
+    # along a run without the halt: LAMMPS' pressure ratio at each check (thermo every 10 steps) against
+    # the Python twin on the dumped frame (6 digits of the positions), in LAMMPS' atm
+    atoms = al.start_structure()
+    atm = lammps_pressure(model, 1.0)
+    assert run_md(model, atoms, tmp_path / "free", cfg.md, halt=False, pressure_threshold=thr) is None
+    traj = read_trajectory(tmp_path / "free" / "traj.dump", data=tmp_path / "free" / "system.data",
+                           elements=["H", "O"])
+    p = {int(s): pressure_std(frame_atoms(traj, f, True)) for f, s in enumerate(traj.steps)}
+    log = {}
+    for line in (tmp_path / "free" / "log.lammps").read_text().splitlines():
+        w = line.split()
+        if len(w) == 6 and w[0].isdigit():  # step temp pe c_unc[4] c_unc[5] v_pratio
+            log[int(w[0])] = float(w[5])
+    assert sorted(log) == sorted(p) == [0, 10, 20, 30, 40, 50, 60]
+    for step, v in p.items():
+        assert log[step] == pytest.approx(v * atm / (thr * atm), rel=1e-4), step
+    # the halt fires at the first check whose ratio passes 1, and not at all when none does
+    checks = {s: v for s, v in p.items() if s > 0}
+    for factor in (0.9999, 1.0001):
+        limit = factor * float(max(checks.values()))
+        twin = min((s for s, v in checks.items() if v > limit), default=None)
+        assert run_md(model, atoms, tmp_path / f"halt{factor}", cfg.md, pressure_threshold=limit) == twin
+    assert twin is None
+    text = (tmp_path / "halt1.0001" / "in.lmp").read_text()
+    assert f"variable pratio equal c_unc[6]/{lammps_pressure(model, limit)!r}" in text
+    assert "variable ratio equal ternary(v_fratio>v_pratio,v_fratio,v_pratio)" in text
+    # bnn-export prints the same threshold, in the model's unit and LAMMPS' atm, for hand-written inputs
+    from bnnmd.cli.export import main as export_main
+
+    assert export_main([str(out / "round_00" / "run" / "samples"), str(tmp_path / "m.pth")]) == 0
+    printed = capsys.readouterr().out
+    assert f"pressure-std halt threshold {thr:.6g} eV/A^3 = {lammps_pressure(model, thr):.6g} atm (units real)" in printed
+    for bad in ("rmse:3", "median", -1.0):
+        with pytest.raises(LearnError, match="md.halt_pressure = .*: give a rule on the validation frames' pressure"):
+            LearnConfig.from_dict(water_config(water_run, md={"halt_pressure": bad}))
+
+
 def otf_config(water_run, **over):
     return water_config(water_run, **{"rounds": 2, "max_dft_calls": 4, "otf": {"restart_every": 20},
                                       "md": {"mode": "otf", "nsteps": 60}, **over})

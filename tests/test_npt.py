@@ -12,11 +12,10 @@ from ase.io.lammpsdata import write_lammps_data
 from bnnmd.data import bundled_dataset
 from bnnmd.deploy import export
 from bnnmd.nn.testing import random_periodic_atoms
+from bnnmd.units import NKTV2P
 
 from helpers import BIN, ENV, LMP, MPIRUN, SPECORDER, run_lammps, strained, write_samples
 
-# LAMMPS's nktv2p: pressure unit per (energy unit / A^3) of each style
-NKTV2P = {"real": 68568.415, "metal": 1.6021765e6}
 VOIGT = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]  # LAMMPS's order: xx yy zz xy xz yz
 
 

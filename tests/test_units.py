@@ -37,6 +37,16 @@ def test_factors_against_codata_and_lammps():
         units.check_length_unit(u["length"])
 
 
+def test_lammps_pressure_factor_is_ases():
+    """LAMMPS' nktv2p of real (atm) and metal (bar) against ASE's pressure units."""
+    import ase.units as au
+
+    assert units.lammps_pressure_factor("metal", "eV", "A") == pytest.approx(1 / au.bar, rel=1e-7)
+    atm = 101325 * au.Pascal
+    assert units.lammps_pressure_factor("real", "kcal/mol", "A") == pytest.approx(au.kcal / au.mol / atm, rel=1e-6)
+    assert units.lammps_pressure_factor("real", "eV", "A") == pytest.approx(1 / atm, rel=1e-6)
+
+
 def test_unknown_unit_lists_supported():
     with pytest.raises(ValueError, match="unknown energy unit 'kcal'.*kcal/mol"):
         units.energy_factor("kcal", "eV")

@@ -27,9 +27,23 @@ LENGTH_UNITS: Dict[str, float] = dict(_core.units_table()["length"])
 
 #: Units of each LAMMPS ``units`` style that bnnmd supports.
 LAMMPS_UNITS: Dict[str, Dict[str, str]] = {
-    "real": {"energy": "kcal/mol", "length": "A"},
-    "metal": {"energy": "eV", "length": "A"},
+    "real": {"energy": "kcal/mol", "length": "A", "pressure": "atm"},
+    "metal": {"energy": "eV", "length": "A", "pressure": "bar"},
 }
+#: LAMMPS' own ``nktv2p`` of each style (its force.cpp via update.cpp): the style's pressure unit per
+#: energy unit / A^3; what LAMMPS multiplies a virial / volume by to print a pressure (and c_unc[6])
+NKTV2P: Dict[str, float] = {"real": 68568.415, "metal": 1.6021765e6}
+
+
+def lammps_pressure_factor(style: str, energy_unit: str, length_unit: str) -> float:
+    """Multiply a pressure in ``energy_unit / length_unit^3`` by this to get it in the pressure unit
+    of LAMMPS' ``units style`` (real: atm, metal: bar), with LAMMPS' constant.
+
+    >>> round(lammps_pressure_factor("metal", "eV", "A"))
+    1602176
+    """
+    u = LAMMPS_UNITS[style]
+    return energy_factor(energy_unit, u["energy"]) / length_factor(length_unit, u["length"]) ** 3 * NKTV2P[style]
 
 
 def _lookup(table: Dict[str, float], unit: str, kind: str) -> float:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from bnnmd.cli._errors import guarded
 from bnnmd.deploy import ExportError, export, read_metadata
+from bnnmd.posterior import CALIBRATION_FILE, DEFAULT_HALT_RULE, Calibration, halt_threshold, parse_rule
+from bnnmd.units import lammps_pressure_factor
 
 
 def main(argv=None) -> int:
@@ -62,9 +65,30 @@ def main(argv=None) -> int:
         else:
             print("bnn-export: no halt threshold stored (no validation statistics); run bnn-eval SAMPLES "
                   "--data split:val --calibrate-on split:val before exporting to get one")
+        line = _pressure_halt(args.samples, args.halt_rule, meta)
+        if line:
+            print(line)
         return 0
 
     return guarded("bnn-export", run)
+
+
+def _pressure_halt(samples, rule, meta) -> str:
+    """The pressure-std halt threshold of a periodic model's validation statistics (a line to print),
+    by ``rule`` (median/envelope; the default rule otherwise), in the model's unit and LAMMPS' (c_unc[6]);
+    "" when the calibration has no pressure statistics."""
+    path = Path(samples) / CALIBRATION_FILE
+    stats = Calibration.load(path).halt if path.exists() else None
+    if stats is None or not stats.frame_pressure_std:
+        return ""
+    if rule is None or parse_rule(rule)[0] == "rmse":
+        rule = DEFAULT_HALT_RULE
+    value = halt_threshold(stats, rule, part="pressure")[0]
+    e, length = meta["energy_unit"], meta["length_unit"]
+    real, metal = (lammps_pressure_factor(style, e, length) * value for style in ("real", "metal"))
+    return (f"bnn-export: pressure-std halt threshold {value:.6g} {e}/{length}^3 = {real:.6g} atm (units real) = "
+            f"{metal:.6g} bar (units metal), rule {rule} (LAMMPS: against c_unc[6] of compute bnn/atom; not stored "
+            "in the model, docs/lammps.md)")
 
 
 if __name__ == "__main__":

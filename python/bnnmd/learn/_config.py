@@ -12,6 +12,7 @@ from bnnmd._checks import Checks, is_number
 from bnnmd._errors import BnnmdError
 from bnnmd._yaml import read_config_file
 from bnnmd.nn import ConfigError
+from bnnmd.posterior import HaltRuleError, parse_rule
 from bnnmd.train import TrainConfig, get_method
 from bnnmd.train._distributed import Layout
 
@@ -74,6 +75,12 @@ class MDSection:
     # nsteps at most): its frames past the halt are picked with the others, so a round labels the
     # hotter geometries the next round's run reaches (the steps before the halt stay the halt's)
     overshoot: int = 0
+    # a second halt for condensed phases, on the std of the pressure (LAMMPS' c_unc[6]): the per-atom
+    # force std does not see a box compressed beyond its training densities, the pressure std does
+    # (docs/results.md, water at 0.7 of its volume). null: off; a rule (median:F or envelope:F) on the
+    # start model's validation frames, kept for every round; or a pressure std in the model's
+    # energy/length^3 (eV/A^3). The run halts when either ratio passes 1
+    halt_pressure: Optional[Union[str, float]] = None
     # rounds: MD runs until the halt, then select, label and fine-tune, round after round; otf: one
     # trajectory of nsteps that never restarts: where the halt would fire, the frame is labelled, the
     # posterior fine-tuned and the new model swapped into the running LAMMPS (section otf)
@@ -219,6 +226,21 @@ class LearnConfig:
             raise LearnError(f"md.halt_window = {self.md.halt_window} needs the built-in recipe: drop md.template, or "
                              "average in your template (fix ave/atom 1 W N c_unc[2], compute reduce max on it) and set "
                              "md.halt_window 1")
+        hp = self.md.halt_pressure
+        if hp is not None:
+            ok = is_number(hp) and hp > 0
+            if isinstance(hp, str):
+                try:
+                    ok = parse_rule(hp)[0] in ("median", "envelope")
+                except HaltRuleError:
+                    ok = False
+            if not ok:
+                raise LearnError(f"md.halt_pressure = {hp!r}: give a rule on the validation frames' pressure std "
+                                 "(median:1.5 or envelope:1.0), a pressure std > 0 in the model's energy/length^3, "
+                                 "or null")
+            if self.md.template:
+                raise LearnError("md.halt_pressure needs the built-in recipe: drop md.template, or halt on c_unc[6] "
+                                 "(the pressure std) in your template and set md.halt_pressure null")
         if self.md.mode not in ("rounds", "otf"):
             raise LearnError(f"md.mode = {self.md.mode!r}: give rounds (MD until the halt, then label and fine-tune, "
                              "round after round) or otf (one trajectory, the model swapped in where the halt would fire)")

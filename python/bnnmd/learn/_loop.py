@@ -53,7 +53,7 @@ from bnnmd.label import LABEL_UNITS, ASELabeller, LabelError, PySCFLabeller, TBL
 from bnnmd.learn._config import LearnConfig, LearnError, finetune_config
 from bnnmd.learn._executor import make_executor
 from bnnmd.learn._state import LoopState, Phase
-from bnnmd.posterior import DEFAULT_HALT_RULE, Calibration, halt_threshold
+from bnnmd.posterior import DEFAULT_HALT_RULE, Calibration, HaltRuleError, halt_threshold
 from bnnmd.train import TrainConfig, train
 from bnnmd.uq import calibrate, evaluate, resolve_data
 
@@ -99,6 +99,10 @@ HALT_RATIO_WINDOW = {
     "epistemic": "compute emax all reduce max c_unc[2]\nfix uwin all ave/atom 1 @{halt_window} @{halt_every} c_unc[2]\n"
                  "compute uwinmax all reduce max f_uwin\nvariable ratio equal c_uwinmax/@{threshold}\n"
                  "thermo_style custom step temp pe c_unc[4] c_emax"}
+#: md.halt_pressure: the force ratio renamed, and the halt's ratio the larger of it and the pressure std's
+#: (c_unc[6], LAMMPS pressure units) against its threshold
+HALT_RATIO_PRESSURE = ("variable pratio equal c_unc[6]/@{pressure_threshold}\n"
+                       "variable ratio equal ternary(v_fratio>v_pratio,v_fratio,v_pratio)")
 HALT = "fix stop all halt @{halt_every} v_ratio > 1.0 error @{halt_error}"
 #: past the halt: the same ramp (start/stop), no halt, at most to nsteps
 OVERSHOOT = ('unfix stop\nif "$(step) < @{nsteps}" then '
@@ -106,11 +110,12 @@ OVERSHOOT = ('unfix stop\nif "$(step) < @{nsteps}" then '
 
 
 def heating_input(c, elements: List[str], seed: int, halt: bool = True, threshold: Optional[float] = None,
-                  periodic: bool = False) -> str:
+                  periodic: bool = False, pressure_threshold: Optional[float] = None) -> str:
     """The LAMMPS input of the built-in heating recipe (``heat.lmp`` in this package) for the MD section
     ``c``: ``elements`` in type order, velocity ``seed``, ``fix halt`` unless ``halt`` is False, on the
     epistemic std against ``threshold`` (LAMMPS force unit) when given, else on the model's own
-    threshold (``c_unc[4]/c_unc[5]``). ``${model}``, ``${data}`` (and ``${seed}``) stay LAMMPS variables.
+    threshold (``c_unc[4]/c_unc[5]``); with ``pressure_threshold`` (LAMMPS pressure unit) also on the
+    pressure std ``c_unc[6]``. ``${model}``, ``${data}`` (and ``${seed}``) stay LAMMPS variables.
     ``periodic`` (a condensed phase): the velocities keep their angular momentum (a molecule's is zeroed)."""
     over = c.overshoot if halt else 0
     values = {"ramp": c.ramp, "elements": " ".join(elements), "dump_every": c.dump_every, "temperature": c.temperature,
@@ -122,20 +127,28 @@ def heating_input(c, elements: List[str], seed: int, halt: bool = True, threshol
     values["halt_window"] = c.halt_window
     windowed = halt and c.halt_window > 1
     values["ratio"] = fill((HALT_RATIO_WINDOW if windowed else HALT_RATIO)["total" if threshold is None else "epistemic"])
+    if pressure_threshold is not None:
+        values["pressure_threshold"] = repr(float(pressure_threshold))
+        lines = values["ratio"].replace("variable ratio equal ", "variable fratio equal ").splitlines()
+        thermo = [line for line in lines if line.startswith("thermo_style")]
+        lines = [line for line in lines if not line.startswith("thermo_style")]
+        values["ratio"] = "\n".join(lines + [fill(HALT_RATIO_PRESSURE)] + [t + " v_pratio" for t in thermo])
     values["halt"] = fill(HALT) if halt else "# no halt"
     values["after_run"] = fill(OVERSHOOT) if over else ""
     return fill(HEAT_TEMPLATE)
 
 
 def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = True,
-           epistemic_threshold: Optional[float] = None) -> Optional[int]:
+           epistemic_threshold: Optional[float] = None, pressure_threshold: Optional[float] = None) -> Optional[int]:
     """One MD run of ``c`` (an :class:`~bnnmd.learn._config.MDSection`) with ``model`` from ``atoms``
     in directory ``md`` (replaced); returns the step the halt fired on, None when it did not.
     ``halt=False`` drops the built-in recipe's ``fix halt`` (the run goes to ``c.nsteps``).
     ``epistemic_threshold`` (the model's force unit): the built-in recipe halts on the largest
     per-atom epistemic std instead of the total one against the model's threshold. With
     ``c.overshoot`` > 0 a halted run goes on for that many steps without the halt (to ``c.nsteps`` at
-    most, the heating ramp continued), dumping frames; the step returned is still the halt's."""
+    most, the heating ramp continued), dumping frames; the step returned is still the halt's.
+    ``pressure_threshold`` (the model's energy/length^3): the built-in recipe halts on the pressure
+    std too (md.halt_pressure)."""
     md = Path(md)
     shutil.rmtree(md, ignore_errors=True)
     md.mkdir(parents=True)
@@ -148,7 +161,8 @@ def run_md(model, atoms, md: Path, c, seed: Optional[int] = None, halt: bool = T
         threshold = None
         if epistemic_threshold is not None:  # c_unc is in LAMMPS' force unit (real: kcal/mol/A), the threshold in the model's
             threshold = epistemic_threshold * lammps_force_factor(model)
-        text = heating_input(c, elements, c.seed if seed is None else seed, halt, threshold, periodic)
+        text = heating_input(c, elements, c.seed if seed is None else seed, halt, threshold, periodic,
+                             lammps_pressure(model, pressure_threshold))
     (md / "in.lmp").write_text(text)
     lmp = Path(sys.executable).parent / "lmp"
     cmd = [str(lmp), "-in", "in.lmp", "-log", "log.lammps", "-screen", "none", "-var", "model",
@@ -190,6 +204,15 @@ def lammps_force_factor(model) -> float:
                                                                                            real["length"])
 
 
+def lammps_pressure(model, pressure: Optional[float]) -> Optional[float]:
+    """A pressure (std) in the unit of ``model`` (an exported file: energy/length^3) in that of
+    bnn-learn's LAMMPS runs (units real: atm, c_unc[6]'s unit); None stays None."""
+    if pressure is None:
+        return None
+    meta = read_metadata(model)
+    return float(pressure) * units.lammps_pressure_factor("real", meta["energy_unit"], meta["length_unit"])
+
+
 def pick_frames(traj, threshold: float, n: int, column: str = "total", min_gap: int = 100):
     """bnn-learn's pick from one run (a :class:`~bnnmd.analysis.Selection`): up to ``n`` diverse
     frames above ``threshold`` of ``column``, topped up with the most uncertain frames of the run's
@@ -216,10 +239,11 @@ def labelled_dataset(labelled) -> AtomicDataset:
                          energy_unit=LABEL_UNITS["energy"], length_unit=LABEL_UNITS["length"], stress=stress)
 
 
-def _md_task(model, atoms, c, epistemic_threshold, item) -> Optional[int]:
+def _md_task(model, atoms, c, epistemic_threshold, pressure_threshold, item) -> Optional[int]:
     """One MD run of a round, ``item`` = (its directory, its velocity seed): an executor's task."""
     md, seed = item
-    return run_md(model, atoms, md, c, seed=seed, epistemic_threshold=epistemic_threshold)
+    return run_md(model, atoms, md, c, seed=seed, epistemic_threshold=epistemic_threshold,
+                  pressure_threshold=pressure_threshold)
 
 
 def torchrun_finetune(cfg: TrainConfig, run: Path, nproc: int) -> None:
@@ -357,7 +381,22 @@ class ActiveLearning:
         info = {"threshold": meta["halt_threshold"], "halt_rule": meta["halt_rule"]}
         if self.cfg.md.halt_on == "epistemic":
             info["threshold_epistemic"] = self._epistemic_threshold(r, run / "samples" / "calibration.json")
+        if self.cfg.md.halt_pressure is not None:
+            info["threshold_pressure"] = self._pressure_threshold(r, run / "samples" / "calibration.json")
         self._mark(r, Phase.EXPORT, **info)
+
+    def _pressure_threshold(self, r: int, calibration: Path) -> float:
+        """md.halt_pressure: the pressure-std threshold (model energy/length^3): a number as given, a rule
+        on the start model's validation frames (round 0's, kept for every round)."""
+        hp = self.cfg.md.halt_pressure
+        if not isinstance(hp, str):
+            return float(hp)
+        if r > 0:
+            return self.state.round(0).threshold_pressure
+        try:
+            return halt_threshold(Calibration.load(calibration).halt, hp, part="pressure")[0]
+        except HaltRuleError as exc:
+            raise LearnError(f"md.halt_pressure = {hp!r}: {exc}") from None
 
     def _epistemic_threshold(self, r: int, calibration: Path) -> float:
         """md.halt_on epistemic: the threshold of round ``r`` (model force unit), by md.threshold."""
@@ -393,7 +432,7 @@ class ActiveLearning:
 
         # each run is a LAMMPS process of its own (locally md.processes at a time), or a task on the cluster
         model = (self.round_dir(r) / "model.pth").resolve()  # absolute: a worker's working directory is its own
-        one = functools.partial(_md_task, model, self.start_structure(), c, epi)
+        one = functools.partial(_md_task, model, self.start_structure(), c, epi, self.state.round(r).threshold_pressure)
         runs = [(self.md_dir(r, i).resolve(), c.seed + i) for i in range(c.runs)]
         try:
             with make_executor(self.cfg.executor.scheduler) as ex:

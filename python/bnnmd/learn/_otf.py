@@ -51,7 +51,7 @@ from bnnmd.calculator import BNNCalculator
 from bnnmd.deploy import read_metadata
 from bnnmd.label import LABEL_UNITS
 from bnnmd.learn._config import LearnError, finetune_config
-from bnnmd.learn._loop import ActiveLearning, heating_input, is_periodic, write_md_data
+from bnnmd.learn._loop import ActiveLearning, heating_input, is_periodic, lammps_pressure, write_md_data
 from bnnmd.learn._state import Phase
 
 
@@ -101,7 +101,8 @@ class OnTheFly(ActiveLearning):
         """The built-in recipe's commands without its ``run`` (from ``read_restart`` when resuming)."""
         c = self.cfg.md
         elements = sorted(set(self.start_structure().get_chemical_symbols()))
-        text = heating_input(c, elements, c.seed, halt=False, periodic=self.periodic)
+        pressure = lammps_pressure(self.round_dir(0) / "model.pth", self.state.round(0).threshold_pressure)
+        text = heating_input(c, elements, c.seed, halt=False, periodic=self.periodic, pressure_threshold=pressure)
         lines = [line for line in text.splitlines() if line.strip()]
         assert lines[-1] == f"run {c.nsteps}", lines[-1]
         lines = lines[:-1]

@@ -35,6 +35,7 @@ class RoundState:
     threshold: Optional[float] = None  # the exported model's halt threshold (model force unit)
     halt_rule: Optional[str] = None
     threshold_epistemic: Optional[float] = None  # md.halt_on epistemic
+    threshold_pressure: Optional[float] = None  # md.halt_pressure (model energy/length^3)
     errors: Optional[Dict[str, Dict[str, Any]]] = None  # test set name -> force MAE/RMSE/MLL, frames
     halt_step: Optional[int] = None  # run 0's (None: no halt)
     halt_steps: Optional[List[Optional[int]]] = None  # every run's

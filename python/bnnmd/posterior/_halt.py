@@ -55,18 +55,27 @@ class HaltStatistics:
     force_rmse: float  # per component
     force_unit: str
     data: str = ""
+    # per frame of data with stresses: the std of the virial pressure tr(W)/(3V), total (energy/length^3
+    # of the model, e.g. eV/A^3; as LAMMPS' c_unc[6] and BNNCalculator's pressure_std); None without
+    frame_pressure_std: Optional[List[float]] = None
+    pressure_unit: str = ""
 
     def to_dict(self) -> dict:
-        return {"frame_max_std": [float(x) for x in self.frame_max_std],
-                "frame_max_std_epistemic": [float(x) for x in self.frame_max_std_epistemic],
-                "force_rmse": float(self.force_rmse), "force_unit": self.force_unit, "data": self.data}
+        d = {"frame_max_std": [float(x) for x in self.frame_max_std],
+             "frame_max_std_epistemic": [float(x) for x in self.frame_max_std_epistemic],
+             "force_rmse": float(self.force_rmse), "force_unit": self.force_unit, "data": self.data}
+        if self.frame_pressure_std is not None:
+            d.update(frame_pressure_std=[float(x) for x in self.frame_pressure_std], pressure_unit=self.pressure_unit)
+        return d
 
     @classmethod
     def from_dict(cls, d: Optional[dict]) -> Optional["HaltStatistics"]:
         if not d:
             return None
+        p = d.get("frame_pressure_std")
         return cls([float(x) for x in d["frame_max_std"]], [float(x) for x in d["frame_max_std_epistemic"]],
-                   float(d["force_rmse"]), str(d["force_unit"]), str(d.get("data", "")))
+                   float(d["force_rmse"]), str(d["force_unit"]), str(d.get("data", "")),
+                   None if p is None else [float(x) for x in p], str(d.get("pressure_unit", "")))
 
 
 def per_atom_stds(mu: np.ndarray, sigma: np.ndarray, calibration) -> Dict[str, np.ndarray]:
@@ -78,9 +87,25 @@ def per_atom_stds(mu: np.ndarray, sigma: np.ndarray, calibration) -> Dict[str, n
     return force_stats(forces, sig, calibration)
 
 
-def halt_statistics(mu, sigma, y, n_atoms, calibration, force_unit: str, data: str = "") -> HaltStatistics:
+def frame_pressure_std(stress_mu, stress_sigma) -> np.ndarray:
+    """Per frame, the total std of the virial pressure from per-sample stresses ``stress_mu [k, 6 M]``
+    (Voigt xx yy zz yz xz xy of each of M frames, ASE's sign: -W/V) and their ``stress_sigma [k, 6 M]``
+    (sigma_W / V, the same on the 6 components): epistemic^2 = the variance (ddof 0) over the k samples
+    of tr(W)/(3V), aleatoric^2 = the mean of sigma_W^2 / (3 V^2); the moments of
+    :func:`~bnnmd.posterior.virial_stats` divided by the volume."""
+    k = np.asarray(stress_mu).shape[0]
+    mu = np.asarray(stress_mu, dtype=np.float64).reshape(k, -1, 6)
+    sig = np.asarray(stress_sigma, dtype=np.float64).reshape(k, -1, 6)[:, :, 0]
+    pressure = -mu[:, :, :3].sum(axis=2) / 3.0
+    return np.sqrt(pressure.var(axis=0) + (sig ** 2).mean(axis=0) / 3.0)
+
+
+def halt_statistics(mu, sigma, y, n_atoms, calibration, force_unit: str, data: str = "",
+                    stress=None, pressure_unit: str = "") -> HaltStatistics:
     """:class:`HaltStatistics` of frames with ``n_atoms`` atoms each; ``mu, sigma [k, 3 N]``
-    uncalibrated, ``y [3 N]`` the reference forces, ``calibration`` the forces' std map."""
+    uncalibrated, ``y [3 N]`` the reference forces, ``calibration`` the forces' std map;
+    ``stress`` (the frames' per-sample ``(stress_mu, stress_sigma)``, :func:`frame_pressure_std`):
+    the pressure statistics too."""
     stats = per_atom_stds(mu, sigma, calibration)
     frame = np.repeat(np.arange(len(n_atoms)), np.asarray(n_atoms))
     total, epi = stats["forces_std"], stats["forces_std_epistemic"]
@@ -89,8 +114,9 @@ def halt_statistics(mu, sigma, y, n_atoms, calibration, force_unit: str, data: s
     maxima_epi = np.full(len(n_atoms), -np.inf)
     np.maximum.at(maxima_epi, frame, epi)
     err = np.asarray(mu).mean(axis=0) - np.asarray(y)
+    pressure = None if stress is None else frame_pressure_std(*stress).tolist()
     return HaltStatistics(maxima.tolist(), maxima_epi.tolist(), float(np.sqrt(np.mean(err ** 2))), force_unit,
-                          data)
+                          data, pressure, pressure_unit if stress is not None else "")
 
 
 def parse_rule(rule: str) -> Tuple[str, float]:
@@ -108,8 +134,25 @@ def parse_rule(rule: str) -> Tuple[str, float]:
 def halt_threshold(stats: HaltStatistics, rule: str = DEFAULT_HALT_RULE,
                    part: str = "total") -> Tuple[float, str]:
     """The threshold (model force unit) of ``rule`` and a one-line description of it; ``part``
-    ``"epistemic"``: of the epistemic std (the rmse rule does not depend on the part)."""
+    ``"epistemic"``: of the epistemic std (the rmse rule does not depend on the part); ``"pressure"``:
+    of the std of the pressure (model energy/length^3; envelope and median only), the halt that
+    sees a box squeezed or stretched beyond its training densities, which the per-atom force std
+    does not (docs/results.md, water compressed to 0.7 of its volume)."""
     name, f = parse_rule(rule)
+    if part == "pressure":
+        if not stats.frame_pressure_std:
+            raise HaltRuleError(f"no pressure statistics in the calibration of {stats.data or 'this model'}: "
+                                "calibrate on periodic frames with stresses (bnn-eval --calibrate-on split:val of a "
+                                "model trained with stresses)")
+        if name == "rmse":
+            raise HaltRuleError(f"halt rule {rule!r} on the pressure std: use envelope:F or median:F")
+        maxima, kind, unit = stats.frame_pressure_std, "pressure std", stats.pressure_unit
+        n = len(maxima)
+        base = max(maxima) if name == "envelope" else float(np.median(maxima))
+        what = (f"the largest {kind} on {n} validation frames" if name == "envelope"
+                else f"the median {kind} over {n} validation frames")
+        value = f * base
+        return value, f"{rule}: {f:g} x {what} ({base:.4g} {unit}) = {value:.4g} {unit}"
     maxima = stats.frame_max_std_epistemic if part == "epistemic" else stats.frame_max_std
     kind = "epistemic force std" if part == "epistemic" else "force std"
     n = len(maxima)

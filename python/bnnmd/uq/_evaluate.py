@@ -384,7 +384,9 @@ def calibrate(samples_or_model, data, k: Optional[int] = None, batch_size: int =
     cal.metrics_after = metrics_of(raw.calibrated(cal), auc_threshold, widths)
     if raw.forces is not None:
         f = raw.forces
-        cal.halt = halt_statistics(f.mu, f.sigma, f.y, dataset.n_atoms, cal.map("forces"), raw.force_unit, desc)
+        stress = None if raw.stress is None else (raw.stress.mu, raw.stress.sigma)
+        cal.halt = halt_statistics(f.mu, f.sigma, f.y, dataset.n_atoms, cal.map("forces"), raw.force_unit, desc,
+                                   stress, f"{raw.energy_unit}/{raw.length_unit}^3")
     if save and loaded.samples_dir is not None:
         cal.save(loaded.samples_dir / CALIBRATION_FILE)
     return cal
