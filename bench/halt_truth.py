@@ -489,17 +489,16 @@ def water_bench(args, out_root: Path) -> dict:
         first_q99 = truth.first_error_above(q99)
         temps = temperatures(md / "log.lammps")
         volume = {int(s): float(np.abs(np.linalg.det(np.asarray(_cell(traj, f))))) for f, s in enumerate(traj.steps)}
-        rules = {}
-        for rule, thr in thresholds.items():
-            halt = first_above(traj.steps, dumped_max, thr)
-            rules[rule] = {"threshold": thr, "halt_step": halt, "temperature": temps.get(halt),
-                           "volume_ratio": None if halt is None else volume[halt] / volume[0],
-                           "garbage_steps": (None if first is None or halt is None else max(0, halt - first)),
-                           "garbage_steps_q99": (None if first_q99 is None or halt is None
-                                                 else max(0, halt - first_q99)),
-                           "margin_steps": (None if first is None or halt is None else first - halt),
-                           # a halt before any labelled frame's error left the test frames' range (q99)
-                           "false_alarm": (halt is not None and (first_q99 is None or halt < first_q99))}
+        def row(thr, halt):
+            return {"threshold": thr, "halt_step": halt, "temperature": temps.get(halt),
+                    "volume_ratio": None if halt is None else volume[halt] / volume[0],
+                    "garbage_steps": (None if first is None or halt is None else max(0, halt - first)),
+                    "garbage_steps_q99": None if first_q99 is None or halt is None else max(0, halt - first_q99),
+                    "margin_steps": (None if first is None or halt is None else first - halt),
+                    # a halt before any labelled frame's error left the test frames' range (q99)
+                    "false_alarm": (halt is not None and (first_q99 is None or halt < first_q99))}
+
+        rules = {rule: row(thr, first_above(traj.steps, dumped_max, thr)) for rule, thr in thresholds.items()}
         # md.halt_pressure: the pressure std of every dumped frame (Python twin of c_unc[6], eV/A^3), the
         # halt of each rule alone and together with the exported force rule (the larger ratio halts)
         pstd = pressure_along(traj, model)
@@ -507,15 +506,9 @@ def water_bench(args, out_root: Path) -> dict:
         for rule in PRESSURE_RULES:
             thr = halt_threshold(cal.halt, rule, part="pressure")[0]
             alone = first_above(traj.steps, pstd, thr)
-            both = min((h for h in (alone, force_halt) if h is not None), default=None)
-            for key, halt in ((f"pressure {rule}", alone), (f"{DEFAULT_HALT_RULE} or pressure {rule}", both)):
-                rules[key] = {"threshold": thr, "halt_step": halt, "temperature": temps.get(halt),
-                              "volume_ratio": None if halt is None else volume[halt] / volume[0],
-                              "garbage_steps": (None if first is None or halt is None else max(0, halt - first)),
-                              "garbage_steps_q99": (None if first_q99 is None or halt is None
-                                                    else max(0, halt - first_q99)),
-                              "margin_steps": (None if first is None or halt is None else first - halt),
-                              "false_alarm": (halt is not None and (first_q99 is None or halt < first_q99))}
+            rules[f"pressure {rule}"] = row(thr, alone)
+            rules[f"{DEFAULT_HALT_RULE} or pressure {rule}"] = row(
+                thr, min((h for h in (alone, force_halt) if h is not None), default=None))
         at = {int(s): i for i, s in enumerate(traj.steps)}
         labelled_p = [pstd[at[int(s)]] for s in truth.steps]
         labels = np.array(truth.max_error) > tolerance
