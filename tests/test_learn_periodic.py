@@ -257,6 +257,29 @@ def test_otf_fine_tunes_again_above_the_tolerance_then_halts(water_run, tmp_path
     assert dump_steps(out / "otf" / "traj.dump") == [0, 10]  # halted at the event
     assert "round_01" not in (out / "otf" / "log.lammps").read_text()  # never swapped in
     assert OnTheFly(cfg, out, resume=True).run()["status"] == rep["status"]  # a halted run stays halted
+    # kill -9 during the second fine-tuning: --resume finishes it (from its checkpoint) to the same numbers
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg_file = tmp_path / "otf.yaml"
+    cfg_file.write_text(yaml.safe_dump(otf_config(water_run, otf={"tolerance": 1e-6, "finetunes": 2})))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bnnmd.cli.learn", str(cfg_file), "--out", str(killed)],
+                            env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (killed / "round_01" / "run_2" / "log.csv").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = json.loads((killed / "state.json").read_text())
+    assert state["rounds"]["0"]["finetunes"] == 1 and state["status"] == "running"
+    again = OnTheFly(cfg, killed, resume=True).run()
+    assert again["status"] == rep["status"].replace(str(out), str(killed))
+    assert again["events"][0]["finetune_errors"] == pytest.approx(e["finetune_errors"], rel=1e-9)
     with pytest.raises(LearnError, match="otf.finetunes = 2: an event fine-tunes again only while its error is above"):
         LearnConfig.from_dict(otf_config(water_run, otf={"finetunes": 2}))
     with pytest.raises(LearnError, match="otf.tolerance = -1: give the largest per-atom force error"):
