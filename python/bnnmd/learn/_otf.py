@@ -3,7 +3,7 @@
 The built-in heating recipe runs in this process through LAMMPS' Python module, ``md.halt_every``
 steps at a time (``run N start 0 stop md.nsteps``: the thermostat ramp is the one of a single run).
 After each chunk the halt's ratio ``c_unc[4] / c_unc[5]`` (the model's largest per-atom total std
-against its threshold) is read. Where it passes 1 (an *event*), instead of halting:
+against its threshold; with ``md.halt_pressure`` the larger of it and the pressure std's ratio) is read. Where it passes 1 (an *event*), instead of halting:
 
 1. a restart file is written at that step and the event's frames (the current one and, with
    ``otf.frames`` > 1, those of the checks just before it) go to ``round_rr/event.extxyz``;
