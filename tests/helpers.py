@@ -214,3 +214,40 @@ def emt_extxyz(path, n_frames=24, seed=0):
         frames.append(a)
     ase.io.write(str(path), frames, format="extxyz")
     return frames
+
+
+#: bnn-learn's test template (tests/test_learn.py, test_learn_executor.py): halts at step 10 (half the
+#: exported threshold), frames every 5 steps
+LEARN_TEMPLATE = """units real
+atom_style atomic
+atom_modify map yes
+boundary p p p
+read_data ${data}
+pair_style bnn
+pair_coeff * * ${model} C H O
+compute unc all bnn/atom
+variable ratio equal c_unc[4]/c_unc[5]
+dump traj all custom 5 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
+velocity all create 300 ${seed} mom yes rot yes
+fix 1 all nve
+fix stop all halt 10 v_ratio > 0.5 error soft
+timestep 0.5
+run 60
+"""
+
+
+def learn_start_run(d):
+    """bnn-learn's start in ``d``: a tiny 2-chain SGHMC run on 20 ethanol frames (``d/run``) and
+    :data:`LEARN_TEMPLATE` (``d/in.template``)."""
+    from bnnmd.train import TrainConfig, train
+
+    cfg = TrainConfig.from_dict({
+        "method": "sghmc", "seed": 1, "data": {"n_train": 20, "n_val": 4},
+        "model": {"num_layers": 1, "l_max": 1, "num_features": 4, "cutoff": 4.0, "radial_hidden": 8,
+                  "sigma_hidden": 4},
+        "training": {"batch_size": 4, "max_steps": 30, "validate_every": 10, "checkpoint_every": 10},
+        "sghmc": {"warm_start_steps": 10, "mass_freeze_step": 4, "burn_in": 6, "num_samples": 4,
+                  "sample_interval": 2, "chains": 2}})
+    train(cfg, d / "run", progress=False)
+    (d / "in.template").write_text(LEARN_TEMPLATE)
+    return d

@@ -12,42 +12,16 @@ import torch
 from bnnmd.label import CachedLabeller, Label, LabelError
 from bnnmd.learn import ActiveLearning, LearnConfig, LearnError
 from bnnmd.learn._executor import DaskExecutor, LocalExecutor, make_executor
-from bnnmd.train import TrainConfig, train
+from bnnmd.train import TrainConfig
+
+from helpers import learn_start_run
 
 pytest.importorskip("pyscf")
-
-#: tests/test_learn.py's template: halts at step 10 (half the exported threshold), frames every 5 steps
-TEMPLATE = """units real
-atom_style atomic
-atom_modify map yes
-boundary p p p
-read_data ${data}
-pair_style bnn
-pair_coeff * * ${model} C H O
-compute unc all bnn/atom
-variable ratio equal c_unc[4]/c_unc[5]
-dump traj all custom 5 traj.dump id type x y z c_unc[1] c_unc[2] c_unc[3]
-velocity all create 300 ${seed} mom yes rot yes
-fix 1 all nve
-fix stop all halt 10 v_ratio > 0.5 error soft
-timestep 0.5
-run 60
-"""
 
 
 @pytest.fixture(scope="module")
 def start_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("learn_executor_start")
-    cfg = TrainConfig.from_dict({
-        "method": "sghmc", "seed": 1, "data": {"n_train": 20, "n_val": 4},
-        "model": {"num_layers": 1, "l_max": 1, "num_features": 4, "cutoff": 4.0, "radial_hidden": 8,
-                  "sigma_hidden": 4},
-        "training": {"batch_size": 4, "max_steps": 30, "validate_every": 10, "checkpoint_every": 10},
-        "sghmc": {"warm_start_steps": 10, "mass_freeze_step": 4, "burn_in": 6, "num_samples": 4,
-                  "sample_interval": 2, "chains": 2}})
-    train(cfg, d / "run", progress=False)
-    (d / "in.template").write_text(TEMPLATE)
-    return d
+    return learn_start_run(tmp_path_factory.mktemp("learn_executor_start"))
 
 
 def learn_config(start_run, **over):
