@@ -121,8 +121,7 @@ def main(argv=None) -> int:
     models = dict(m.split("=", 1) for m in a.model)
     work = Path(a.work).resolve()
     halt = Calibration.load(a.calibration).halt
-    energy, length = halt.force_unit.rsplit("/", 1)  # to LAMMPS real's kcal/mol/A, the dump's unit
-    to_real = units.energy_factor(energy, "kcal/mol") / units.length_factor(length, "A")
+    to_real = units.force_factor(halt.force_unit, "kcal/mol/A")  # LAMMPS real's, the dump's unit
     median = float(np.median(halt.frame_max_std_epistemic)) * to_real
     factors = [float(f) for f in a.factors.split(",")]
 
