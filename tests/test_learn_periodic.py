@@ -4,6 +4,7 @@ on stresses, the built-in heating recipe in the box's own cell, labels with stre
 
 import json
 
+import ase.io
 import numpy as np
 import pytest
 
@@ -284,6 +285,45 @@ def test_otf_fine_tunes_again_above_the_tolerance_then_halts(water_run, tmp_path
         LearnConfig.from_dict(otf_config(water_run, otf={"finetunes": 2}))
     with pytest.raises(LearnError, match="otf.tolerance = -1: give the largest per-atom force error"):
         LearnConfig.from_dict(otf_config(water_run, otf={"tolerance": -1}))
+
+
+@pytest.mark.slow
+def test_otf_label_forces_drive_the_step_after_the_event(water_run, tmp_path):
+    """otf.label_forces: at the event's step LAMMPS holds the labeller's forces (not the new model's),
+    and the next step's positions differ from the same run without it by exactly the velocity-Verlet
+    displacement of the force difference, dt * (dt/2) * (F_label - F_model) / m; before it nothing differs."""
+    from bnnmd.analysis import read_trajectory
+    from bnnmd.calculator import BNNCalculator
+    from bnnmd.learn import OnTheFly
+
+    reps, trajs = {}, {}
+    for on in (True, False):
+        out = tmp_path / f"label_forces_{on}"
+        cfg = otf_config(water_run, rounds=1, max_dft_calls=2, otf={"label_forces": on},
+                         md={"mode": "otf", "nsteps": 30, "dump_every": 1})
+        reps[on] = OnTheFly(LearnConfig.from_dict(cfg), out).run()
+        trajs[on] = read_trajectory(out / "otf" / "traj.dump", data=out / "otf" / "system.data", elements=["H", "O"])
+    (e,) = reps[True]["events"]
+    assert e["step"] == 10 and reps[True]["status"].startswith("halted at step 20")
+    assert e["label_force_deviation"] < 1e-8 and reps[False]["events"][0]["label_force_deviation"] is None
+    # the labeller's forces at the event's frame against the new model's there (eV/A)
+    out = tmp_path / "label_forces_True"
+    atoms = ase.io.read(out / "round_00" / "event.extxyz")
+    label = read_dataset(out / "round_00" / "labels.extxyz").forces
+    atoms.calc = BNNCalculator(str(out / "round_01" / "model.pth"))
+    diff = (label - atoms.get_forces()) * 23.060548012069496  # kcal/mol/A, LAMMPS real
+    assert np.abs(diff).max() > 1.0  # the check above can fail
+    a, b = trajs[True], trajs[False]
+    assert list(a.steps) == list(b.steps) == list(range(21))
+    for step in range(11):
+        np.testing.assert_array_equal(a.positions(step), b.positions(step))
+    dt, ftm2v = 0.5, 1.0 / 48.88821291 / 48.88821291  # fs; LAMMPS real's force/mass -> A/fs^2
+    want = dt * (0.5 * dt * ftm2v) * diff / atoms.get_masses()[:, None]
+    got = a.positions(11) - b.positions(11)
+    cell = atoms.cell.lengths()
+    got -= cell * np.round(got / cell)
+    assert np.abs(want).max() > 1e-3
+    np.testing.assert_allclose(got, want, atol=3e-5)  # the dump's 6 digits
 
 
 @pytest.mark.slow

@@ -100,6 +100,9 @@ class OTFSection:
     # null: one fine-tuning per event, whatever its error
     tolerance: Optional[float] = None
     finetunes: int = 1
+    # the first step after an event moves the atoms with the labeller's forces at the event's frame
+    # instead of the new model's (LAMMPS fix external: the difference added for that step only)
+    label_forces: bool = False
 
 
 @dataclass
@@ -260,6 +263,8 @@ class LearnConfig:
         if tol is not None and not (is_number(tol) and tol > 0):
             raise LearnError(f"otf.tolerance = {tol!r}: give the largest per-atom force error an event must reach "
                              "(> 0, the model's force unit, e.g. 0.15 for eV/A), or null")
+        if not isinstance(self.otf.label_forces, bool):
+            raise LearnError(f"otf.label_forces = {self.otf.label_forces!r}: give true or false")
         if self.otf.finetunes > 1 and tol is None:
             raise LearnError(f"otf.finetunes = {self.otf.finetunes}: an event fine-tunes again only while its error is "
                              "above otf.tolerance; set otf.tolerance, or otf.finetunes 1")

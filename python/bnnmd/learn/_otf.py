@@ -18,7 +18,9 @@ against its threshold; with ``md.halt_pressure`` the larger of it and the pressu
    learn the frame;
 3. ``pair_coeff`` loads the new model into the running LAMMPS (atoms, velocities, thermostat and
    step number untouched), ``run 0`` gives the ratio after, at the same geometry, and the trajectory
-   goes on.
+   goes on. With ``otf.label_forces`` its first step moves the atoms with the labeller's forces at
+   the event's frame (``fix external``, a Python callback that adds labeller - model forces at the
+   event's step only; what LAMMPS then holds is checked and reported as ``label_force_deviation``).
 
 Event ``r`` is round ``r`` of the loop's layout (``round_rr/labels.*``, ``round_rr+1/run``,
 ``model.pth``), so labels, fine-tuning and export are :class:`~bnnmd.learn.ActiveLearning`'s own.
@@ -95,6 +97,7 @@ class OnTheFly(ActiveLearning):
         super().__init__(config, out, resume)
         self.dir = self.out / "otf"
         self.lmp = None
+        self._label_forces = None  # otf.label_forces: (step, the labeller's forces by atom id, LAMMPS unit)
 
     # ---- LAMMPS ------------------------------------------------------------------------------
     def _commands(self, restart: Optional[Path]) -> List[str]:
@@ -125,6 +128,39 @@ class OnTheFly(ActiveLearning):
         self._command(f"log {self.dir / 'log.lammps'}" + (" append" if restart is not None else ""))
         for line in self._commands(restart):
             self._command(line)
+        if self.cfg.otf.label_forces:  # adds (labeller - model) forces at an event's step, nothing otherwise
+            self._command("fix lforce all external pf/callback 1 1")
+            self.lmp.set_fix_external_callback("lforce", self._add_label_forces)
+
+    def _add_label_forces(self, caller, step, nlocal, tag, x, fext) -> None:
+        """fix external's callback (after the pair forces of ``step``): at the event's step, the
+        difference that makes the force LAMMPS integrates with the labeller's; elsewhere zero."""
+        fext[:] = 0.0
+        if self._label_forces is not None and step == self._label_forces[0]:
+            f = self.lmp.numpy.extract_atom("f")[:nlocal]
+            fext[:] = self._label_forces[1][np.asarray(tag).reshape(-1)] - f
+
+    def _use_label_forces(self, r: int, step: int, traj) -> None:
+        """Event ``r``: the labeller's forces on its current frame (atom order of ``traj``) for ``step``."""
+        atoms = self._picked_atoms(r)[0][0]
+        label = self.labeller.cached(atoms)
+        if label is None:  # its label failed: the step goes on the model's forces
+            self._label_forces = None
+            return
+        real = units.LAMMPS_UNITS["real"]
+        to_real = (units.energy_factor(LABEL_UNITS["energy"], real["energy"])
+                   / units.length_factor(LABEL_UNITS["length"], real["length"]))
+        by_id = np.zeros((int(traj.ids.max()) + 1, 3))
+        by_id[traj.ids] = label.forces * to_real
+        self._label_forces = (step, by_id)
+
+    def _label_force_deviation(self) -> Optional[float]:
+        """After a ``run 0`` at the event's step: the largest deviation of LAMMPS' forces from the labeller's."""
+        if self._label_forces is None:
+            return None
+        f = self.lmp.numpy.extract_atom("f")[:self.lmp.extract_global("nlocal")]
+        ids = np.asarray(self.lmp.numpy.extract_atom("id")[:len(f)]).reshape(-1)
+        return float(np.abs(f - self._label_forces[1][ids]).max())
 
     def _command(self, line: str) -> None:
         try:
@@ -268,6 +304,9 @@ class OnTheFly(ActiveLearning):
             _say(f"resuming the trajectory at step {self.state.otf['restart_step']} with {model}")
             _truncate_dump(self.dir / "traj.dump", self.state.otf["restart_step"])
             self._start_lammps(model, restart)
+            last = self.state.round(events[-1]) if events else None
+            if self.cfg.otf.label_forces and last is not None and last.event_step == self.state.otf["restart_step"]:
+                self._use_label_forces(events[-1], last.event_step, self._trajectory(events[-1]))
             after = self._swap(model)
             if events and self.state.round(events[-1]).ratio_after is None:
                 self.state.round(events[-1]).ratio_after = after
@@ -293,10 +332,13 @@ class OnTheFly(ActiveLearning):
                 if why:
                     self.state.status = why
                     break
+                if self.cfg.otf.label_forces:
+                    self._use_label_forces(r, self._step(), self._trajectory(r))
                 r += 1
                 after = self._swap(self.round_dir(r) / "model.pth")
                 info = self.state.round(r - 1)
                 info.ratio_after, info.event_seconds = after, time.perf_counter() - t0
+                info.label_force_deviation = self._label_force_deviation()
                 _say(f"event {r - 1}: ratio {ratio:.3f} -> {after:.3f} with the new model ({info.event_seconds:.0f} s)")
                 last_restart = self._write_restart()
             elif self._step() - last_restart >= self.cfg.otf.restart_every:
@@ -318,7 +360,8 @@ class OnTheFly(ActiveLearning):
         rep = super().report()
         rep["events"] = [{"event": r, "step": s.event_step, "ratio_before": s.ratio_before, "ratio_after": s.ratio_after,
                           "error_before": s.error_before, "error_after": s.error_after, "labelled": s.labelled,
-                          "finetunes": s.finetunes, "finetune_errors": s.finetune_errors, "seconds": s.event_seconds}
+                          "finetunes": s.finetunes, "finetune_errors": s.finetune_errors, "seconds": s.event_seconds,
+                          "label_force_deviation": s.label_force_deviation}
                          for r, s in sorted(self.state.rounds.items()) if s.event_step is not None]
         rep["md_steps"] = self.cfg.md.nsteps
         return rep

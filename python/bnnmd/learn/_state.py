@@ -57,6 +57,9 @@ class RoundState:
     error_after: Optional[float] = None  # ... new model (model force unit)
     finetunes: Optional[int] = None  # fine-tunings the event ran (otf.tolerance: more than one while above it)
     finetune_errors: Optional[List[float]] = None  # error_after of each of them
+    # otf.label_forces: the largest |force LAMMPS integrates with - labeller's force| at the event's step
+    # (LAMMPS force unit; ~0: the step went on the labeller's forces)
+    label_force_deviation: Optional[float] = None
 
     def picked(self) -> List[List[int]]:
         """The [run, frame] pairs picked for labelling."""
