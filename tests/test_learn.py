@@ -319,6 +319,13 @@ def test_config_errors_at_load_before_any_md_or_dft(start_run, tmp_path, capsys)
     twice.write_text(f"start: {start_run / 'run'}\nrounds: 1\nrounds: 2\n")
     assert main([str(twice), "--out", str(tmp_path / "out")]) == 2
     assert "key 'rounds' is given twice, on lines 2 and 3" in capsys.readouterr().err
+    # md.halt_pressure on a molecule (no stresses, no pressure statistics): one line naming the fix
+    cfg = learn_config(start_run, md={"template": None, "halt_pressure": "median:1.5"})
+    assert main([str(write_config(tmp_path / "p.yaml", cfg)), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bnn-learn: error: md.halt_pressure = 'median:1.5': no pressure statistics in the "
+                          "calibration of ") and "calibrate on periodic frames with stresses" in err
+    assert err.count("\n") == 1
 
 
 def test_heating_input_is_the_recipe_as_written():
