@@ -12,7 +12,7 @@ from bnnmd.data import bundled_dataset, read_dataset
 from bnnmd.label import LABEL_UNITS, TBLiteLabeller
 from bnnmd.learn import ActiveLearning, LearnConfig, LearnError, heating_input
 from bnnmd.train import TrainConfig, train
-from bnnmd.units import energy_factor
+from bnnmd.units import energy_factor, force_factor
 
 pytest.importorskip("tblite")
 
@@ -311,7 +311,7 @@ def test_otf_label_forces_drive_the_step_after_the_event(water_run, tmp_path):
     atoms = ase.io.read(out / "round_00" / "event.extxyz")
     label = read_dataset(out / "round_00" / "labels.extxyz").forces
     atoms.calc = BNNCalculator(str(out / "round_01" / "model.pth"))
-    diff = (label - atoms.get_forces()) * 23.060548012069496  # kcal/mol/A, LAMMPS real
+    diff = (label - atoms.get_forces()) * force_factor("eV/A", "kcal/mol/A")  # LAMMPS real
     assert np.abs(diff).max() > 1.0  # the check above can fail
     a, b = trajs[True], trajs[False]
     assert list(a.steps) == list(b.steps) == list(range(21))

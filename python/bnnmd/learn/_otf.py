@@ -148,8 +148,8 @@ class OnTheFly(ActiveLearning):
             self._label_forces = None
             return
         real = units.LAMMPS_UNITS["real"]
-        to_real = (units.energy_factor(LABEL_UNITS["energy"], real["energy"])
-                   / units.length_factor(LABEL_UNITS["length"], real["length"]))
+        to_real = units.force_factor(f"{LABEL_UNITS['energy']}/{LABEL_UNITS['length']}",
+                                     f"{real['energy']}/{real['length']}")
         by_id = np.zeros((int(traj.ids.max()) + 1, 3))
         by_id[traj.ids] = label.forces * to_real
         self._label_forces = (step, by_id)
@@ -205,8 +205,9 @@ class OnTheFly(ActiveLearning):
     def _budget_left(self, r: int) -> bool:
         return r < self.cfg.rounds and self.state.dft_calls < self.cfg.max_dft_calls
 
-    def _event(self, r: int, ratio: float, t0: float) -> None:
-        """Event ``r`` at the current step: restart file, frames, labels, fine-tuning, export, swap."""
+    def _event(self, r: int, ratio: float, t0: float):
+        """Event ``r`` at the current step: restart file, frames, labels, fine-tuning, export; returns the
+        trajectory it read the frames from."""
         step = self._write_restart()
         traj = self._trajectory(r)
         n = min(self.cfg.otf.frames, self.cfg.max_dft_calls - self.state.dft_calls)
@@ -222,6 +223,7 @@ class OnTheFly(ActiveLearning):
                    ratio_before=ratio)
         self._mark(r, Phase.SELECT, selected=[[0, f] for f in frames], selected_steps=[int(traj.steps[f]) for f in frames])
         self._finish_event(r, t0)
+        return traj
 
     def _finish_event(self, r: int, t0: Optional[float] = None) -> None:
         """The phases of event ``r`` not done yet (labels, fine-tuning, the next model's export)."""
@@ -327,13 +329,13 @@ class OnTheFly(ActiveLearning):
                     break
                 t0 = time.perf_counter()
                 _say(f"event {r} at step {self._step()}: ratio {ratio:.3f}")
-                self._event(r, ratio, t0)
+                traj = self._event(r, ratio, t0)
                 why = self._unlearned(r)
                 if why:
                     self.state.status = why
                     break
                 if self.cfg.otf.label_forces:
-                    self._use_label_forces(r, self._step(), self._trajectory(r))
+                    self._use_label_forces(r, self._step(), traj)
                 r += 1
                 after = self._swap(self.round_dir(r) / "model.pth")
                 info = self.state.round(r - 1)
